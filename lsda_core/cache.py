@@ -1,0 +1,124 @@
+"""The artifact cache: every expensive stage stored under one folder, keyed by a hash of
+exactly the parameters and code it depends on, and written atomically (temp, then rename),
+so nothing half-written is ever reused and an interrupted run resumes where it stopped.
+
+Layout: `<root>/<stage>/<key>/` holding the stage's files and a `meta.json`.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable, Iterable
+
+META = "meta.json"
+TMP_MARK = ".tmp-"
+
+
+def code_digest(modules: Iterable[ModuleType]) -> str:
+    """Hash of the source of the given modules: a stage's key changes when its code does."""
+    h = hashlib.sha256()
+    for m in sorted(modules, key=lambda m: m.__name__):
+        h.update(m.__name__.encode())
+        h.update(inspect.getsource(m).encode())
+    return h.hexdigest()[:16]
+
+
+def stage_key(config: dict[str, Any], modules: Iterable[ModuleType] = ()) -> str:
+    """The cache key of a stage: its exact parameters plus the source of its code."""
+    blob = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256((blob + code_digest(modules)).encode()).hexdigest()[:20]
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a file so readers see the old version or the whole new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + TMP_MARK, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+@dataclass
+class Cache:
+    """An artifact folder; `entry()` builds a stage once and returns its folder."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root).resolve()
+
+    def path(self, stage: str, key: str) -> Path:
+        return self.root / stage / key
+
+    def entry(self, stage: str, config: dict[str, Any], build: Callable[[Path], None],
+              modules: Iterable[ModuleType] = ()) -> Path:
+        """Folder of `stage` for `config`; if absent, `build(tmp_dir)` fills a temp folder
+        that is then renamed into place (so a crash leaves no half-built entry)."""
+        key = stage_key(config, modules)
+        final = self.path(stage, key)
+        if (final / META).is_file():
+            return final
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=key + TMP_MARK, dir=final.parent))
+        try:
+            t0 = time.time()
+            build(tmp)
+            meta = {"stage": stage, "key": key, "config": config, "seconds": round(time.time() - t0, 3),
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            (tmp / META).write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
+            if final.exists():  # a stale entry without meta.json: replace it
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return final
+
+    def entries(self) -> list[dict[str, Any]]:
+        """Every complete entry with its stage, key, size and creation time."""
+        out = []
+        if not self.root.is_dir():
+            return out
+        for meta in sorted(self.root.glob(f"*/*/{META}")):
+            info = json.loads(meta.read_text())
+            size = sum(p.stat().st_size for p in meta.parent.rglob("*") if p.is_file())
+            out.append({"stage": info["stage"], "key": info["key"], "bytes": size,
+                        "created": info.get("created", ""), "seconds": info.get("seconds", 0.0)})
+        return out
+
+    def clean(self, stage: str | None = None) -> int:
+        """Remove the entries of one stage (all stages when None) and any leftover temp
+        folders; returns how many folders were removed."""
+        if not self.root.is_dir():
+            return 0
+        removed = 0
+        stages = [self.root / stage] if stage else [p for p in self.root.iterdir() if p.is_dir()]
+        for s in stages:
+            if s.is_dir():
+                shutil.rmtree(s)
+                removed += 1
+        return removed
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
