@@ -170,7 +170,9 @@ def _build(cls: type, data: Any, where: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ParamsError(f"{where}: unknown key {unknown[0]!r}; valid keys of this section:\n{_describe(cls)}")
+        valid = ", ".join(fields)
+        raise ParamsError(f"{where or 'top level'}: unknown key {unknown[0]!r} (valid: {valid}; "
+                          f"'lsda params --schema' explains each)")
     kwargs = {}
     for name, value in data.items():
         f, tp, key = fields[name], hints[name], f"{where}.{name}" if where else name
@@ -183,7 +185,10 @@ def _build(cls: type, data: Any, where: str) -> Any:
             raise ParamsError(f"{key}: {value!r} is not one of {list(m['choices'])}")
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if m.get("lo") is not None and value < m["lo"] or m.get("hi") is not None and value > m["hi"]:
-                raise ParamsError(f"{key}: {value!r} is out of range [{m.get('lo')}, {m.get('hi')}]")
+                lo, hi = m.get("lo"), m.get("hi")
+                rule = f"in [{lo}, {hi}]" if lo is not None and hi is not None else (
+                    f">= {lo}" if lo is not None else f"<= {hi}")
+                raise ParamsError(f"{key}: {value!r} is out of range (must be {rule})")
         if m.get("path") and isinstance(value, str):
             value = os.path.expanduser(os.path.expandvars(value))
         kwargs[name] = value

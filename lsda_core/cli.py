@@ -1,0 +1,148 @@
+"""The `lsda` command: one entry point for the world, the book, evaluation and the cache.
+
+Errors the user can fix (LsdaError: bad parameters, missing or malformed data) are printed
+as one line, `lsda: error: ...`, with exit status 2 and no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEFAULT_PARAMS = Path("params/embedded.yaml")
+
+
+def _add_params(sp: argparse.ArgumentParser, default: Path | None = DEFAULT_PARAMS) -> None:
+    sp.add_argument("--params", type=Path, default=default, metavar="FILE",
+                    help=f"parameter preset (YAML; default {default})")
+    sp.add_argument("-p", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                    dest="overrides", help="override one parameter, e.g. -p world.seed 3 (repeatable)")
+
+
+def _load(args: argparse.Namespace):
+    from lsda_core import params as P
+    return P.load(args.params, args.overrides)
+
+
+def cmd_params(args: argparse.Namespace) -> None:
+    from lsda_core import params as P
+    import yaml
+    if args.schema:
+        print(P.schema_help())
+        return
+    print(yaml.safe_dump(_load(args).to_dict(), sort_keys=False), end="")
+
+
+def cmd_world(args: argparse.Namespace) -> None:
+    from lsda_core.cache import Cache
+    from lsda_core.world import ensure_world
+    p = _load(args)
+    layout = ensure_world(p, Cache(p.runtime.artifacts))
+    print(layout.root)
+
+
+def cmd_book(args: argparse.Namespace) -> None:
+    from lsda_core import book
+    _load(args)
+    index = book.build(args.params, _flat(args.overrides), args.out, only=args.only,
+                       progress=not args.quiet)
+    print(f"book: {index}")
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from lsda_core import book
+    root = book.project_root()
+    ch = book.find_chapter(root, args.chapter)
+    _load(args)
+    book.stage_sources(root, args.out.resolve() / "src")
+    s = book.execute_chapter(root, ch, args.params.resolve(), _flat(args.overrides), args.out.resolve(),
+                             progress=not args.quiet)
+    print(f"{ch.name}: done in {s:.1f} s -> {args.out.resolve() / 'src' / ch.path}")
+
+
+def _flat(pairs: list[list[str]]) -> dict[str, object]:
+    """`-p key value` pairs as a {dotted key: YAML-parsed value} dict (what notebooks get)."""
+    import yaml
+    return {k: yaml.safe_load(v) if v.strip() else v for k, v in pairs}
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from lsda_core.evaluate import eval_command
+    eval_command(args.dataset, args.split, args.results, metric=args.metric, out=args.out)
+
+
+def cmd_cache(args: argparse.Namespace) -> None:
+    from lsda_core.cache import Cache, human_bytes
+    cache = Cache(_load(args).runtime.artifacts)
+    if args.action == "ls":
+        rows = cache.entries()
+        if args.stage:
+            rows = [r for r in rows if r["stage"] == args.stage]
+        for r in rows:
+            print(f"{r['stage']:<16} {r['key']}  {human_bytes(r['bytes']):>10}  {r['seconds']:>8.1f} s  {r['created']}")
+        total = sum(r["bytes"] for r in rows)
+        print(f"{len(rows)} entries, {human_bytes(total)} in {cache.root}")
+    else:
+        n = cache.clean(args.stage)
+        print(f"removed {n} stage folder(s) from {cache.root}")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="lsda", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    sp = sub.add_parser("params", help="print the validated parameters (or the schema)")
+    _add_params(sp)
+    sp.add_argument("--schema", action="store_true", help="list every key with type, range and help")
+    sp.set_defaults(func=cmd_params)
+
+    sp = sub.add_parser("world", help="generate the embedded world (cached) and print its folder")
+    _add_params(sp)
+    sp.set_defaults(func=cmd_world)
+
+    sp = sub.add_parser("book", help="execute every chapter with Papermill and build the HTML book")
+    _add_params(sp)
+    sp.add_argument("--only", metavar="CHAPTER", help="execute only this chapter (others keep earlier outputs)")
+    sp.add_argument("--out", type=Path, default=Path("_build/book"), help="build folder (default _build/book)")
+    sp.add_argument("--quiet", action="store_true", help="no per-cell progress bars")
+    sp.set_defaults(func=cmd_book)
+
+    sp = sub.add_parser("run", help="re-run one chapter into the build folder")
+    sp.add_argument("chapter", help="chapter name (notebook file stem, e.g. world)")
+    _add_params(sp)
+    sp.add_argument("--out", type=Path, default=Path("_build/book"), help="build folder (default _build/book)")
+    sp.add_argument("--quiet", action="store_true", help="no per-cell progress bars")
+    sp.set_defaults(func=cmd_run)
+
+    sp = sub.add_parser("eval", help="score comp4-format detections on a VOC-layout dataset")
+    sp.add_argument("--dataset", type=Path, required=True, help="VOC-layout folder (Annotations/, ImageSets/Main/)")
+    sp.add_argument("--split", required=True, help="image set, e.g. test")
+    sp.add_argument("--results", type=Path, required=True, help="folder of comp4_det_<split>_<class>.txt files")
+    sp.add_argument("--metric", choices=("voc07", "area", "ilsvrc"), default="voc07")
+    sp.add_argument("--out", type=Path, help="write the scores as JSON here")
+    sp.set_defaults(func=cmd_eval)
+
+    sp = sub.add_parser("cache", help="list or clean the artifact cache")
+    sp.add_argument("action", choices=("ls", "clean"))
+    sp.add_argument("--stage", help="only this stage (e.g. world)")
+    _add_params(sp)
+    sp.set_defaults(func=cmd_cache)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    from lsda_core.errors import LsdaError
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except LsdaError as e:
+        print(f"lsda: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lsda: interrupted (cached stages are complete or absent; re-run to resume)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

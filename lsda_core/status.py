@@ -1,0 +1,47 @@
+"""The status page's tables: each chapter's parameters, run time and machine, read from the
+run log that `lsda book` writes as chapters finish."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from IPython.display import Markdown
+
+from lsda_core.params import Params
+
+
+def read_run_log(path: str | Path) -> dict[str, Any]:
+    """The build's run log (an empty one if no chapter has finished yet)."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.is_file() else {"chapters": {}}
+
+
+def chapter_table(log: dict[str, Any]) -> pd.DataFrame:
+    """One row per executed chapter: parameters, digest, seconds, when, where."""
+    rows = []
+    for name, c in log["chapters"].items():
+        over = ", ".join(f"{k}={v}" for k, v in c["overrides"].items()) or "none"
+        rows.append({"chapter": name, "parameters": Path(c["params_file"]).name, "overrides": over,
+                     "params digest": c["params_digest"], "run time (s)": c["seconds"],
+                     "finished": c["finished"], "machine": f"{c['machine']['cpu']} ({c['machine']['cores']} cores)"
+                     + ("" if c["machine"]["gpu"] == "none" else f", {c['machine']['gpu']}")})
+    df = pd.DataFrame(rows)
+    if len(df):
+        total = {"chapter": "total", "run time (s)": round(df["run time (s)"].sum(), 1)}
+        df = pd.concat([df, pd.DataFrame([total])], ignore_index=True).fillna("")
+    return df
+
+
+def machine_table(log: dict[str, Any]) -> pd.DataFrame:
+    """The distinct machines the chapters ran on."""
+    seen = {json.dumps(c["machine"], sort_keys=True) for c in log["chapters"].values()}
+    return pd.DataFrame([json.loads(s) for s in sorted(seen)])
+
+
+def params_listing(p: Params, params_file: str, overrides: dict[str, Any]) -> Markdown:
+    """The validated parameters as a YAML block, with where they came from."""
+    head = f"Preset `{Path(params_file).name}`" + (f", overrides `{overrides}`" if overrides else "")
+    return Markdown(f"{head}, digest `{p.digest()}`:\n\n```yaml\n{yaml.safe_dump(p.to_dict(), sort_keys=False)}```")

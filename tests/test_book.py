@@ -1,0 +1,107 @@
+"""The smoke build of the whole book, and the checks its HTML must pass."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from lsda_core import book
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def smoke_build(tmp_path_factory):
+    """`lsda book` on params/smoke.yaml into a temporary folder, with its own cache."""
+    tmp = tmp_path_factory.mktemp("smoke")
+    out, artifacts = tmp / "book", tmp / "artifacts"
+    cmd = [sys.executable, "-m", "lsda_core.cli", "book", "--params", "params/smoke.yaml", "--out", str(out),
+           "--quiet", "-p", "runtime.artifacts", str(artifacts)]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert f"book: {out / 'html' / 'index.html'}" in res.stdout
+    return out
+
+
+@pytest.mark.slow
+def test_every_chapter_page_exists(smoke_build):
+    html = smoke_build / "html"
+    for ch in book.chapters(ROOT):
+        assert (html / ch.path.with_suffix(".html")).is_file(), ch.path
+    assert (html / "index.html").is_file()
+
+
+@pytest.mark.slow
+def test_html_images_and_links_resolve(smoke_build):
+    html = smoke_build / "html"
+    pages = [str(c.path.with_suffix(".html")) for c in book.chapters(ROOT)]
+    assert book.check_html(html, pages) == []
+    # and the chapters do show figures
+    assert list((html / "_images").glob("*.png"))
+
+
+@pytest.mark.slow
+def test_executed_notebooks_have_outputs_and_sources_do_not(smoke_build):
+    for ch in book.chapters(ROOT):
+        if not ch.is_notebook:
+            continue
+        src = nbformat.read(ROOT / ch.path, as_version=4)
+        assert not any(c.get("outputs") for c in src.cells if c.cell_type == "code"), f"{ch.path} has outputs in git"
+        done = nbformat.read(smoke_build / "src" / ch.path, as_version=4)
+        assert any(c.get("outputs") for c in done.cells if c.cell_type == "code"), f"{ch.path} was not executed"
+
+
+@pytest.mark.slow
+def test_run_log_and_status_page(smoke_build):
+    log = json.loads((smoke_build / "run_log.json").read_text())
+    notebooks = [c.name for c in book.chapters(ROOT) if c.is_notebook]
+    assert sorted(log["chapters"]) == sorted(notebooks)
+    for entry in log["chapters"].values():
+        assert entry["seconds"] > 0 and entry["machine"]["cores"] >= 1
+        assert entry["params_file"].endswith("smoke.yaml")
+    status = (smoke_build / "html" / "book" / "status.html").read_text()
+    for name in notebooks:
+        assert name in status
+
+
+@pytest.mark.slow
+def test_figures_saved_as_png_and_svg(smoke_build):
+    figs = smoke_build / "src" / "book" / "figures"
+    pngs = sorted(figs.rglob("*.png"))
+    assert pngs
+    for p in pngs:
+        assert p.with_suffix(".svg").is_file()
+
+
+def test_check_html_finds_broken_things(tmp_path):
+    (tmp_path / "a.html").write_text('<h1 id="top">A</h1><img src="missing.png"><a href="b.html#nope">b</a>'
+                                     '<a href="gone.html">x</a><a href="#top">ok</a><a href="https://x.org">ext</a>')
+    (tmp_path / "b.html").write_text('<p id="here">B</p><a href="a.html#top">back</a>')
+    problems = book.check_html(tmp_path, pages=["a.html", "c.html"])
+    assert "missing page c.html" in problems
+    assert any("image missing.png" in p for p in problems)
+    assert any("b.html#nope" in p and "anchor" in p for p in problems)
+    assert any("gone.html" in p for p in problems)
+    assert len(problems) == 4
+
+
+def test_failing_chapter_names_cell_and_error(tmp_path):
+    (tmp_path / "book").mkdir()
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/bad\n")
+    nb = nbformat.v4.new_notebook()
+    params_cell = nbformat.v4.new_code_cell("params_file = ''\noverrides = {}\nfigures_dir = ''")
+    params_cell.metadata["tags"] = ["parameters"]
+    nb.cells = [params_cell, nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("y = 1 / 0")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "book" / "bad.ipynb")
+    ch = book.find_chapter(tmp_path, "bad")
+    with pytest.raises(book.ChapterError, match=r"chapter 'bad' failed in cell \d+ .*y = 1 / 0.*ZeroDivisionError"):
+        book.execute_chapter(tmp_path, ch, ROOT / "params" / "smoke.yaml", {}, tmp_path / "out", progress=False)
+
+
+def test_unknown_chapter_lists_chapters():
+    with pytest.raises(book.LsdaError, match="unknown chapter 'nope'; chapters: .*world"):
+        book.find_chapter(ROOT, "nope")
