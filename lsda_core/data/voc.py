@@ -321,6 +321,8 @@ def read_voc(root: Path, split: str, classes: Sequence[str] | None = None,
     if not ann_dir.is_dir():
         raise DataError(f"{ann_dir}: annotation folder not found ({ROOT_HINT})")
     ids = read_id_list(split_file)
+    if not ids:
+        raise DataError(f"{split_file}: split list is empty")
     img_dir = root / "JPEGImages"
     wanted = set(classes) if classes is not None else None
     images = []
