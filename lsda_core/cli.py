@@ -41,6 +41,16 @@ def cmd_world(args: argparse.Namespace) -> None:
     print(layout.root)
 
 
+def cmd_data(args: argparse.Namespace) -> None:
+    from lsda_core.cache import Cache
+    from lsda_core.data.sources import summary
+    p = _load(args)
+    rows = summary(p, Cache(p.runtime.artifacts), check_images=args.check_images)
+    print(f"{'view':<16}{'split':<8}{'images':>8}{'classes':>9}{'objects':>9}{'difficult':>10}")
+    for r in rows:
+        print(f"{r['view']:<16}{r['split']:<8}{r['images']:>8}{r['classes']:>9}{r['objects']:>9}{r['difficult']:>10}")
+
+
 def cmd_book(args: argparse.Namespace) -> None:
     from lsda_core import book
     _load(args)
@@ -99,6 +109,11 @@ def parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("world", help="generate the embedded world (cached) and print its folder")
     _add_params(sp)
     sp.set_defaults(func=cmd_world)
+
+    sp = sub.add_parser("data", help="read and check every dataset the preset uses; print their sizes")
+    _add_params(sp)
+    sp.add_argument("--check-images", action="store_true", help="also check that every image file exists")
+    sp.set_defaults(func=cmd_data)
 
     sp = sub.add_parser("book", help="execute every chapter with Papermill and build the HTML book")
     _add_params(sp)

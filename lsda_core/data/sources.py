@@ -52,3 +52,48 @@ def classification_root(p: Params, cache: Cache) -> Path:
         from lsda_core.world import ensure_world
         return ensure_world(p, cache).classification
     return require_path(p, "imagenet_root")
+
+
+def large_root(p: Params, cache: Cache) -> Path:
+    """VOC-layout root of the large-scale view (embedded world only)."""
+    from lsda_core.world import ensure_world
+    return ensure_world(p, cache).large
+
+
+def summary(p: Params, cache: Cache, check_images: bool = False) -> list[dict[str, object]]:
+    """Read every dataset split the preset uses and count images, objects and classes;
+    any missing path or malformed file raises a DataError naming it."""
+    from lsda_core.data.ilsvrc import read_ilsvrc_det
+    from lsda_core.data.imagenet import read_image_folder
+    from lsda_core.data.voc import read_voc
+
+    rows: list[dict[str, object]] = []
+
+    def det(view: str, ds) -> None:
+        rows.append({"view": view, "split": ds.split, "images": len(ds), "classes": len(ds.classes),
+                     "objects": sum(len(im.objects) for im in ds.images),
+                     "difficult": sum(o.difficult for im in ds.images for o in im.objects)})
+
+    def cls(view: str, root: Path, split: str) -> None:
+        ds = read_image_folder(root, split)
+        rows.append({"view": view, "split": split, "images": len(ds), "classes": len(ds.classes),
+                     "objects": len(ds), "difficult": 0})
+
+    src = p.data.source
+    if src == "embedded" or p.data.imagenet_root:
+        root = classification_root(p, cache)
+        for split in ("train", "val"):
+            cls("classification", root, split)
+    if src in ("embedded", "voc2007"):
+        root = voc_root(p, cache)
+        for split in ("train", "val", "test"):
+            det("voc", read_voc(root, split, check_images=check_images))
+    if src in ("embedded", "ilsvrc2013"):
+        root = ilsvrc_root(p, cache)
+        for split in ("train", "val1", "val2"):
+            det("ilsvrc", read_ilsvrc_det(root, split))
+    if src == "embedded":
+        root = large_root(p, cache)
+        for split in ("train", "test"):
+            det("large", read_voc(root, split, check_images=check_images))
+    return rows
