@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable
 
 META = "meta.json"
 TMP_MARK = ".tmp-"
+PARTIAL = ".partial"
 
 
 def code_digest(modules: Iterable[ModuleType]) -> str:
@@ -67,26 +68,35 @@ class Cache:
         return self.root / stage / key
 
     def entry(self, stage: str, config: dict[str, Any], build: Callable[[Path], None],
-              modules: Iterable[ModuleType] = ()) -> Path:
-        """Folder of `stage` for `config`; if absent, `build(tmp_dir)` fills a temp folder
-        that is then renamed into place (so a crash leaves no half-built entry)."""
+              modules: Iterable[ModuleType] = (), resumable: bool = False) -> Path:
+        """Folder of `stage` for `config`; if absent, `build(work_dir)` fills a work folder
+        that is then renamed into place, so no half-built entry is ever returned.
+
+        Not resumable: the work folder is a fresh temp folder, removed on failure.
+        Resumable: it is `<key>.partial`, kept on failure, so a builder that writes its
+        items atomically and skips those already there resumes where it stopped."""
         key = stage_key(config, modules)
         final = self.path(stage, key)
         if (final / META).is_file():
             return final
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=key + TMP_MARK, dir=final.parent))
+        if resumable:
+            work = final.with_name(key + PARTIAL)
+            work.mkdir(exist_ok=True)
+        else:
+            work = Path(tempfile.mkdtemp(prefix=key + TMP_MARK, dir=final.parent))
         try:
             t0 = time.time()
-            build(tmp)
+            build(work)
             meta = {"stage": stage, "key": key, "config": config, "seconds": round(time.time() - t0, 3),
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-            (tmp / META).write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
+            atomic_write_text(work / META, json.dumps(meta, indent=1, sort_keys=True, default=str))
             if final.exists():  # a stale entry without meta.json: replace it
                 shutil.rmtree(final)
-            os.replace(tmp, final)
+            os.replace(work, final)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if not resumable:
+                shutil.rmtree(work, ignore_errors=True)
             raise
         return final
 

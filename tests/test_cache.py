@@ -59,3 +59,24 @@ def test_atomic_write_replaces_whole(tmp_path):
     C.atomic_write_text(p, "one")
     C.atomic_write_text(p, "two")
     assert p.read_text() == "two" and [x.name for x in p.parent.iterdir()] == ["f.txt"]
+
+
+def test_resumable_entry_keeps_finished_items(tmp_path):
+    cache, built = C.Cache(tmp_path), []
+
+    def build(d, fail_after=None):
+        for i in range(4):
+            f = d / f"{i}.txt"
+            if f.exists():
+                continue
+            if fail_after is not None and len(built) == fail_after:
+                raise KeyboardInterrupt
+            C.atomic_write_text(f, str(i))
+            built.append(i)
+
+    with pytest.raises(KeyboardInterrupt):
+        cache.entry("s", {"k": 1}, lambda d: build(d, fail_after=2), resumable=True)
+    assert built == [0, 1] and cache.entries() == []  # not complete, so not listed
+    d = cache.entry("s", {"k": 1}, build, resumable=True)
+    assert built == [0, 1, 2, 3]  # resumed: items 0 and 1 were not rebuilt
+    assert sorted(p.name for p in d.glob("*.txt")) == ["0.txt", "1.txt", "2.txt", "3.txt"]
