@@ -58,8 +58,8 @@ class World:
     cls_val_per_class: int = _p(10, "classification validation images per category", lo=1)
     det_width: int = _p(160, "width of detection scene images (px)", lo=32, hi=4096)
     det_height: int = _p(120, "height of detection scene images (px)", lo=32, hi=4096)
-    objects_min: int = _p(1, "fewest labelled objects per detection scene", lo=1, hi=50)
-    objects_max: int = _p(4, "most labelled objects per detection scene", lo=1, hi=50)
+    objects_min: int = _p(1, "fewest labelled objects drawn per detection scene (hidden ones are removed)", lo=1, hi=50)
+    objects_max: int = _p(4, "most labelled objects per detection scene (object-centric scenes: 2 fewer)", lo=1, hi=50)
     distractors_max: int = _p(3, "most distractor shapes (no category) per scene", lo=0, hi=50)
     occluders_max: int = _p(2, "most plain occluders per scene", lo=0, hi=50)
     voc_classes: int = _p(20, "categories of the VOC-like detection benchmark", lo=2)
@@ -67,11 +67,11 @@ class World:
     voc_val: int = _p(300, "VOC-like val images", lo=1)
     voc_test: int = _p(400, "VOC-like test images", lo=1)
     ilsvrc_classes: int = _p(60, "categories of the ILSVRC-DET-like benchmark (first half alphabetically has boxes)", lo=2)
-    ilsvrc_train: int = _p(600, "ILSVRC-like detection train images (boxes for set B only)", lo=1)
-    ilsvrc_val: int = _p(300, "ILSVRC-like val images (boxes for all categories)", lo=1)
-    ilsvrc_test: int = _p(400, "ILSVRC-like test images (boxes for all categories)", lo=1)
+    ilsvrc_train: int = _p(600, "ILSVRC-like detection train images, centred on set-B categories (boxes for B only)", lo=1)
+    ilsvrc_val: int = _p(600, "ILSVRC-like val images, boxes for all categories (halved into val1 / val2)", lo=2)
     large_box_fraction: float = _p(0.1, "share of all categories with boxes in the large-scale view", lo=0.0, hi=1.0)
-    large_test: int = _p(200, "large-scale view test scenes", lo=1)
+    large_train: int = _p(200, "large-scale view train scenes (boxes for the box categories only)", lo=1)
+    large_test: int = _p(200, "large-scale view test scenes (boxes for all categories)", lo=1)
 
 
 @dataclass
@@ -86,12 +86,97 @@ class Data:
 
 
 @dataclass
+class Proposals:
+    """Selective search (OpenCV contrib), as R-CNN used it."""
+
+    mode: str = _p("fast", "selective search strategy (R-CNN: fast)", choices=("fast", "quality"))
+    max_boxes: int = _p(2000, "most proposals kept per image (R-CNN: about 2000)", lo=1)
+    min_side: float = _p(2.0, "drop proposals thinner than this (px)", lo=0.0)
+
+
+@dataclass
+class Net:
+    """The CaffeNet-shaped network: conv1-5, pool5 on a 6 x 6 grid, fc6, fc7, output.
+    Defaults: the embedded size; params/paper_*.yaml set CaffeNet's (227 px, 4096-wide fc)."""
+
+    input_size: int = _p(64, "side of the square network input; warped regions have this size (paper 227)", lo=16, hi=512)
+    conv_channels: list[int] = _p([24, 48, 64, 64, 48], "output channels of conv1-5 (CaffeNet 96, 256, 384, 384, 256)")
+    conv1_kernel: int = _p(8, "conv1 kernel (CaffeNet 11)", lo=1, hi=15)
+    conv1_stride: int = _p(2, "conv1 stride (CaffeNet 4)", lo=1, hi=8)
+    conv1_pad: int = _p(1, "conv1 padding (CaffeNet 0)", lo=0, hi=8)
+    pool1: bool = _p(False, "max-pool 3/2 after conv1 (CaffeNet: yes)")
+    conv2_kernel: int = _p(3, "conv2 kernel (CaffeNet 5)", lo=1, hi=7)
+    groups: bool = _p(False, "CaffeNet's two-group conv2, conv4, conv5")
+    lrn: bool = _p(True, "local response normalisation after conv1 and conv2 (CaffeNet: yes)")
+    fc_width: int = _p(256, "width of fc6 and fc7 (CaffeNet 4096)", lo=8)
+    dropout: float = _p(0.5, "dropout on fc6 and fc7 during training", lo=0.0, hi=0.95)
+    context: int = _p(16, "context padding of warped regions, in pixels of a 227 px frame (scaled to input_size)", lo=0, hi=64)
+
+
+@dataclass
+class Pretrain:
+    """Supervised pre-training on the classification view (image-level labels only)."""
+
+    epochs: int = _p(12, "passes over the classification training images", lo=1)
+    batch_size: int = _p(128, "images per SGD step", lo=1)
+    lr: float = _p(0.01, "base learning rate (step schedule)", lo=0.0)
+    lr_steps: list[int] = _p([8, 11], "epochs after which the learning rate is divided by 10")
+    momentum: float = _p(0.9, "SGD momentum", lo=0.0, hi=1.0)
+    weight_decay: float = _p(5e-4, "L2 weight decay", lo=0.0)
+
+
+@dataclass
+class Finetune:
+    """Fine-tuning on warped proposals (R-CNN's window-data layer)."""
+
+    iterations: int = _p(1500, "SGD steps of 128 windows", lo=0)
+    fg_per_batch: int = _p(32, "foreground windows per batch (R-CNN 32)", lo=1)
+    bg_per_batch: int = _p(96, "background windows per batch (R-CNN 96)", lo=0)
+    fg_iou: float = _p(0.5, "IoU with a ground-truth box to count as foreground", lo=0.0, hi=1.0)
+    lr: float = _p(0.001, "base learning rate (new output layer 10x)", lo=0.0)
+    lr_step: int = _p(1000, "steps after which the learning rate is divided by 10", lo=1)
+    momentum: float = _p(0.9, "SGD momentum", lo=0.0, hi=1.0)
+    weight_decay: float = _p(5e-4, "L2 weight decay", lo=0.0)
+    mirror: bool = _p(True, "horizontal mirror with probability 0.5")
+
+
+@dataclass
+class SVM:
+    """One linear SVM per class with hard-negative mining (liblinear's settings in R-CNN)."""
+
+    C: float = _p(1e-3, "regularisation constant C", lo=0.0)
+    pos_weight: float = _p(2.0, "weight of positive examples", lo=0.0)
+    bias: float = _p(10.0, "bias feature value (intercept scaling)", lo=0.0)
+    neg_iou: float = _p(0.3, "negatives: proposals with IoU below this with every instance of the class", lo=0.0, hi=1.0)
+    feature_norm: float = _p(20.0, "features scaled so their mean L2 norm is this", lo=0.0)
+    hard_thresh: float = _p(-1.0001, "hard negatives: those scoring above this are added", hi=0.0)
+    evict_thresh: float = _p(-1.2, "easy negatives scoring below this are evicted after each retrain", hi=0.0)
+    retrain_every: int = _p(2000, "retrain after this many new hard negatives", lo=1)
+
+
+@dataclass
+class Detect:
+    """Scoring proposals into detections."""
+
+    nms: float = _p(0.3, "per-class NMS: suppress boxes with IoU above this with a kept box", lo=0.0, hi=1.0)
+    max_per_image: int = _p(100, "most boxes kept per class and image before NMS", lo=1)
+    bbox_reg_iou: float = _p(0.6, "box regression trains on proposals with IoU above this", lo=0.0, hi=1.0)
+    bbox_reg_lambda: float = _p(1000.0, "ridge regularisation of box regression", lo=0.0)
+
+
+@dataclass
 class Params:
     """Every parameter of the study, by section."""
 
     runtime: Runtime = field(default_factory=Runtime)
     world: World = field(default_factory=World)
     data: Data = field(default_factory=Data)
+    proposals: Proposals = field(default_factory=Proposals)
+    net: Net = field(default_factory=Net)
+    pretrain: Pretrain = field(default_factory=Pretrain)
+    finetune: Finetune = field(default_factory=Finetune)
+    svm: SVM = field(default_factory=SVM)
+    detect: Detect = field(default_factory=Detect)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (YAML/JSON-ready)."""
@@ -118,16 +203,27 @@ def _describe(cls: type) -> str:
         m = f.metadata
         rng = ""
         if m.get("choices"):
-            rng = f" one of {list(m['choices'])}"
+            rng = f", one of {list(m['choices'])}"
         elif m.get("lo") is not None or m.get("hi") is not None:
-            rng = f" in [{m.get('lo', '')}, {m.get('hi') if m.get('hi') is not None else ''}]"
-        lines.append(f"  {f.name} ({_type_name(hints[f.name])}{rng}, default {f.default!r}): {m.get('help', '')}")
+            rng = f", {_range_rule(m)}"
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        lines.append(f"  {f.name} ({_type_name(hints[f.name])}{rng}, default {default!r}): {m.get('help', '')}")
     return "\n".join(lines)
+
+
+def _range_rule(m: Any) -> str:
+    """A field's valid range in words: 'in [lo, hi]', '>= lo' or '<= hi'."""
+    lo, hi = m.get("lo"), m.get("hi")
+    if lo is not None and hi is not None:
+        return f"in [{lo}, {hi}]"
+    return f">= {lo}" if lo is not None else f"<= {hi}"
 
 
 def _type_name(tp: Any) -> str:
     if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
     return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
 
 
@@ -185,10 +281,7 @@ def _build(cls: type, data: Any, where: str) -> Any:
             raise ParamsError(f"{key}: {value!r} is not one of {list(m['choices'])}")
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if m.get("lo") is not None and value < m["lo"] or m.get("hi") is not None and value > m["hi"]:
-                lo, hi = m.get("lo"), m.get("hi")
-                rule = f"in [{lo}, {hi}]" if lo is not None and hi is not None else (
-                    f">= {lo}" if lo is not None else f"<= {hi}")
-                raise ParamsError(f"{key}: {value!r} is out of range (must be {rule})")
+                raise ParamsError(f"{key}: {value!r} is out of range (must be {_range_rule(m)})")
         if m.get("path") and isinstance(value, str):
             value = os.path.expanduser(os.path.expandvars(value))
         kwargs[name] = value
