@@ -1,0 +1,26 @@
+"""Scores to detections: top-k per class and image, per-class NMS."""
+import numpy as np
+
+from lsda_core.detect import detect, detect_image
+
+
+def test_per_class_nms_and_top_k():
+    boxes = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [20, 20, 30, 30], [0, 0, 10, 10.0]])
+    # class 0: boxes 0 and 1 overlap (IoU 9/11 > 0.3) -> only the higher (box 1) survives
+    # class 1: box 3 is the best; boxes 0 and 1 overlap it -> suppressed; box 2 is far -> kept
+    scores = np.array([[0.5, 0.2], [0.9, 0.1], [0.1, 0.3], [-1.0, 0.8]])
+    cls, sc, bx = detect_image(boxes, scores, nms=0.3, max_per_image=100)
+    assert [(c, s) for c, s in zip(cls.tolist(), sc.tolist()) if c == 0] == [(0, 0.9), (0, 0.1)]
+    assert [(c, s) for c, s in zip(cls.tolist(), sc.tolist()) if c == 1] == [(1, 0.8), (1, 0.3)]
+    # max_per_image=2 keeps only the two best per class before NMS
+    cls2, sc2, _ = detect_image(boxes, scores, nms=0.3, max_per_image=2)
+    assert sc2[cls2 == 1].tolist() == [0.8, 0.3]
+    assert sc2[cls2 == 0].tolist() == [0.9]
+
+
+def test_detect_collects_per_class():
+    boxes = np.array([[0, 0, 10, 10], [20, 20, 30, 30.0]])
+    items = [("a", boxes, np.array([[1.0, -1], [0.5, 2]])), ("b", boxes[:1], np.array([[3.0, 0]]))]
+    d = detect(items, ["x", "y"], min_score=0.0)
+    assert d["x"].image_ids == ["a", "a", "b"] and d["x"].scores.tolist() == [1.0, 0.5, 3.0]
+    assert d["y"].image_ids == ["a"] and d["y"].boxes.tolist() == [[20, 20, 30, 30]]
