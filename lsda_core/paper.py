@@ -1,0 +1,57 @@
+"""The papers' own numbers, transcribed from `../shared/papers/*.txt`, so every table in
+the book can show them beside ours. Percentages as printed in the papers."""
+from __future__ import annotations
+
+VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+               "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+               "train", "tvmonitor")
+
+# R-CNN, Table 2: detection AP (%) on VOC 2007 test, per class (VOC order) and mAP.
+RCNN_TABLE2: dict[str, tuple[list[float], float]] = {
+    "R-CNN pool5": ([49.3, 58.0, 29.7, 22.2, 20.6, 47.7, 56.8, 43.6, 16.0, 39.7, 37.7, 39.6, 49.6, 55.6, 37.5,
+                     20.6, 40.5, 37.4, 47.8, 51.3], 40.1),
+    "R-CNN fc6": ([56.1, 58.8, 34.4, 29.6, 22.6, 50.4, 58.0, 52.5, 18.3, 40.1, 41.3, 46.8, 49.5, 53.5, 39.7,
+                   23.0, 46.4, 36.4, 50.8, 59.0], 43.4),
+    "R-CNN fc7": ([53.1, 58.9, 35.4, 29.6, 22.3, 50.0, 57.7, 52.4, 19.1, 43.5, 40.8, 43.6, 47.6, 54.0, 39.1,
+                   23.0, 42.3, 33.6, 51.4, 55.2], 42.6),
+    "R-CNN FT pool5": ([55.6, 57.5, 31.5, 23.1, 23.2, 46.3, 59.0, 49.2, 16.5, 43.1, 37.8, 39.7, 51.5, 55.4, 40.4,
+                        23.9, 46.3, 37.9, 49.7, 54.1], 42.1),
+    "R-CNN FT fc6": ([61.8, 62.0, 38.8, 35.7, 29.4, 52.5, 61.9, 53.9, 22.6, 49.7, 40.5, 48.8, 49.9, 57.3, 44.5,
+                      28.5, 50.4, 40.2, 54.3, 61.2], 47.2),
+    "R-CNN FT fc7": ([60.3, 62.5, 41.4, 37.9, 29.0, 52.6, 61.6, 56.3, 24.9, 52.3, 41.9, 48.1, 54.3, 57.0, 45.0,
+                      26.9, 51.8, 38.1, 56.6, 62.2], 48.0),
+    "DPM HOG": ([33.2, 60.3, 10.2, 16.1, 27.3, 54.3, 58.2, 23.0, 20.0, 24.1, 26.7, 12.7, 58.1, 48.2, 43.2,
+                 12.0, 21.1, 36.1, 46.0, 43.5], 33.7),
+}
+
+# R-CNN, section 2.3 / appendix: the negative-overlap threshold grid on VOC 2007.
+RCNN_NEG_IOU = {"chosen": 0.3, "cost_at_0.5_map_points": 5.0, "cost_at_0_map_points": 4.0}
+
+# R-CNN, section 2.2: proposals + features per image (amortised over classes).
+RCNN_SECONDS_PER_IMAGE = {"gpu": 13.0, "cpu": 53.0}
+# R-CNN, section 2.2: scoring 2000 regions against 100k classes on a CPU.
+RCNN_100K_CLASSES_SECONDS = 10.0
+
+# LSDA, Table 1: mAP (%) on ILSVRC2013 val2, trained (B, 100) / held-out (A, 100) / all (200).
+LSDA_TABLE1: dict[str, tuple[float, float, float]] = {
+    "No Adapt (Classification Network)": (12.63, 10.31, 11.90),
+    "fcbgrnd": (14.93, 12.22, 13.60),
+    "fcbgrnd,fc6": (24.72, 13.72, 19.20),
+    "fcbgrnd,fc7": (23.41, 14.57, 19.00),
+    "fcbgrnd,fcB": (18.04, 11.74, 14.90),
+    "fcbgrnd,fc6,fc7": (25.78, 14.20, 20.00),
+    "fcbgrnd,fc6,fc7,fcB": (26.33, 14.42, 20.40),
+    "fcbgrnd,layers1-7,fcB": (27.81, 15.85, 21.83),
+    "fcbgrnd,layers1-7,fcB Avg NN (k=5)": (28.12, 15.97, 22.05),
+    "fcbgrnd,layers1-7,fcB Avg NN (k=10)": (27.95, 16.15, 22.05),
+    "fcbgrnd,layers1-7,fcB Avg NN (k=100)": (27.91, 15.96, 21.94),
+    "Oracle: Full Detection Network": (29.72, 26.25, 28.00),
+}
+
+# LSDA, Figure 3: held-out mAP (%), and the paired t-test of LSDA vs the classification net.
+LSDA_FIGURE3 = {"Classification Net": 10.31, "LSDA (bg only)": 12.2, "LSDA (bg+ft)": 15.85, "LSDA": 16.15}
+LSDA_T_TEST_P = 0.017
+
+# LSDA, section 4.4: seconds per image, warping detector vs the SPP version.
+LSDA_SECONDS_PER_IMAGE = {"warp": 4.0, "spp": 0.5}
+LSDA_LARGE_CATEGORIES = 7604
