@@ -108,6 +108,7 @@ class Net:
     conv2_kernel: int = _p(3, "conv2 kernel (CaffeNet 5)", lo=1, hi=7)
     groups: bool = _p(False, "CaffeNet's two-group conv2, conv4, conv5")
     lrn: bool = _p(True, "local response normalisation after conv1 and conv2 (CaffeNet: yes)")
+    batch_norm: bool = _p(False, "batch normalisation after conv1-5 (CaffeNet: no; lets a small net train from scratch in minutes)")
     fc_width: int = _p(256, "width of fc6 and fc7 (CaffeNet 4096)", lo=8)
     dropout: float = _p(0.5, "dropout on fc6 and fc7 during training", lo=0.0, hi=0.95)
     context: int = _p(16, "context padding of warped regions, in pixels of a 227 px frame (scaled to input_size)", lo=0, hi=64)
@@ -165,6 +166,20 @@ class Detect:
 
 
 @dataclass
+class Hog:
+    """The HOG + linear SVM detector on the same proposals: the study's stand-in for R-CNN's
+    DPM HOG baseline (lsda_core.hog; trained like the CNN SVMs)."""
+
+    window: int = _p(64, "side of the square window each proposal is warped to for HOG (px)", lo=16, hi=512)
+    context: int = _p(16, "context padding of the warp, in pixels of a 227 px frame (scaled to window)", lo=0, hi=64)
+    cell: int = _p(8, "HOG cell side (px)", lo=2, hi=64)
+    block: int = _p(2, "HOG block side in cells (L2-Hys normalised, stride one cell)", lo=1, hi=8)
+    orientations: int = _p(9, "unsigned orientation bins over 0-180 degrees", lo=2, hi=36)
+    interpolation: str = _p("trilinear", "votes: trilinear (Dalal-Triggs), orientation only, or none (scikit-image's hard binning)",
+                            choices=("trilinear", "orientation", "none"))
+
+
+@dataclass
 class Params:
     """Every parameter of the study, by section."""
 
@@ -177,6 +192,7 @@ class Params:
     finetune: Finetune = field(default_factory=Finetune)
     svm: SVM = field(default_factory=SVM)
     detect: Detect = field(default_factory=Detect)
+    hog: Hog = field(default_factory=Hog)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (YAML/JSON-ready)."""
