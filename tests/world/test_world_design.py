@@ -1,0 +1,76 @@
+"""The category design (superclass templates, confusable siblings, names, ids) and the
+cached entry point."""
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import numpy as np
+
+from lsda_core import cache as C
+from lsda_core import params as P
+from lsda_core.world import WorldLayout, ensure_world
+from lsda_core.world.categories import design
+from lsda_core.world.scenes import Style, compose
+
+
+def test_design_is_a_function_of_the_seed(tiny) -> None:
+    assert design(tiny) == design(tiny)
+    assert design(tiny) != design(dataclasses.replace(tiny, seed=5))
+
+
+def test_default_design_names_ids_and_superclasses() -> None:
+    w = P.World()
+    d = design(w)
+    names = [c.name for c in d.categories] + [s.name for s in d.superclasses]
+    assert len(set(names)) == len(names) and all(re.fullmatch(r"[a-z]{3,14}", n) for n in names)
+    wnids = [c.wnid for c in d.categories]
+    assert wnids == sorted(wnids) and len(set(wnids)) == len(wnids)
+    assert all(re.fullmatch(r"n\d{8}", x) for x in wnids)
+    assert len(d.categories) == w.n_categories and len(d.superclasses) == w.n_superclasses
+    for s in d.superclasses:
+        sibs = [c for c in d.categories if c.superclass == s.index]
+        assert sibs
+        faces = {(len(c.eyes), c.beak, round(c.face_hue * 6) % 6, c.eye_light) for c in sibs}
+        assert len(faces) == len(sibs)  # the discriminative part tells siblings apart
+
+
+def test_benchmark_categories_come_in_confusable_groups() -> None:
+    w = P.World()
+    d = design(w)
+    assert len(d.voc) == w.voc_classes and len(d.ilsvrc) == w.ilsvrc_classes
+    groups = np.bincount([d.categories[c].superclass for c in d.voc])
+    assert (groups >= 2).sum() >= 3  # several superclasses with several siblings each
+    assert [d.categories[c].name for c in d.ilsvrc] == sorted(d.categories[c].name for c in d.ilsvrc)
+    assert len(d.ilsvrc_b) == len(d.ilsvrc_a) == w.ilsvrc_classes // 2
+    assert len(d.large_boxes) == round(w.large_box_fraction * w.n_categories)
+
+
+def test_scene_annotations_follow_the_drawing(tiny) -> None:
+    d = design(tiny)
+    style = Style(primary_size=(0, 0), n_other=(3, 3), other_size=(0.2, 0.6), decay=1.0,
+                  distractors=0, occluders=0, truncate_p=0.0)
+    scene = compose(np.random.default_rng(3), d, d.voc, 160, 120, style)
+    assert scene.image.shape == (120, 160, 3) and scene.image.dtype == np.uint8
+    for i, o in enumerate(scene.objects, start=1):
+        ys, xs = np.nonzero(scene.labels == i)
+        assert o.visible_area >= len(xs) > 0
+        assert o.box[0] <= xs.min() and xs.max() < o.box[2] and o.box[1] <= ys.min() and ys.max() < o.box[3]
+        assert 0 <= o.occlusion <= 1 and o.truncation <= 0.05
+
+
+def test_ensure_world_builds_once_into_the_cache(tmp_path) -> None:
+    over = {"world.n_categories": 6, "world.n_superclasses": 2, "world.cls_size": 24,
+            "world.cls_train_per_class": 1, "world.cls_val_per_class": 1, "world.voc_classes": 3,
+            "world.voc_train": 2, "world.voc_val": 2, "world.voc_test": 2, "world.ilsvrc_classes": 4,
+            "world.ilsvrc_train": 2, "world.ilsvrc_val": 2, "world.large_train": 2, "world.large_test": 2,
+            "runtime.progress": False, "runtime.workers": 1}
+    p = P.load(None, over)
+    cache = C.Cache(tmp_path / "artifacts")
+    layout = ensure_world(p, cache)
+    assert isinstance(layout, WorldLayout)
+    for path in (layout.classification, layout.voc / "Annotations", layout.ilsvrc / "devkit", layout.large, layout.meta):
+        assert path.exists(), path
+    assert len(layout.categories()) == 6
+    stamp = layout.meta.stat().st_mtime_ns
+    assert ensure_world(p, cache).root == layout.root and layout.meta.stat().st_mtime_ns == stamp
