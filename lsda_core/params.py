@@ -180,6 +180,15 @@ class Hog:
 
 
 @dataclass
+class Rcnn:
+    """The R-CNN chapter's experiments."""
+
+    neg_iou_grid: list[float] = _p([0.0, 0.1, 0.2, 0.3, 0.4, 0.5], "SVM negative-IoU thresholds to compare (the paper's grid)")
+    bootstrap: int = _p(100, "bootstrap resamples of the test images for the spread of mAP", lo=2)
+    timing_images: int = _p(10, "test images timed for seconds per image", lo=1)
+
+
+@dataclass
 class Params:
     """Every parameter of the study, by section."""
 
@@ -193,6 +202,7 @@ class Params:
     svm: SVM = field(default_factory=SVM)
     detect: Detect = field(default_factory=Detect)
     hog: Hog = field(default_factory=Hog)
+    rcnn: Rcnn = field(default_factory=Rcnn)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (YAML/JSON-ready)."""

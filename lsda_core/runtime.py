@@ -4,11 +4,12 @@ from __future__ import annotations
 import os
 import platform
 import random
+import sys
 from typing import Iterable, TypeVar
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 T = TypeVar("T")
 
@@ -53,5 +54,7 @@ def _cpu_name() -> str:
 
 
 def progress(items: Iterable[T], desc: str, enabled: bool = True, total: int | None = None) -> Iterable[T]:
-    """A progress bar over `items` (plain iteration when disabled)."""
-    return tqdm(items, desc=desc, total=total, disable=not enabled, leave=False, dynamic_ncols=True)
+    """A progress bar over `items` on a terminal (none when disabled, or when stderr is not
+    a terminal, as inside a chapter executed by Papermill: the book shows no bars)."""
+    show = enabled and sys.stderr.isatty()
+    return tqdm(items, desc=desc, total=total, disable=not show, leave=False, dynamic_ncols=True)

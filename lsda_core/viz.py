@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.patches
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -52,3 +53,26 @@ def savefig(fig: plt.Figure, name: str, folder: str | Path) -> list[Path]:
         fig.savefig(path, metadata=meta, bbox_inches="tight")
         out.append(path)
     return out
+
+
+def draw_boxes(ax, image, boxes, labels, colors=None, dashed=None) -> None:
+    """An image with labelled boxes (study convention: 0-based pixel edges)."""
+    ax.imshow(image, interpolation="nearest")
+    ax.set_axis_off()
+    for k, (box, label) in enumerate(zip(boxes, labels)):
+        x1, y1, x2, y2 = (float(v) for v in box)
+        color = colors[k] if colors is not None else PALETTE[0]
+        ls = "--" if dashed is not None and dashed[k] else "-"
+        # pixel edges: pixel i covers [i - 0.5, i + 0.5] in imshow's coordinates
+        ax.add_patch(matplotlib.patches.Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False,
+                                                  edgecolor=color, linewidth=1.2, linestyle=ls))
+        ax.text(x1 - 0.5, y1 - 1, label, color="white", fontsize=6, va="bottom",
+                bbox={"facecolor": color, "alpha": 0.8, "pad": 1, "linewidth": 0})
+
+
+def show(fig: plt.Figure, name: str, folder: str | Path) -> None:
+    """In a notebook: save `fig` (PNG and SVG, see `savefig`), display the PNG, close it."""
+    from IPython.display import Image, display
+
+    display(Image(filename=str(savefig(fig, name, folder)[0])))
+    plt.close(fig)

@@ -24,3 +24,18 @@ def test_detect_collects_per_class():
     d = detect(items, ["x", "y"], min_score=0.0)
     assert d["x"].image_ids == ["a", "a", "b"] and d["x"].scores.tolist() == [1.0, 0.5, 3.0]
     assert d["y"].image_ids == ["a"] and d["y"].boxes.tolist() == [[20, 20, 30, 30]]
+
+
+def test_refine_moves_boxes_before_nms():
+    boxes = np.array([[0, 0, 10, 10], [30, 30, 40, 40.0]])
+    scores = np.array([[0.9], [0.8]])
+    # without refinement both survive; refined onto the same box, the second is suppressed
+    assert len(detect_image(boxes, scores, 0.3, 100)[0]) == 2
+    calls = []
+
+    def onto_first(regions, classes):
+        calls.append((regions.tolist(), classes.tolist()))
+        return np.repeat(boxes[:1], len(regions), axis=0)
+
+    cls, sc, bx = detect_image(boxes, scores, 0.3, 100, refine=onto_first)
+    assert calls == [([0, 1], [0, 0])] and sc.tolist() == [0.9] and bx.tolist() == [[0, 0, 10, 10]]
