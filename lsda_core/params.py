@@ -59,7 +59,7 @@ class World:
     det_width: int = _p(160, "width of detection scene images (px)", lo=32, hi=4096)
     det_height: int = _p(120, "height of detection scene images (px)", lo=32, hi=4096)
     objects_min: int = _p(1, "fewest labelled objects drawn per detection scene (hidden ones are removed)", lo=1, hi=50)
-    objects_max: int = _p(4, "most labelled objects per detection scene (object-centric scenes: 2 fewer)", lo=1, hi=50)
+    objects_max: int = _p(4, "most labelled objects per detection scene (object-centric train scenes: one fewer)", lo=1, hi=50)
     distractors_max: int = _p(3, "most distractor shapes (no category) per scene", lo=0, hi=50)
     occluders_max: int = _p(2, "most plain occluders per scene", lo=0, hi=50)
     voc_classes: int = _p(20, "categories of the VOC-like detection benchmark", lo=2)

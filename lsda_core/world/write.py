@@ -56,7 +56,7 @@ def styles(world: World) -> dict[str, S.Style]:
                        occluders=min(1, world.occluders_max), truncate_p=0.2),
         "det": S.Style(primary_size=(0.0, 0.0), n_other=(world.objects_min, world.objects_max),
                        other_size=(0.0, 1.05), decay=0.65, distractors=world.distractors_max,
-                       occluders=world.occluders_max, truncate_p=0.3),
+                       occluders=world.occluders_max, truncate_p=0.4),
         "centric": S.Style(primary_size=(0.3, 0.95), n_other=(0, max(0, world.objects_max - 2)),
                            other_size=(0.0, 0.6), decay=0.5, distractors=world.distractors_max,
                            occluders=world.occluders_max, truncate_p=0.2),
