@@ -55,6 +55,17 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def atomic_save_npy(path: Path, array: Any) -> None:
+    """Save one array as .npy atomically (no pickles)."""
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array), allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 @dataclass
 class Cache:
     """An artifact folder; `entry()` builds a stage once and returns its folder."""

@@ -7,7 +7,6 @@ pixel edges. OpenCV returns (x, y, w, h) rectangles in pixels, so x2 = x + w.
 from __future__ import annotations
 
 import ctypes
-import io
 import multiprocessing as mp
 import sys
 import zlib
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lsda_core.cache import Cache, atomic_write_bytes
+from lsda_core.cache import Cache, atomic_save_npy
 from lsda_core.data.images import load_image
 from lsda_core.runtime import progress as progress_bar
 from lsda_core.structures import DetectionDataset
@@ -57,12 +56,6 @@ def _one(args: tuple[str, str, ProposalConfig]) -> np.ndarray:
     return selective_search(load_image(path), cfg, seed=zlib.crc32(image_id.encode()))
 
 
-def _npy_bytes(a: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, a, allow_pickle=False)
-    return buf.getvalue()
-
-
 def compute_proposals(dataset: DetectionDataset, cache: Cache, cfg: ProposalConfig = ProposalConfig(),
                       workers: int = 1, progress: bool = True) -> dict[str, np.ndarray]:
     """Proposals for every image of `dataset`, from the cache or computed in `workers`
@@ -78,10 +71,10 @@ def compute_proposals(dataset: DetectionDataset, cache: Cache, cfg: ProposalConf
             with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as ex:
                 results = ex.map(_one, jobs, chunksize=4)
                 for i, boxes in progress_bar(zip(todo, results), "proposals", progress, total=len(todo)):
-                    atomic_write_bytes(folder / f"{i}.npy", _npy_bytes(boxes))
+                    atomic_save_npy(folder / f"{i}.npy", boxes)
         else:
             for i, job in progress_bar(zip(todo, jobs), "proposals", progress, total=len(todo)):
-                atomic_write_bytes(folder / f"{i}.npy", _npy_bytes(_one(job)))
+                atomic_save_npy(folder / f"{i}.npy", _one(job))
 
     folder = cache.entry("proposals", config, build, modules=[sys.modules[__name__]], resumable=True)
     return {i: np.load(folder / f"{i}.npy") for i in sorted(images)}

@@ -26,7 +26,7 @@ from lsda_core import features as F
 from lsda_core import hog as H
 from lsda_core import svm as S
 from lsda_core import train as T
-from lsda_core.cache import Cache, atomic_write_bytes, atomic_write_text
+from lsda_core.cache import Cache, atomic_save_npy, atomic_write_bytes, atomic_write_text
 from lsda_core.data import sources
 from lsda_core.data.comp4 import Detections, write_detections
 from lsda_core.data.images import load_image
@@ -160,7 +160,7 @@ def hog_features(p: Params, cache: Cache, bench: Benchmark) -> FeatureSet:
                 img = torch.from_numpy(load_image(im.path)).permute(2, 0, 1).float()
                 win = B.warp_regions(img, regions[im.image_id], p.hog.window, ctx)
                 feats = H.hog_params_features(win, p.hog).numpy().astype(np.float16)
-                atomic_write_bytes(dest, F._npy_bytes(feats))
+                atomic_save_npy(dest, feats)
 
         folders[split] = cache.entry("hog", config, build, modules=[H, B, sys.modules[__name__]], resumable=True)
 
