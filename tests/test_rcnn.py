@@ -71,3 +71,23 @@ def test_bootstrap_is_paired_and_deterministic():
     s2 = R.bootstrap_map(bench_like, [perfect], n=5, seed=1)
     np.testing.assert_array_equal(s1["perfect"], s2["perfect"])
     assert np.allclose(s1["perfect"], 1.0)  # a perfect detector is perfect on every resample
+    # half right: images 0-2 detected, 3-5 missed (a false positive elsewhere instead);
+    # reweighting must equal evaluating an explicitly resampled copy of the test set
+    from dataclasses import replace
+    from lsda_core import evaluate as E
+    half = R.DetectorResult("half", {"a": 0.5}, 0.5, {"a": Detections(
+        [str(i) for i in range(6)], np.arange(6, 0, -1.0),
+        np.array([[0, 0, 5, 5]] * 3 + [[5, 5, 10, 10]] * 3, float))})
+    got = R.bootstrap_map(bench_like, [half], n=4, seed=3)["half"]
+    rng = np.random.default_rng(3)
+    for k in range(4):
+        counts = np.bincount(rng.integers(0, 6, 6), minlength=6)
+        copies, ids, sc, bx = [], [], [], []
+        d = half.detections["a"]
+        for i in range(6):
+            for j in range(counts[i]):
+                copies.append(replace(ims[i], image_id=f"{i}.{j}"))
+                ids.append(f"{i}.{j}"), sc.append(d.scores[i]), bx.append(d.boxes[i])
+        ds = replace(bench_like.test, images=copies)
+        want = E.evaluate(ds, {"a": Detections(ids, np.array(sc), np.array(bx))}, "voc07")["map"]
+        assert abs(got[k] - want) < 1e-12
