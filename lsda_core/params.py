@@ -100,17 +100,17 @@ class Net:
     Defaults: the embedded size; params/paper_*.yaml set CaffeNet's (227 px, 4096-wide fc)."""
 
     input_size: int = _p(64, "side of the square network input; warped regions have this size (paper 227)", lo=16, hi=512)
-    conv_channels: list[int] = _p([24, 48, 64, 64, 48], "output channels of conv1-5 (CaffeNet 96, 256, 384, 384, 256)")
+    conv_channels: list[int] = _p([16, 32, 48, 48, 32], "output channels of conv1-5 (CaffeNet 96, 256, 384, 384, 256)")
     conv1_kernel: int = _p(8, "conv1 kernel (CaffeNet 11)", lo=1, hi=15)
     conv1_stride: int = _p(2, "conv1 stride (CaffeNet 4)", lo=1, hi=8)
     conv1_pad: int = _p(1, "conv1 padding (CaffeNet 0)", lo=0, hi=8)
     pool1: bool = _p(False, "max-pool 3/2 after conv1 (CaffeNet: yes)")
     conv2_kernel: int = _p(3, "conv2 kernel (CaffeNet 5)", lo=1, hi=7)
     groups: bool = _p(False, "CaffeNet's two-group conv2, conv4, conv5")
-    lrn: bool = _p(True, "local response normalisation after conv1 and conv2 (CaffeNet: yes)")
-    batch_norm: bool = _p(False, "batch normalisation after conv1-5 (CaffeNet: no; lets a small net train from scratch in minutes)")
+    lrn: bool = _p(False, "local response normalisation after conv1 and conv2 (CaffeNet: yes)")
+    batch_norm: bool = _p(True, "batch normalisation after conv1-5 (CaffeNet: no; lets a small net train from scratch in minutes)")
     fc_width: int = _p(256, "width of fc6 and fc7 (CaffeNet 4096)", lo=8)
-    dropout: float = _p(0.5, "dropout on fc6 and fc7 during training", lo=0.0, hi=0.95)
+    dropout: float = _p(0.25, "dropout on fc6 and fc7 during training (CaffeNet 0.5)", lo=0.0, hi=0.95)
     context: int = _p(16, "context padding of warped regions, in pixels of a 227 px frame (scaled to input_size)", lo=0, hi=64)
 
 
@@ -118,10 +118,10 @@ class Net:
 class Pretrain:
     """Supervised pre-training on the classification view (image-level labels only)."""
 
-    epochs: int = _p(12, "passes over the classification training images", lo=1)
+    epochs: int = _p(24, "passes over the classification training images (CaffeNet 90)", lo=1)
     batch_size: int = _p(128, "images per SGD step", lo=1)
-    lr: float = _p(0.01, "base learning rate (step schedule)", lo=0.0)
-    lr_steps: list[int] = _p([8, 11], "epochs after which the learning rate is divided by 10")
+    lr: float = _p(0.02, "base learning rate, biases 2x (CaffeNet 0.01)", lo=0.0)
+    lr_steps: list[int] = _p([16, 21], "epochs after which the learning rate is divided by 10 (CaffeNet 20, 40, 60)")
     momentum: float = _p(0.9, "SGD momentum", lo=0.0, hi=1.0)
     weight_decay: float = _p(5e-4, "L2 weight decay", lo=0.0)
 
@@ -130,12 +130,12 @@ class Pretrain:
 class Finetune:
     """Fine-tuning on warped proposals (R-CNN's window-data layer)."""
 
-    iterations: int = _p(1500, "SGD steps of 128 windows", lo=0)
+    iterations: int = _p(1000, "SGD steps of fg_per_batch + bg_per_batch windows (R-CNN 70000)", lo=0)
     fg_per_batch: int = _p(32, "foreground windows per batch (R-CNN 32)", lo=1)
     bg_per_batch: int = _p(96, "background windows per batch (R-CNN 96)", lo=0)
     fg_iou: float = _p(0.5, "IoU with a ground-truth box to count as foreground", lo=0.0, hi=1.0)
-    lr: float = _p(0.001, "base learning rate (new output layer 10x)", lo=0.0)
-    lr_step: int = _p(1000, "steps after which the learning rate is divided by 10", lo=1)
+    lr: float = _p(0.002, "base learning rate, a tenth of pre-training's as in R-CNN (0.001); biases 2x, new output layer 10x", lo=0.0)
+    lr_step: int = _p(600, "the learning rate is divided by 10 every this many steps (R-CNN 20000)", lo=1)
     momentum: float = _p(0.9, "SGD momentum", lo=0.0, hi=1.0)
     weight_decay: float = _p(5e-4, "L2 weight decay", lo=0.0)
     mirror: bool = _p(True, "horizontal mirror with probability 0.5")
