@@ -38,7 +38,7 @@ from lsda_core.data.images import load_image
 from lsda_core.errors import DataError
 from lsda_core.nets import CaffeNet, LAYERS
 from lsda_core.params import Params, ParamsError
-from lsda_core.runtime import pick_device, progress as progress_bar
+from lsda_core.runtime import machine, pick_device, progress as progress_bar
 from lsda_core.structures import ClassificationDataset, DetectionDataset
 
 # A classification set larger than this (as N x 3 x S x S uint8) is streamed from disk per
@@ -340,7 +340,8 @@ def _train_classifier(p: Params, train: ClassificationDataset, val: Classificati
     labels = torch.as_tensor(np.asarray(train.labels), dtype=torch.long)
     seed = _seed(p.runtime.seed, "pretrain")
     gen = torch.Generator().manual_seed(seed)
-    history: dict[str, Any] = {"source": "trained", "device": str(device), "n_train": len(train),
+    history: dict[str, Any] = {"source": "trained", "device": str(device), "machine": machine(),
+                               "threads": torch.get_num_threads(), "n_train": len(train),
                                "n_val": len(val) if val is not None else 0, "epochs": []}
     t_all = time.time()
     with _fork_rng(device):
@@ -615,7 +616,8 @@ def _finetune(p: Params, model: CaffeNet, dataset: DetectionDataset, proposals: 
     store = ImageStore(dataset, device, progress=p.runtime.progress)
     seed = _seed(p.runtime.seed, "finetune")
     gen = torch.Generator().manual_seed(seed)
-    history: dict[str, Any] = {"device": str(device), "n_fg_windows": len(windows["fg_label"]),
+    history: dict[str, Any] = {"device": str(device), "machine": machine(), "threads": torch.get_num_threads(),
+                               "n_fg_windows": len(windows["fg_label"]),
                                "n_bg_windows": len(windows["bg_image"]), "n_images": len(dataset),
                                "context": ctx, "frozen": frozen, "head_rows": rows, "log": []}
     with _fork_rng(device):

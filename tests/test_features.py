@@ -52,7 +52,7 @@ def test_extracted_pool5_matches_the_model_in_channel_y_x_order(setup, tmp_path)
     assert np.array_equal(boxes, regions[im.image_id])
     c5 = model.conv5.out_channels
     assert feats.dtype == np.float16 and feats.shape == (len(boxes), c5 * 36)
-    img = torch.from_numpy(load_image(im.path)).permute(2, 0, 1)
+    img = torch.from_numpy(np.array(load_image(im.path))).permute(2, 0, 1)
     with torch.no_grad():
         ref = model.pool5(B.warp_regions(model.normalize(img), torch.from_numpy(boxes), 64, 5))
     assert ref.shape == (len(boxes), c5, 6, 6)
