@@ -157,7 +157,7 @@ def hog_features(p: Params, cache: Cache, bench: Benchmark) -> FeatureSet:
                 dest = out / f"{F._fname(im.image_id)}.npy"
                 if dest.is_file():
                     continue
-                img = torch.from_numpy(load_image(im.path)).permute(2, 0, 1).float()
+                img = torch.tensor(load_image(im.path)).permute(2, 0, 1).float()
                 win = B.warp_regions(img, regions[im.image_id], p.hog.window, ctx)
                 feats = H.hog_params_features(win, p.hog).numpy().astype(np.float16)
                 atomic_save_npy(dest, feats)

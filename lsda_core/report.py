@@ -96,14 +96,14 @@ def rcnn_discussion(results: dict[str, DetectorResult], grid: dict[float, Detect
         f"FT fc7 at 48.0. Fine-tuning moved fc7 by {m['FT fc7'] - m['fc7']:+.1f} points (paper +5.4) and pool5 by "
         f"{m['FT pool5'] - m['pool5']:+.1f} (paper +2.0).",
         f"* **Against HOG.** The HOG + linear SVM stand-in scores {hog:.1f}, {m['FT fc7'] - hog:+.1f} points from FT fc7 "
-        f"(paper: DPM HOG 33.7, {48.0 - 33.7:+.1f}). Our stand-in has none of DPM's parts or deformations, so it is "
-        "a weaker baseline than the paper's; a gap larger than the paper's is expected for that reason alone.",
+        f"(paper: DPM HOG 33.7, {48.0 - 33.7:+.1f}). Our stand-in has none of DPM's parts or deformations, so it "
+        "is a weaker baseline than the paper's DPM.",
         f"* **Negatives.** The grid's best threshold here is {best_t:.1f} (paper 0.3); "
         f"0.5 is {100 * (grid[0.5].map - grid[best_t].map):+.1f} and 0 is {100 * (grid[0.0].map - grid[best_t].map):+.1f} "
         "points from the best (paper: -5 and -4)." if 0.0 in grid and 0.5 in grid else
         f"* **Negatives.** The grid's best threshold here is {best_t:.1f} (paper 0.3).",
         f"* **Per class.** FT fc7's AP ranges from {aps.min():.1f} to {aps.max():.1f} over the {len(aps)} classes "
-        "(median {:.1f}): siblings of one superclass are the hardest to tell apart.".format(float(np.median(aps)))
+        "(median {:.1f}).".format(float(np.median(aps)))
         if len(aps) else "",
         "",
         "Why results may differ from the paper's: the network here is far smaller and was pre-trained on a few "
