@@ -62,9 +62,9 @@ def threshold_grid(ax, grid: dict[float, Any], spread: dict[str, np.ndarray]) ->
     ax.legend()
 
 
-def example_detections(test, result, n: int = 8, seed: int = 0, min_score: float = 0.0, cols: int = 4):
-    """Test images (drawn with a seed) with the detector's boxes scoring above `min_score`
-    and the ground truth dashed."""
+def example_detections(test, result, n: int = 8, seed: int = 0, top: int = 3, cols: int = 4):
+    """Test images (drawn with a seed) with the detector's `top` highest-scoring boxes
+    (any class, after NMS) and the ground truth dashed grey."""
     rng = np.random.default_rng(seed)
     ims = [test.images[i] for i in sorted(rng.choice(len(test.images), min(n, len(test.images)), replace=False))]
     rows = int(np.ceil(len(ims) / cols))
@@ -75,10 +75,10 @@ def example_detections(test, result, n: int = 8, seed: int = 0, min_score: float
         boxes, labels, colors, dashed = [], [], [], []
         for o in im.objects:
             boxes.append(o.box), labels.append(o.cls), colors.append("#888888"), dashed.append(True)
-        for k, (cls, d) in enumerate(result.detections.items()):
-            sel = [i for i, x in enumerate(d.image_ids) if x == im.image_id and d.scores[i] > min_score]
-            for i in sel:
-                boxes.append(d.boxes[i]), labels.append(f"{cls} {d.scores[i]:.1f}")
-                colors.append(viz.PALETTE[k % len(viz.PALETTE)]), dashed.append(False)
+        mine = [(d.scores[i], k, cls, d.boxes[i]) for k, (cls, d) in enumerate(result.detections.items())
+                for i, x in enumerate(d.image_ids) if x == im.image_id]
+        for score, k, cls, box in sorted(mine, key=lambda t: -t[0])[:top]:
+            boxes.append(box), labels.append(f"{cls} {score:.2f}")
+            colors.append(viz.PALETTE[k % len(viz.PALETTE)]), dashed.append(False)
         viz.draw_boxes(ax, load_image(im.path), boxes, labels, colors, dashed)
     return fig
