@@ -14,7 +14,6 @@ them too: they are the SVM positives): `regions_with_gt` builds `(regions, n_gt)
 """
 from __future__ import annotations
 
-import io
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -24,7 +23,7 @@ import torch
 
 from lsda_core import boxes as B
 from lsda_core import nets
-from lsda_core.cache import Cache, atomic_write_bytes
+from lsda_core.cache import Cache, atomic_save_npy
 from lsda_core.data.images import load_image
 from lsda_core.nets import CaffeNet
 from lsda_core.params import Params
@@ -37,12 +36,6 @@ CHUNK = 512  # regions per forward pass
 
 def _fname(image_id: str) -> str:
     return image_id.replace("%", "%25").replace("/", "%2F").replace("\\", "%5C")
-
-
-def _npy_bytes(a: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, a, allow_pickle=False)
-    return buf.getvalue()
 
 
 def regions_with_gt(dataset: DetectionDataset, proposals: dict[str, np.ndarray],
@@ -109,8 +102,8 @@ def extract_pool5(model: CaffeNet, dataset: DetectionDataset, regions: dict[str,
                 feats = pool5_of_regions(model, load_image(im.path), boxes, size, ctx, chunk)
                 flat = feats.reshape(len(boxes), model.pool5_dim).to(torch.float16).cpu().numpy()
                 name = _fname(im.image_id)
-                atomic_write_bytes(out / f"{name}.boxes.npy", _npy_bytes(boxes))
-                atomic_write_bytes(out / f"{name}.npy", _npy_bytes(flat))
+                atomic_save_npy(out / f"{name}.boxes.npy", boxes)
+                atomic_save_npy(out / f"{name}.npy", flat)
         finally:
             model.to(dev0).train(was)
 
