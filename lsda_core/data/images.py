@@ -5,8 +5,10 @@ a real dataset is named in one line instead of surfacing as a Pillow traceback.
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -23,6 +25,21 @@ def _reason(e: BaseException) -> str:
     return msg.splitlines()[0]
 
 
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator[Image.Image]:
+    """An open image file; a missing or unreadable file (also while the body decodes it)
+    becomes a DataError naming the file."""
+    if not path.is_file():
+        raise DataError(f"{path}: image file not found")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                yield im
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
+        raise DataError(f"{path}: cannot read image ({_reason(e)})") from e
+
+
 def load_image(path: Path | str) -> np.ndarray:
     """The pixels of an image file as an (H, W, 3) uint8 RGB array.
 
@@ -31,24 +48,15 @@ def load_image(path: Path | str) -> np.ndarray:
     corrupt file -> `DataError("<path>: cannot read image (<reason>)")`.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: image file not found")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                im.load()
-                if im.mode != "RGB":
-                    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                        # 16/32-bit grayscale: scale to 8 bits instead of clipping
-                        a = np.asarray(im, dtype=np.float64)
-                        top = a.max() if a.size and a.max() > 255 else 255.0
-                        g = np.clip(a * (255.0 / top), 0, 255).astype(np.uint8)
-                        return np.ascontiguousarray(np.repeat(g[:, :, None], 3, axis=2))
-                    im = im.convert("RGB")
-                arr = np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
-        raise DataError(f"{path}: cannot read image ({_reason(e)})") from e
+    with _opened(path) as im:
+        im.load()
+        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+            # 16/32-bit grayscale: scale to 8 bits instead of clipping
+            a = np.asarray(im, dtype=np.float64)
+            top = a.max() if a.size and a.max() > 255 else 255.0
+            g = np.clip(a * (255.0 / top), 0, 255).astype(np.uint8)
+            return np.ascontiguousarray(np.repeat(g[:, :, None], 3, axis=2))
+        arr = np.asarray(im if im.mode == "RGB" else im.convert("RGB"), dtype=np.uint8)
     if arr.ndim != 3 or arr.shape[2] != 3:  # defensive: convert("RGB") always gives 3 bands
         raise DataError(f"{path}: cannot read image (unexpected shape {arr.shape})")
     return np.ascontiguousarray(arr)
@@ -57,15 +65,8 @@ def load_image(path: Path | str) -> np.ndarray:
 def image_size(path: Path | str) -> tuple[int, int]:
     """(width, height) of an image file, read from its header only (no decoding)."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: image file not found")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                w, h = im.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
-        raise DataError(f"{path}: cannot read image ({_reason(e)})") from e
+    with _opened(path) as im:
+        w, h = im.size
     if w <= 0 or h <= 0:
         raise DataError(f"{path}: cannot read image (size {w}x{h})")
     return int(w), int(h)
