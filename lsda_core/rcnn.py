@@ -104,7 +104,7 @@ class FeatureSet:
     load: Callable[[str, str], np.ndarray]
 
 
-def regions(bench: Benchmark) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, int]]:
+def feature_regions(bench: Benchmark) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, int]]:
     """Regions whose features are computed: per training image its ground-truth boxes then
     its proposals (R-CNN's SVM positives come first), per test image its proposals; and the
     number of ground-truth boxes at the front of each training image's regions."""
@@ -138,7 +138,7 @@ def cnn_features(p: Params, cache: Cache, model: CaffeNet, bench: Benchmark, lay
                  gray: bool = False) -> FeatureSet:
     """pool5 of every region from `model`, extracted once (cached) for train and test;
     `layer` (pool5 / fc6 / fc7) is computed from it on load."""
-    train_regions, test_regions, n_gt = regions(bench)
+    train_regions, test_regions, n_gt = feature_regions(bench)
     train_ds, test_ds = (grayscale(bench.train, cache), grayscale(bench.test, cache)) if gray else (bench.train, bench.test)
     folders = {"train": F.extract_pool5(model, train_ds, train_regions, p, cache, tag),
                "test": F.extract_pool5(model, test_ds, test_regions, p, cache, tag)}
@@ -152,7 +152,7 @@ def cnn_features(p: Params, cache: Cache, model: CaffeNet, bench: Benchmark, lay
 
 def hog_features(p: Params, cache: Cache, bench: Benchmark) -> FeatureSet:
     """HOG of every region warped to `hog.window` px: the features of the DPM HOG stand-in."""
-    train_regions, test_regions, n_gt = regions(bench)
+    train_regions, test_regions, n_gt = feature_regions(bench)
     ctx = p.hog.context * p.hog.window / 227
     folders = {}
     for split, ds, regions in (("train", bench.train, train_regions), ("test", bench.test, test_regions)):
