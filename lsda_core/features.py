@@ -29,7 +29,8 @@ from lsda_core.nets import CaffeNet
 from lsda_core.params import Params
 from lsda_core.runtime import pick_device, progress as progress_bar
 from lsda_core.structures import DetectionDataset
-from lsda_core.train import array_digest, context_pixels, dataset_identity, model_key
+from lsda_core.finetune import context_pixels
+from lsda_core.sgd import array_digest, dataset_identity, model_key
 
 CHUNK = 512  # regions per forward pass
 

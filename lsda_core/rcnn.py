@@ -23,9 +23,10 @@ from lsda_core import bbox_reg as BR
 from lsda_core import boxes as B
 from lsda_core import evaluate as E
 from lsda_core import features as F
+from lsda_core import finetune as FT
 from lsda_core import hog as H
+from lsda_core import pretrain as PT
 from lsda_core import svm as S
-from lsda_core import train as T
 from lsda_core.cache import Cache, atomic_save_npy, atomic_write_bytes, atomic_write_text
 from lsda_core.data import sources
 from lsda_core.data.comp4 import Detections, write_detections
@@ -37,7 +38,8 @@ from lsda_core.nets import CaffeNet
 from lsda_core.params import Params
 from lsda_core.proposals import ProposalConfig, compute_proposals, proposal_recall, selective_search
 from lsda_core.runtime import progress as progress_bar
-from lsda_core.structures import DetectionDataset, ImageAnn
+from lsda_core.sgd import array_digest
+from lsda_core.structures import DetectionDataset
 
 
 @dataclass
@@ -84,8 +86,8 @@ def load_networks(p: Params, cache: Cache, bench: Benchmark) -> dict[str, Any]:
         train_c = val_c = None
     else:
         train_c, val_c = read_image_folder(root, "train"), read_image_folder(root, "val")
-    pre, pre_hist = T.pretrain(p, train_c, val_c, cache)
-    ft, ft_hist = T.finetune(p, pre, bench.train, bench.proposals, cache, bench.classes)
+    pre, pre_hist = PT.pretrain(p, train_c, val_c, cache)
+    ft, ft_hist = FT.finetune(p, pre, bench.train, bench.proposals, cache, bench.classes)
     return {"pretrained": pre, "pretrain_history": pre_hist, "finetuned": ft, "finetune_history": ft_hist}
 
 
@@ -157,7 +159,7 @@ def hog_features(p: Params, cache: Cache, bench: Benchmark) -> FeatureSet:
     folders = {}
     for split, ds, regions in (("train", bench.train, train_regions), ("test", bench.test, test_regions)):
         config = {"root": str(ds.root), "split": ds.split, "hog": asdict(p.hog),
-                  "regions": T.array_digest(regions[im.image_id] for im in ds.images)}
+                  "regions": array_digest(regions[im.image_id] for im in ds.images)}
 
         def build(out: Path, ds: DetectionDataset = ds, regions: dict = regions) -> None:
             for im in progress_bar(ds.images, f"HOG {ds.split}", p.runtime.progress):
@@ -318,7 +320,7 @@ def time_per_image(p: Params, model: CaffeNet, bench: Benchmark, svm: dict[str, 
     from lsda_core.detect import detect_image
 
     t = {"proposals": 0.0, "features": 0.0, "scoring": 0.0}
-    ctx = T.context_pixels(p)
+    ctx = FT.context_pixels(p)
     ims = bench.test.images[:n_images]
     for im in ims:
         img = load_image(im.path)

@@ -8,15 +8,10 @@ from lsda_core import features as Fe
 from lsda_core.cache import Cache
 from lsda_core.data.images import load_image
 from lsda_core.nets import CaffeNet
-from test_train import make_detection, params
+from synthetic import make_detection, one_thread, params  # noqa: F401  (one_thread: fixture)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
