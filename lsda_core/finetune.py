@@ -7,9 +7,9 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -46,10 +46,13 @@ def window_lists(dataset: DetectionDataset, proposals: dict[str, np.ndarray], cl
     ground truth here: windows on them are background, as in training without their boxes.
 
     Returns `fg_image`, `bg_image` (int64 index into `dataset.images`), `fg_box`, `bg_box`
-    (float32 (n, 4)), `fg_label` (int64), `fg_iou`, `bg_iou` (float32 max IoU).
+    (float32 (n, 4)), `fg_label` (int64), `fg_iou`, `bg_iou` (float32 max IoU), `fg_window`,
+    `bg_window` (int64 position in the image's windows: ground truth first, then proposals,
+    the order of `features.regions_with_gt(dataset, proposals, classes)`).
     """
     index = {c: i for i, c in enumerate(classes)}
-    out: dict[str, list] = {k: [] for k in ("fg_image", "fg_box", "fg_label", "fg_iou", "bg_image", "bg_box", "bg_iou")}
+    out: dict[str, list] = {k: [] for k in ("fg_image", "fg_box", "fg_label", "fg_iou", "fg_window",
+                                           "bg_image", "bg_box", "bg_iou", "bg_window")}
     for i, im in enumerate(dataset.images):
         objs = [o for o in im.objects if o.cls in index]
         gt = np.array([o.box for o in objs], dtype=np.float64).reshape(-1, 4)
@@ -66,10 +69,12 @@ def window_lists(dataset: DetectionDataset, proposals: dict[str, np.ndarray], cl
         out["fg_box"].append(win[fg])
         out["fg_label"].append(1 + gt_label[arg[fg]] if len(gt) else np.zeros(0, dtype=np.int64))
         out["fg_iou"].append(best[fg])
+        out["fg_window"].append(np.flatnonzero(fg))
         out["bg_image"].append(np.full((~fg).sum(), i, dtype=np.int64))
         out["bg_box"].append(win[~fg])
         out["bg_iou"].append(best[~fg])
-    dtypes = {"image": np.int64, "box": np.float32, "label": np.int64, "iou": np.float32}
+        out["bg_window"].append(np.flatnonzero(~fg))
+    dtypes = {"image": np.int64, "box": np.float32, "label": np.int64, "iou": np.float32, "window": np.int64}
     res = {}
     for k, parts in out.items():
         dt = dtypes[k.split("_")[1]]
@@ -97,6 +102,7 @@ def sample_windows(windows: dict[str, np.ndarray], n_fg: int, n_bg: int, gen: to
     return {"image": torch.from_numpy(np.concatenate([windows["fg_image"][fi], windows["bg_image"][bi]])),
             "box": torch.from_numpy(np.concatenate([windows["fg_box"][fi], windows["bg_box"][bi]])),
             "label": torch.from_numpy(np.concatenate([windows["fg_label"][fi], np.zeros(n_bg, dtype=np.int64)])),
+            "window": torch.from_numpy(np.concatenate([windows["fg_window"][fi], windows["bg_window"][bi]])),
             "flip": flip}
 
 
@@ -191,10 +197,34 @@ def warp_batch(model: CaffeNet, store: ImageStore, image: torch.Tensor, box: tor
     return out
 
 
+@dataclass
+class CachedWindows:
+    """pool5 of every window of a dataset, computed once by the network's (frozen) conv layers:
+    `load(image_id)` gives (N, C * 36) features of the image's windows in `window_lists` order
+    (ground truth of the classes, then proposals); `key` identifies them in cache keys."""
+
+    key: str
+    load: Callable[[str], np.ndarray]
+
+
+class _WindowFeatures:
+    """All cached window features in one (N, D) tensor, indexed by (image, window)."""
+
+    def __init__(self, cached: CachedWindows, dataset: DetectionDataset, device: torch.device) -> None:
+        parts = [np.asarray(cached.load(im.image_id)) for im in dataset.images]
+        sizes = torch.tensor([len(x) for x in parts], dtype=torch.long)
+        self.offset = torch.cumsum(sizes, 0) - sizes
+        self.rows = torch.from_numpy(np.concatenate(parts)).to(device)
+
+    def __call__(self, image: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+        idx = (self.offset[image.long()] + window.long()).to(self.rows.device)
+        return self.rows[idx].float()
+
+
 def finetune(p: Params, model: CaffeNet, dataset: DetectionDataset, proposals: dict[str, np.ndarray],
              cache: Cache, classes: Sequence[str], frozen: Iterable[str] = (),
              head_init: tuple[Any, Any] | None = None, head_rows: Sequence[int] | None = None,
-             ) -> tuple[CaffeNet, dict[str, Any]]:
+             cached: CachedWindows | None = None) -> tuple[CaffeNet, dict[str, Any]]:
     """R-CNN's fine-tuning on warped windows of `dataset` (Caffe's window-data layer).
 
     A copy of `model` gets a new output layer of `len(classes) + 1` outputs (0 = background,
@@ -209,6 +239,10 @@ def finetune(p: Params, model: CaffeNet, dataset: DetectionDataset, proposals: d
     `frozen`: layer names ("conv1".."conv5", "fc6", "fc7", "head") that do not learn
     (requires_grad False). `head_rows`: when given, only these rows of the output layer learn
     (LSDA's "background only" and "+fcB" rows); the others are restored after every step.
+
+    `cached`: when every conv layer is frozen, pool5 of the windows can come from a cache
+    instead of warping and running conv1-5 at every step (LSDA's fc-only rows train in seconds).
+    The result is the same procedure except mirroring: cached windows are not mirrored.
 
     Cached as `finetune/<key>` on: the input model's cache key, the dataset, the proposals
     of its images, `classes`, `net`, `finetune`, the seed, `frozen`, `head_init`, `head_rows`.
@@ -231,15 +265,18 @@ def finetune(p: Params, model: CaffeNet, dataset: DetectionDataset, proposals: d
     rows = sorted(set(int(r) for r in head_rows)) if head_rows is not None else None
     if rows is not None and (not rows or rows[0] < 0 or rows[-1] >= n_out):
         raise ValueError(f"head_rows must be non-empty indices in [0, {n_out}), got {head_rows}")
+    if cached is not None and not set(nets.CONVS) <= set(frozen):
+        raise ValueError(f"cached pool5 windows need every conv layer frozen, got frozen={frozen}")
     ids = [im.image_id for im in dataset.images]
     config = {"model": model_key(model), "dataset": dataset_identity(dataset),
               "proposals": array_digest(np.asarray(proposals.get(i, np.zeros((0, 4))), np.float32) for i in ids),
               "classes": classes, "net": net_config(p, with_context=True), "finetune": asdict(p.finetune),
               "seed": p.runtime.seed, "frozen": frozen,
-              "head_init": array_digest(head_init) if head_init is not None else None, "head_rows": rows}
+              "head_init": array_digest(head_init) if head_init is not None else None, "head_rows": rows,
+              "cached": cached.key if cached is not None else None}
 
     def build(out: Path) -> None:
-        tuned, history = _finetune(p, model, dataset, proposals, classes, frozen, head_init, rows, device)
+        tuned, history = _finetune(p, model, dataset, proposals, classes, frozen, head_init, rows, device, cached)
         save_model(tuned, out)
         atomic_write_text(out / "history.json", json.dumps(history, indent=1))
 
@@ -251,20 +288,23 @@ def finetune(p: Params, model: CaffeNet, dataset: DetectionDataset, proposals: d
 
 def _finetune(p: Params, model: CaffeNet, dataset: DetectionDataset, proposals: dict[str, np.ndarray],
               classes: list[str], frozen: list[str], head_init: tuple[torch.Tensor, torch.Tensor] | None,
-              rows: list[int] | None, device: torch.device) -> tuple[CaffeNet, dict[str, Any]]:
+              rows: list[int] | None, device: torch.device, cached: CachedWindows | None = None,
+              ) -> tuple[CaffeNet, dict[str, Any]]:
     cfg, S, ctx = p.finetune, p.net.input_size, context_pixels(p)
     t_all = time.time()
     windows = window_lists(dataset, proposals, classes, cfg.fg_iou)
     if len(windows["fg_label"]) == 0:
         raise DataError(f"fine-tuning on {dataset.name} {dataset.split}: no foreground window (no ground-truth box "
                         f"of the classes {classes[:5]}...)")
-    store = ImageStore(dataset, device, progress=p.runtime.progress)
+    store = _WindowFeatures(cached, dataset, device) if cached is not None else \
+        ImageStore(dataset, device, progress=p.runtime.progress)
     seed = stage_seed(p.runtime.seed, "finetune")
     gen = torch.Generator().manual_seed(seed)
     history: dict[str, Any] = {"device": str(device), "machine": machine(), "threads": torch.get_num_threads(),
                                "n_fg_windows": len(windows["fg_label"]),
                                "n_bg_windows": len(windows["bg_image"]), "n_images": len(dataset),
-                               "context": ctx, "frozen": frozen, "head_rows": rows, "log": []}
+                               "context": ctx, "frozen": frozen, "head_rows": rows,
+                               "windows": "cached pool5, not mirrored" if cached is not None else "warped", "log": []}
     with fork_rng(device):
         torch.manual_seed(seed)
         tuned = copy.deepcopy(model).to(device)
@@ -290,9 +330,11 @@ def _finetune(p: Params, model: CaffeNet, dataset: DetectionDataset, proposals: 
             factor = 0.1 ** (it // cfg.lr_step)
             set_lr(opt, factor)
             batch = sample_windows(windows, cfg.fg_per_batch, cfg.bg_per_batch, gen, cfg.mirror)
-            x = warp_batch(tuned, store, batch["image"], batch["box"], S, ctx, batch["flip"])
+            if cached is not None:
+                logits = tuned.head(tuned.features(store(batch["image"], batch["window"])))
+            else:
+                logits = tuned(warp_batch(tuned, store, batch["image"], batch["box"], S, ctx, batch["flip"]))
             y = batch["label"].to(device)
-            logits = tuned(x)
             loss = F.cross_entropy(logits, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()

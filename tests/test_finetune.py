@@ -33,8 +33,6 @@ def pretrained(cls_data, tmp_path_factory):
     return model, history, cache
 
 
-
-
 def test_window_lists_on_a_hand_made_image(tmp_path):
     objs = [ObjectAnn("a", np.array([10, 10, 50, 50.])),
             ObjectAnn("b", np.array([60, 60, 90, 90.]), difficult=True),
@@ -61,8 +59,8 @@ def test_window_lists_on_a_hand_made_image(tmp_path):
 
 def test_sampler_draws_the_32_96_split():
     w = {"fg_image": np.arange(5), "fg_box": np.tile(np.arange(5, dtype=np.float32)[:, None], (1, 4)),
-         "fg_label": np.array([1, 2, 3, 1, 2]),
-         "bg_image": np.arange(100, 107), "bg_box": np.zeros((7, 4), np.float32)}
+         "fg_label": np.array([1, 2, 3, 1, 2]), "fg_window": np.arange(5) + 10,
+         "bg_image": np.arange(100, 107), "bg_box": np.zeros((7, 4), np.float32), "bg_window": np.arange(7) + 100}
     g = torch.Generator().manual_seed(0)
     flips = []
     for _ in range(20):
@@ -72,6 +70,7 @@ def test_sampler_draws_the_32_96_split():
         # labels travel with their windows
         assert torch.equal(b["label"][:32], torch.from_numpy(w["fg_label"])[b["image"][:32]])
         assert torch.equal(b["box"][:32, 0].long(), b["image"][:32])
+        assert torch.equal(b["window"], b["image"] + torch.where(b["image"] < 5, 10, 0))
         flips.append(b["flip"].float().mean().item())
     assert 0.4 < np.mean(flips) < 0.6
     # uniform with replacement: every window of the small lists is drawn, some many times
@@ -143,6 +142,28 @@ def test_frozen_layers_do_not_move(pretrained, det_data, tmp_path):
     assert hist["frozen"] == sorted(frozen)
     with pytest.raises(ValueError, match="unknown layers"):
         FT.finetune(p, model, ds, props, Cache(tmp_path), ds.classes, frozen={"fc8"})
+
+
+def test_cached_pool5_windows_train_like_warping(pretrained, det_data, tmp_path):
+    """With conv1-5 frozen and no mirroring, training fc layers on cached pool5 of the windows
+    is the warping procedure itself: the same batches, the same dropout, nearly the same weights."""
+    from lsda_core import features as Fe
+    model, _, _ = pretrained
+    ds, props = det_data
+    p = params(**{"finetune.iterations": 12, "finetune.mirror": False, "net.dropout": 0.0})
+    convs = {"conv1", "conv2", "conv3", "conv4", "conv5"}
+    warped, _ = FT.finetune(p, model, ds, props, Cache(tmp_path / "w"), ds.classes, frozen=convs)
+    regions, _ = Fe.regions_with_gt(ds, props, ds.classes)
+    folder = Fe.extract_pool5(model, ds, regions, p, Cache(tmp_path / "f"), "win")
+    cached = FT.CachedWindows(folder.name, lambda i: Fe.load_pool5(folder, i))
+    fast, hist = FT.finetune(p, model, ds, props, Cache(tmp_path / "c"), ds.classes, frozen=convs, cached=cached)
+    assert hist["windows"].startswith("cached")
+    assert not torch.equal(fast.fc6.weight, model.fc6.weight)
+    for name in ("fc6", "fc7", "head"):
+        a, b = warped.layer(name).weight, fast.layer(name).weight
+        assert torch.allclose(a, b, atol=2e-3), (name, (a - b).abs().max())
+    with pytest.raises(ValueError, match="every conv layer frozen"):
+        FT.finetune(p, model, ds, props, Cache(tmp_path / "c"), ds.classes, frozen={"conv1"}, cached=cached)
 
 
 def test_frozen_batch_norm_keeps_its_statistics(det_data, tmp_path):
