@@ -189,6 +189,68 @@ class Rcnn:
 
 
 @dataclass
+class Lsda:
+    """The LSDA chapters' experiments (lsda_core.lsda): the classification network, which
+    layers adapt on set B's boxes, the transfer to set A, the seeds and the large-scale view."""
+
+    cls_epochs: int = _p(6, "epochs re-training the classification network's new K-way output layer (and the rest) "
+                            "on the benchmark categories' classification images", lo=0)
+    cls_lr: float = _p(0.002, "base learning rate of that re-training (new output layer 10x)", lo=0.0)
+    train_per_class: int = _p(1000, "most ILSVRC train images per set-B category added to val1 for detection "
+                                    "fine-tuning (the paper: 1000)", lo=0)
+    knn: list[int] = _p([5, 10, 0], "k of the category-specific transfer rows (nearest B categories; 0 means |B|, "
+                                    "the plain average; the paper: 5, 10, 100)")
+    k: int = _p(10, "k of the full LSDA model in Figure 3, the seeds and the large-scale detector (paper 10; 0: |B|)",
+                lo=0)
+    seeds: list[int] = _p([0, 1, 2], "runtime seeds of the headline comparison (classification network vs LSDA, "
+                                     "held-out mAP); the first is the main run's")
+    large_nms: float = _p(0.1, "large-scale demo: per-class NMS threshold (LSDA: 0.1)", lo=0.0, hi=1.0)
+    large_cross_nms: float = _p(0.4, "large-scale demo: NMS across classes afterwards (LSDA: 0.4)", lo=0.0, hi=1.0)
+    large_images: int = _p(8, "test images drawn in the large-scale figure", lo=1)
+    large_top: int = _p(3, "detections drawn per image in the large-scale figure", lo=1)
+
+
+@dataclass
+class Analysis:
+    """Hoiem et al.'s diagnosis of detections (lsda_core.analysis)."""
+
+    trend_fps: list[int] = _p([25, 50, 100, 200, 400, 800, 1600, 3200],
+                              "numbers of top false positives at which the FP-type shares are shown (Hoiem, R-CNN Fig. 4)")
+    norm_fraction: float = _p(0.15, "normalised AP: every class counts as having this fraction of the images as positives",
+                              lo=0.0, hi=10.0)
+    weak_iou: float = _p(0.1, "IoU at which a false positive counts as touching an object (Loc / Sim / Oth)", lo=0.0, hi=0.5)
+    part_visible: float = _p(0.5, "a part counts as visible when at least this fraction of it is visible", lo=0.0, hi=1.0)
+
+
+@dataclass
+class Units:
+    """pool5 unit visualisation (R-CNN Figures 3 and 6): which units, how many top regions."""
+
+    top: int = _p(16, "top regions shown per unit in the unit rows (R-CNN Figure 3: 16)", lo=1)
+    montage_top: int = _p(96, "top regions in the one-unit montage (R-CNN Figure 6: 96)", lo=1)
+    nms: float = _p(0.1, "NMS within each image on the unit's activation (R-CNN: 0.1)", lo=0.0, hi=1.0)
+    units: list[list[int]] = _p([], "explicit units as [y, x, channel] of the 6 x 6 pool5 map; "
+                                    "empty: chosen from a category's pool5 SVM")
+    category: str | None = _p(None, "category whose pool5 SVM weights pick units (null: the first class)")
+    positive: int = _p(2, "units with the category SVM's largest positive weights", lo=0, hi=64)
+    negative: int = _p(1, "units with the category SVM's most negative weights", lo=0, hi=64)
+    generic: int = _p(3, "generic units: the largest weights averaged over every category's SVM", lo=0, hi=64)
+
+
+@dataclass
+class Fast:
+    """The fast detector (lsda_core.spp): one convolutional pass per image and spatial pyramid
+    pooling over each proposal (SPP-net), instead of warping each proposal."""
+
+    bins: list[int] = _p([6, 3, 2, 1], "pyramid levels, b x b max-pooling bins each (SPP-net 6, 3, 2, 1); "
+                                       "must include 6, the level initialised from pool5's fc6")
+    scale: int = _p(176, "shorter image side of the one conv pass (px); 176 shows the embedded world's median "
+                         "proposal at the size warping gives it (SPP-net single-scale: 688)", lo=16, hi=4096)
+    context: bool = _p(True, "pool over each box grown by the warp's context (net.context), as pool5 sees it "
+                             "(SPP-net: no context)")
+
+
+@dataclass
 class Params:
     """Every parameter of the study, by section."""
 
@@ -203,6 +265,10 @@ class Params:
     detect: Detect = field(default_factory=Detect)
     hog: Hog = field(default_factory=Hog)
     rcnn: Rcnn = field(default_factory=Rcnn)
+    lsda: Lsda = field(default_factory=Lsda)
+    fast: Fast = field(default_factory=Fast)
+    units: Units = field(default_factory=Units)
+    analysis: Analysis = field(default_factory=Analysis)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (YAML/JSON-ready)."""
@@ -322,6 +388,9 @@ def _check(p: Params) -> None:
     for key in ("voc_classes", "ilsvrc_classes", "n_superclasses"):
         if getattr(w, key) > w.n_categories:
             raise ParamsError(f"world.{key} ({getattr(w, key)}) exceeds world.n_categories ({w.n_categories})")
+    bins = p.fast.bins
+    if 6 not in bins or min(bins) < 1 or len(set(bins)) != len(bins):
+        raise ParamsError(f"fast.bins: need distinct positive bin counts including 6 (pool5's grid), got {bins}")
     dev = p.runtime.device
     if dev not in ("auto", "cpu", "cuda") and not (dev.startswith("cuda:") and dev[5:].isdigit()):
         raise ParamsError(f"runtime.device: {dev!r} is not auto, cpu, cuda or cuda:N")

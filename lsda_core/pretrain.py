@@ -3,12 +3,13 @@ the re-training of a classifier on another label set (LSDA's classification netw
 cached in the artifact folder on exactly their inputs. SGD conventions: `lsda_core.sgd`."""
 from __future__ import annotations
 
+import copy
 import json
 import math
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,10 @@ from lsda_core.cache import Cache, atomic_write_text
 from lsda_core.data.images import load_image
 from lsda_core.errors import DataError
 from lsda_core.nets import CaffeNet
-from lsda_core.params import Params, ParamsError
+from lsda_core.params import Params, ParamsError, Pretrain
 from lsda_core.runtime import machine, pick_device, progress as progress_bar
-from lsda_core.sgd import dataset_identity, fork_rng, load_model, net_config, param_groups, save_model, set_lr, stage_seed
+from lsda_core.sgd import (dataset_identity, fork_rng, load_model, model_key, net_config, param_groups, save_model,
+                           set_lr, stage_seed)
 from lsda_core.structures import ClassificationDataset
 
 # batch instead of held in memory (real ImageNet at 227 px would be about 190 GB).
@@ -189,7 +191,7 @@ def pretrain(p: Params, train: ClassificationDataset | None, val: Classification
         if weights:
             model, history = _from_weights(p, Path(weights), val, cache, device)
         else:
-            model, history = _train_classifier(p, train, val, cache, device)
+            model, history = _train_classifier(p, train, val, cache, device, p.pretrain, "pretrain")
         history["classes"] = classes
         save_model(model, out)
         atomic_write_text(out / "history.json", json.dumps(history, indent=1))
@@ -213,27 +215,59 @@ def _from_weights(p: Params, path: Path, val: ClassificationDataset | None, cach
     return model, history
 
 
+def retrain(p: Params, model: CaffeNet, train: ClassificationDataset, val: ClassificationDataset | None,
+            cache: Cache) -> tuple[CaffeNet, dict[str, Any]]:
+    """LSDA's classification network: a copy of `model` whose output layer is replaced by
+    `len(train.classes)` new classifiers (N(0, 0.01), learning at 10x), trained on image-level
+    labels like pre-training but for `lsda.cls_epochs` epochs at `lsda.cls_lr` (lr / 10 after
+    two thirds of them). The paper did this to go from ImageNet's 1000 classes to the 200
+    detection categories. Cached as `retrain/<key>`; returns (model in eval mode, history)."""
+    device = pick_device(p.runtime.device)
+    epochs = p.lsda.cls_epochs
+    cfg = replace(p.pretrain, epochs=epochs, lr=p.lsda.cls_lr, lr_steps=[max(1, math.ceil(2 * epochs / 3))])
+    config = {"model": model_key(model), "net": net_config(p, with_context=False), "schedule": asdict(cfg),
+              "seed": p.runtime.seed, "train": dataset_identity(train), "val": dataset_identity(val)}
+
+    def build(out: Path) -> None:
+        tuned, history = _train_classifier(p, train, val, cache, device, cfg, "retrain", init=model)
+        history["classes"] = list(train.classes)
+        save_model(tuned, out)
+        atomic_write_text(out / "history.json", json.dumps(history, indent=1))
+
+    folder = cache.entry("retrain", config, build, modules=[nets, sgd, sys.modules[__name__]])
+    history = json.loads((folder / "history.json").read_text())
+    history["key"] = f"{folder.parent.name}/{folder.name}"
+    return load_model(p, folder, len(train.classes), device), history
+
+
 def _train_classifier(p: Params, train: ClassificationDataset, val: ClassificationDataset | None,
-                      cache: Cache, device: torch.device) -> tuple[CaffeNet, dict[str, Any]]:
-    cfg, S = p.pretrain, p.net.input_size
+                      cache: Cache, device: torch.device, cfg: Pretrain, stage: str,
+                      init: CaffeNet | None = None) -> tuple[CaffeNet, dict[str, Any]]:
+    """SGD on image-level labels: a new network (pre-training), or `init` with a new output
+    layer learning at 10x (re-training)."""
+    S = p.net.input_size
     images = _images_source(train, S, cache, p)
     val_images = _images_source(val, S, cache, p) if val is not None else None
     if isinstance(images, torch.Tensor) and device.type == "cuda":
         images = images.to(device)
     labels = torch.as_tensor(np.asarray(train.labels), dtype=torch.long)
-    seed = stage_seed(p.runtime.seed, "pretrain")
+    seed = stage_seed(p.runtime.seed, stage)
     gen = torch.Generator().manual_seed(seed)
-    history: dict[str, Any] = {"source": "trained", "device": str(device), "machine": machine(),
+    history: dict[str, Any] = {"source": "trained" if init is None else f"re-trained from {model_key(init)}", "device": str(device), "machine": machine(),
                                "threads": torch.get_num_threads(), "n_train": len(train),
                                "n_val": len(val) if val is not None else 0, "epochs": []}
     t_all = time.time()
     with fork_rng(device):
         torch.manual_seed(seed)
-        model = CaffeNet(p.net, len(train.classes))
-        mean, std = _channel_stats(images, gen)
-        model.set_normalization(mean, std)
+        if init is None:
+            model = CaffeNet(p.net, len(train.classes))
+            model.set_normalization(*_channel_stats(images, gen))
+        else:
+            model = copy.deepcopy(init).cpu()
+            model.replace_head(len(train.classes), std=0.01)
         model.to(device).train()
-        opt = torch.optim.SGD(param_groups(model, cfg.lr, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum)
+        groups = param_groups(model, cfg.lr, cfg.weight_decay, head_mult=1.0 if init is None else 10.0)
+        opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
         n = len(train)
         steps = max(1, n // cfg.batch_size)  # drop the last partial batch (fixed batch size)
         for epoch in range(cfg.epochs):
@@ -242,7 +276,7 @@ def _train_classifier(p: Params, train: ClassificationDataset, val: Classificati
             t0 = time.time()
             perm = torch.randperm(n, generator=gen)
             loss_sum = correct = seen = 0.0
-            bar = progress_bar(range(steps), f"pretrain epoch {epoch + 1}/{cfg.epochs}", p.runtime.progress)
+            bar = progress_bar(range(steps), f"{stage} epoch {epoch + 1}/{cfg.epochs}", p.runtime.progress)
             for s in bar:
                 idx = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]
                 batch = images[idx.to(images.device)] if isinstance(images, torch.Tensor) else images[idx]
@@ -254,8 +288,8 @@ def _train_classifier(p: Params, train: ClassificationDataset, val: Classificati
                 loss.backward()
                 opt.step()
                 if not math.isfinite(loss.item()):
-                    raise FloatingPointError(f"pre-training diverged at epoch {epoch + 1}, step {s + 1} "
-                                             f"(loss {loss.item()}); lower pretrain.lr")
+                    raise FloatingPointError(f"{stage} diverged at epoch {epoch + 1}, step {s + 1} "
+                                             f"(loss {loss.item()}); lower its learning rate")
                 loss_sum += loss.item() * len(idx)
                 correct += (logits.argmax(1) == y).sum().item()
                 seen += len(idx)
@@ -268,6 +302,3 @@ def _train_classifier(p: Params, train: ClassificationDataset, val: Classificati
             history["epochs"].append(row)
     history["seconds"] = round(time.time() - t_all, 2)
     return model.eval(), history
-
-
-# ------------------------------------------------------------------------- fine-tuning

@@ -44,12 +44,14 @@ from lsda_core.structures import DetectionDataset
 
 @dataclass
 class Benchmark:
-    """The detection benchmark: classes, the training and test splits, their proposals."""
+    """The detection benchmark: classes, the training and test splits, their proposals, and
+    the evaluation rules (`evaluate` metrics: voc07 for VOC, ilsvrc for ILSVRC DET)."""
 
     classes: list[str]
     train: DetectionDataset
     test: DetectionDataset
     proposals: dict[str, np.ndarray]
+    metric: str = "voc07"
 
 
 def proposal_config(p: Params) -> ProposalConfig:
@@ -250,7 +252,7 @@ def run_detector(p: Params, fs: FeatureSet, bench: Benchmark, scorer: Callable[[
 
 
 def score_detections(name: str, bench: Benchmark, dets: dict[str, Detections], **info: Any) -> DetectorResult:
-    res = E.evaluate(bench.test, dets, "voc07")
+    res = E.evaluate(bench.test, dets, bench.metric)
     return DetectorResult(name, res["ap"], res["map"], dets, info)
 
 
@@ -346,7 +348,7 @@ def time_per_image(p: Params, model: CaffeNet, bench: Benchmark, svm: dict[str, 
 # spread
 
 def bootstrap_map(bench: Benchmark, results: list[DetectorResult], n: int = 100, seed: int = 0) -> dict[str, np.ndarray]:
-    """mAP (VOC 2007) of each detector on `n` bootstrap resamples of the test images, the
+    """mAP (`bench.metric`) of each detector on `n` bootstrap resamples of the test images, the
     same resamples for every detector, so differences between detectors are paired.
 
     Matching is per image, so an image drawn k times contributes k copies of its
@@ -359,7 +361,7 @@ def bootstrap_map(bench: Benchmark, results: list[DetectorResult], n: int = 100,
     for r in results:
         per_class = []
         for c in bench.classes:
-            m = E.match_detections(bench.test, c, r.detections.get(c, Detections()), "voc07")
+            m = E.match_detections(bench.test, c, r.detections.get(c, Detections()), bench.metric)
             counted = m.tp | m.fp
             pos = np.zeros(n_img)
             for i, im in enumerate(bench.test.images):
@@ -374,7 +376,7 @@ def bootstrap_map(bench: Benchmark, results: list[DetectorResult], n: int = 100,
                     continue
                 wt = w[img]
                 ctp, cfp = np.cumsum(wt * tp), np.cumsum(wt * ~tp)
-                aps.append(E.voc_ap(ctp / n_pos, ctp / np.maximum(ctp + cfp, 1e-12), use_07=True))
+                aps.append(E.voc_ap(ctp / n_pos, ctp / np.maximum(ctp + cfp, 1e-12), use_07=bench.metric == "voc07"))
             maps[k] = np.mean(aps) if aps else np.nan
         out[r.name] = maps
     return out

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from lsda_core.errors import DataError
+
 
 def from_voc(xmin: float, ymin: float, xmax: float, ymax: float) -> np.ndarray:
     """1-based inclusive file coordinates -> 0-based edge box."""
@@ -88,3 +90,41 @@ class ClassificationDataset:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+
+def keep_classes(ds: DetectionDataset, classes: list[str] | set[str], split: str | None = None) -> DetectionDataset:
+    """The same images with only the objects of `classes` (LSDA: training without set A's
+    boxes); the class list is unchanged, so label indices stay the same."""
+    keep = set(classes)
+    images = [ImageAnn(im.image_id, im.path, im.width, im.height, [o for o in im.objects if o.cls in keep])
+              for im in ds.images]
+    return DetectionDataset(ds.name, split or ds.split, list(ds.classes), images, ds.root, set(ds.blacklist))
+
+
+def concat(datasets: list[DetectionDataset], split: str) -> DetectionDataset:
+    """Several splits of one dataset as one (same classes; image ids must be unique)."""
+    first = datasets[0]
+    images = [im for ds in datasets for im in ds.images]
+    ids = [im.image_id for im in images]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"concat: image ids repeat across the splits {[ds.split for ds in datasets]}")
+    if any(ds.classes != first.classes for ds in datasets):
+        raise ValueError("concat: the splits have different class lists")
+    return DetectionDataset(first.name, split, list(first.classes), images, first.root,
+                            set().union(*(ds.blacklist for ds in datasets)))
+
+
+def subset_classes(ds: ClassificationDataset, classes: list[str]) -> ClassificationDataset:
+    """The images of `classes` only, labels re-indexed into `classes` (LSDA's K categories
+    out of a larger classification set). A class with no images is an error naming it."""
+    index = {c: i for i, c in enumerate(ds.classes)}
+    missing = [c for c in classes if c not in index]
+    if missing:
+        raise DataError(f"{ds.root}: classification split {ds.split!r} has no class {missing[0]!r} "
+                         f"({len(missing)} of the {len(classes)} wanted are missing)")
+    old = np.array([index[c] for c in classes])
+    labels = np.asarray(ds.labels)
+    pick = np.flatnonzero(np.isin(labels, old))
+    remap = {o: n for n, o in enumerate(old)}
+    return ClassificationDataset(ds.name, ds.split, list(classes), [ds.paths[i] for i in pick],
+                                 np.array([remap[int(labels[i])] for i in pick], dtype=np.int64), ds.root)
