@@ -81,6 +81,11 @@ def cmd_eval(args: argparse.Namespace) -> None:
     eval_command(args.dataset, args.split, args.results, metric=args.metric, out=args.out)
 
 
+def cmd_analyze(args: argparse.Namespace) -> None:
+    from lsda_core.analysis import analyze_command
+    analyze_command(args.dataset, args.split, args.results, groups_file=args.groups, out=args.out)
+
+
 def cmd_cache(args: argparse.Namespace) -> None:
     from lsda_core.cache import Cache, human_bytes
     cache = Cache(_load(args).runtime.artifacts)
@@ -136,6 +141,16 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--metric", choices=("voc07", "area", "ilsvrc"), default="voc07")
     sp.add_argument("--out", type=Path, help="write the scores as JSON here")
     sp.set_defaults(func=cmd_eval)
+
+    sp = sub.add_parser("analyze", help="diagnose comp4-format detections (Hoiem et al.: FP types, characteristics)")
+    sp.add_argument("--dataset", type=Path, required=True, help="VOC-layout folder (Annotations/, ImageSets/Main/)")
+    sp.add_argument("--split", required=True, help="image set, e.g. test")
+    sp.add_argument("--results", type=Path, required=True, help="folder of comp4_det_<split>_<class>.txt files")
+    sp.add_argument("--groups", type=Path, metavar="FILE",
+                    help="similarity groups, YAML or JSON {group: [class, ...]} (default: the objects' "
+                         "superclasses, or VOC's groups)")
+    sp.add_argument("--out", type=Path, help="write the diagnosis as JSON here (else print a summary)")
+    sp.set_defaults(func=cmd_analyze)
 
     sp = sub.add_parser("cache", help="list or clean the artifact cache")
     sp.add_argument("action", choices=("ls", "clean"))
