@@ -115,7 +115,7 @@ def load_benchmark(p: Params, cache: Cache) -> LsdaBenchmark:
     per_folder: dict[str, int] = {}
     picked = []
     for im in train.images:  # ILSVRC train images live in one folder per category
-        folder = im.image_id.split("/")[0]
+        folder = im.path.parent.name
         if folder in B and per_folder.get(folder, 0) < p.lsda.train_per_class:
             per_folder[folder] = per_folder.get(folder, 0) + 1
             picked.append(im)
@@ -396,3 +396,42 @@ def top_detections(result: R.DetectorResult, image_id: str, cross_nms: float, to
     b, s = np.concatenate(boxes), np.concatenate(scores)
     keep = nms(torch.as_tensor(b), torch.as_tensor(s), cross_nms).numpy()[:top]
     return [(cls[i], b[i], float(s[i])) for i in keep]
+
+
+def held_out_examples(bench: R.Benchmark, cls: R.DetectorResult, lsda: R.DetectorResult, held_out: Sequence[str],
+                      n: int = 6) -> list[dict[str, Any]]:
+    """Figure 4's cases: test images where, for a held-out category, LSDA's best box is right
+    (IoU >= 0.5 with an object of it) and the classification network's best box is not;
+    the `n` with the highest LSDA scores, one per image."""
+    from lsda_core.boxes import box_iou
+
+    def best(res: R.DetectorResult, c: str, image_id: str) -> tuple[np.ndarray, float] | None:
+        d = res.detections.get(c)
+        if d is None:
+            return None
+        sel = np.flatnonzero(np.asarray(d.image_ids) == image_id)
+        if not len(sel):
+            return None
+        i = sel[np.argmax(d.scores[sel])]
+        return d.boxes[i], float(d.scores[i])
+
+    found = []
+    for im in bench.test.images:
+        for c in held_out:
+            gt = im.boxes(c)
+            if not len(gt):
+                continue
+            a, b = best(lsda, c, im.image_id), best(cls, c, im.image_id)
+            if a is None or b is None:
+                continue
+            ia = float(box_iou(torch.as_tensor(a[0][None]), torch.as_tensor(gt)).max())
+            ib = float(box_iou(torch.as_tensor(b[0][None]), torch.as_tensor(gt)).max())
+            if ia >= 0.5 > ib:
+                found.append({"image": im, "class": c, "lsda": a[0], "cls": b[0], "score": a[1], "gt": gt})
+    found.sort(key=lambda e: -e["score"])
+    seen, out = set(), []
+    for e in found:
+        if e["image"].image_id not in seen:
+            seen.add(e["image"].image_id)
+            out.append(e)
+    return out[:n]

@@ -347,20 +347,22 @@ def time_per_image(p: Params, model: CaffeNet, bench: Benchmark, svm: dict[str, 
 # ---------------------------------------------------------------------------------------
 # spread
 
-def bootstrap_map(bench: Benchmark, results: list[DetectorResult], n: int = 100, seed: int = 0) -> dict[str, np.ndarray]:
+def bootstrap_map(bench: Benchmark, results: list[DetectorResult], n: int = 100, seed: int = 0,
+                  classes: list[str] | None = None) -> dict[str, np.ndarray]:
     """mAP (`bench.metric`) of each detector on `n` bootstrap resamples of the test images, the
     same resamples for every detector, so differences between detectors are paired.
 
     Matching is per image, so an image drawn k times contributes k copies of its
     detections' TP / FP flags and of its positives: each resample reweights one matching
-    instead of redoing it (exact, and fast enough for hundreds of resamples)."""
+    instead of redoing it (exact, and fast enough for hundreds of resamples). `classes`: the
+    mAP over these classes only (LSDA's held-out set), all when None."""
     rng = np.random.default_rng(seed)
     n_img = len(bench.test.images)
     picks = [np.bincount(rng.integers(0, n_img, n_img), minlength=n_img) for _ in range(n)]
     out = {}
     for r in results:
         per_class = []
-        for c in bench.classes:
+        for c in bench.classes if classes is None else classes:
             m = E.match_detections(bench.test, c, r.detections.get(c, Detections()), bench.metric)
             counted = m.tp | m.fp
             pos = np.zeros(n_img)
