@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from lsda_core import params as P
-from lsda_core.cache import atomic_write_text
+from lsda_core.cache import Cache, atomic_write_text
 from lsda_core.errors import LsdaError
 from lsda_core.runtime import machine
 
@@ -143,6 +143,19 @@ def execute_chapter(root: Path, chapter: Chapter, params_file: Path, overrides: 
     return seconds
 
 
+def record_build(out: Path, p: P.Params, seconds: float, before: set[tuple[str, str]], cache: Cache) -> None:
+    """Add this full build to the run log's `builds`: its time (world and chapters, before
+    the status page and the HTML), and whether it started from an empty cache (cold) or
+    reused entries (warm), so the status page can hold both against their budgets."""
+    after = {(e["stage"], e["key"]) for e in cache.entries()}
+    log = _read_log(out)
+    log.setdefault("builds", []).append({
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "seconds": round(seconds, 1),
+        "cache": "cold" if not before else "warm", "entries_reused": len(before & after),
+        "entries_built": len(after - before), "params_digest": p.digest(), "machine": machine()})
+    atomic_write_text(out / "run_log.json", json.dumps(log, indent=1, sort_keys=True))
+
+
 def build_html(out: Path) -> Path:
     """Jupyter Book 1.x HTML build of `out/src` into `out/html`; returns index.html."""
     src = out / "src"
@@ -173,17 +186,21 @@ def build(params_file: Path, overrides: dict[str, Any], out: Path, only: str | N
     if only is not None:
         find_chapter(root, only)
     stage_sources(root, out / "src")
+    t_build = time.time()
+    cache = Cache(p.runtime.artifacts)
+    before = {(e["stage"], e["key"]) for e in cache.entries()} if only is None else set()
     if only is None:
         from lsda_core.world import ensure_world  # the world first, so chapters share it
-        from lsda_core.cache import Cache
         if p.data.source == "embedded":
             log("world: generating the embedded world if missing ...")
             t0 = time.time()
-            ensure_world(p, Cache(p.runtime.artifacts))
+            ensure_world(p, cache)
             log(f"world: ready ({time.time() - t0:.1f} s)")
     todo = [c for c in chs if c.name == only or (only is None and c.name != STATUS_CHAPTER)]
     status = [c for c in chs if c.name == STATUS_CHAPTER and only is None]
     for i, c in enumerate(todo + status, 1):
+        if c.name == STATUS_CHAPTER:
+            record_build(out, p, time.time() - t_build, before, cache)
         log(f"[{i}/{len(todo) + len(status)}] {c.name} ...")
         s = execute_chapter(root, c, params_file.resolve(), overrides, out, progress)
         log(f"[{i}/{len(todo) + len(status)}] {c.name} done in {s:.1f} s")

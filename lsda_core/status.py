@@ -45,3 +45,26 @@ def params_listing(p: Params, params_file: str, overrides: dict[str, Any]) -> Ma
     """The validated parameters as a YAML block, with where they came from."""
     head = f"Preset `{Path(params_file).name}`" + (f", overrides `{overrides}`" if overrides else "")
     return Markdown(f"{head}, digest `{p.digest()}`:\n\n```yaml\n{yaml.safe_dump(p.to_dict(), sort_keys=False)}```")
+
+
+# the book's budgets (DEVELOPERS guide / issue 6): from an empty cache and with a warm one
+BUDGET_SECONDS = {"cold": 30 * 60, "warm": 3 * 60}
+
+
+def build_table(log: dict[str, Any]) -> pd.DataFrame:
+    """The latest cold and warm full builds on record (world and chapters, before this page
+    and the HTML) against the book's budgets, each with its machine."""
+    rows = []
+    for kind in ("cold", "warm"):
+        runs = [b for b in log.get("builds", []) if b["cache"] == kind]
+        if not runs:
+            rows.append({"build": kind, "seconds": None, "budget (s)": BUDGET_SECONDS[kind], "met": "not run yet"})
+            continue
+        b = runs[-1]
+        m = b["machine"]
+        rows.append({"build": kind, "seconds": b["seconds"], "budget (s)": BUDGET_SECONDS[kind],
+                     "met": "yes" if b["seconds"] <= BUDGET_SECONDS[kind] else "no",
+                     "cache entries built / reused": f"{b['entries_built']} / {b['entries_reused']}",
+                     "finished": b["finished"],
+                     "machine": f"{m['cpu']} ({m['cores']} cores)" + ("" if m["gpu"] == "none" else f", {m['gpu']}")})
+    return pd.DataFrame(rows).set_index("build")

@@ -65,6 +65,10 @@ def test_run_log_and_status_page(smoke_build):
     status = (smoke_build / "html" / "book" / "status.html").read_text()
     for name in notebooks:
         assert name in status
+    (build,) = log["builds"]  # one full build, from an empty cache
+    assert build["cache"] == "cold" and build["entries_reused"] == 0 and build["entries_built"] > 0
+    assert 0 < build["seconds"] < sum(e["seconds"] for e in log["chapters"].values()) + 600
+    assert "Build times" in status and "not run yet" in status  # no warm build on record yet
 
 
 @pytest.mark.slow
