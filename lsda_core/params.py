@@ -234,7 +234,8 @@ class Units:
     category: str | None = _p(None, "category whose pool5 SVM weights pick units (null: the first class)")
     positive: int = _p(2, "units with the category SVM's largest positive weights", lo=0, hi=64)
     negative: int = _p(1, "units with the category SVM's most negative weights", lo=0, hi=64)
-    generic: int = _p(3, "generic units: the largest weights averaged over every category's SVM", lo=0, hi=64)
+    generic: int = _p(3, "generic units: the largest weight averaged over every category's SVM, one per channel",
+                       lo=0, hi=64)
 
 
 @dataclass
@@ -246,8 +247,6 @@ class Fast:
                                        "must include 6, the level initialised from pool5's fc6")
     scale: int = _p(176, "shorter image side of the one conv pass (px); 176 shows the embedded world's median "
                          "proposal at the size warping gives it (SPP-net single-scale: 688)", lo=16, hi=4096)
-    context: bool = _p(True, "pool over each box grown by the warp's context (net.context), as pool5 sees it "
-                             "(SPP-net: no context)")
 
 
 @dataclass
