@@ -3,7 +3,7 @@
 Errors the user can fix (LsdaError: bad parameters, missing or malformed data) are printed
 as one line, `lsda: error: ...`, with exit status 2 and no traceback.
 
-`prepare` also runs under torchrun (`torchrun --nproc_per_node N -m lsda_core.cli prepare
+`prepare` also runs under torchrun (`torchrun --nproc-per-node N -m lsda_core.cli prepare
 ...`): the processes split the expensive stages and share the cache, which `book` then finds.
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 stages use to split their work (proposals and features by image, fine-tuning by batch).
 
 A process is distributed only after `init()` joined a group of more than one process; a
-single process (including `torchrun --nproc_per_node 1`) has no group and every helper
+single process (including `torchrun --nproc-per-node 1`) has no group and every helper
 here is then the identity or a no-op, so single-process runs behave exactly as without
 this module. Backend: NCCL when the processes run on CUDA (one GPU each, the one of
 `LOCAL_RANK`), gloo on the CPU.
@@ -53,7 +53,7 @@ def init(device: str = "auto") -> bool:
     missing = [v for v in LAUNCH_VARS if v not in os.environ]
     if missing:
         raise LsdaError(f"WORLD_SIZE is {os.environ['WORLD_SIZE']} but {', '.join(missing)} not set: "
-                        "launch with torchrun (e.g. torchrun --nproc_per_node 2 -m lsda_core.cli prepare ...)")
+                        "launch with torchrun (e.g. torchrun --nproc-per-node 2 -m lsda_core.cli prepare ...)")
     if device.startswith("cuda:"):
         raise LsdaError(f"runtime.device {device!r} under torchrun: use auto or cuda (each process takes the GPU "
                         "of its LOCAL_RANK)")
@@ -64,7 +64,7 @@ def init(device: str = "auto") -> bool:
     if cuda:
         if local >= torch.cuda.device_count():
             raise LsdaError(f"LOCAL_RANK {local} but this node has {torch.cuda.device_count()} GPU(s): start at most "
-                            "that many processes per node (torchrun --nproc_per_node)")
+                            "that many processes per node (torchrun --nproc-per-node)")
         torch.cuda.set_device(local)
     dist.init_process_group("nccl" if cuda else "gloo", timeout=TIMEOUT)
     return True
