@@ -96,6 +96,8 @@ class Cache:
         only its share (`distributed.shard`); "all", every rank runs `build` together
         (collectives inside, e.g. DDP training) and rank 0's work folder becomes the entry.
         Every rank returns the complete entry."""
+        if ranks not in ("main", "shard", "all"):
+            raise ValueError(f"{stage}: ranks must be main, shard or all, got {ranks!r}")
         key = stage_key(config, modules)
         final = self.path(stage, key)
         if D.broadcast((final / META).is_file()):  # rank 0's view: every rank takes the same branch

@@ -135,6 +135,8 @@ def test_helpers_are_identities_in_one_process(tmp_path):
     D.barrier()
     D.check_shared(tmp_path)
     assert not D.init("cpu")  # not launched: no process group
+    with pytest.raises(ValueError, match="ranks must be main, shard or all"):
+        Cache(tmp_path).entry("stage", {}, lambda work: None, ranks="every")
 
 
 def test_stages_built_by_rank_0_alone(spawned):
