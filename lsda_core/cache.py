@@ -16,7 +16,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Literal
+
+from lsda_core import distributed as D
 
 META = "meta.json"
 TMP_MARK = ".tmp-"
@@ -79,18 +81,45 @@ class Cache:
         return self.root / stage / key
 
     def entry(self, stage: str, config: dict[str, Any], build: Callable[[Path], None],
-              modules: Iterable[ModuleType] = (), resumable: bool = False) -> Path:
+              modules: Iterable[ModuleType] = (), resumable: bool = False,
+              ranks: Literal["main", "shard", "all"] = "main") -> Path:
         """Folder of `stage` for `config`; if absent, `build(work_dir)` fills a work folder
         that is then renamed into place, so no half-built entry is ever returned.
 
         Not resumable: the work folder is a fresh temp folder, removed on failure.
         Resumable: it is `<key>.partial`, kept on failure, so a builder that writes its
-        items atomically and skips those already there resumes where it stopped."""
+        items atomically and skips those already there resumes where it stopped.
+
+        `ranks` says who builds when several processes run together (`distributed`; one
+        process builds alone whatever it says): "main", rank 0 while the others wait;
+        "shard", every rank into the shared `<key>.partial` (resumable only), each writing
+        only its share (`distributed.shard`); "all", every rank runs `build` together
+        (collectives inside, e.g. DDP training) and rank 0's work folder becomes the entry.
+        Every rank returns the complete entry."""
+        if ranks not in ("main", "shard", "all"):
+            raise ValueError(f"{stage}: ranks must be main, shard or all, got {ranks!r}")
         key = stage_key(config, modules)
         final = self.path(stage, key)
-        if (final / META).is_file():
+        if D.broadcast((final / META).is_file()):  # rank 0's view: every rank takes the same branch
             return final
         final.parent.mkdir(parents=True, exist_ok=True)
+        if D.world() > 1 and ranks == "main":
+            if D.is_main():
+                with D.alone():
+                    self._build(stage, key, config, build, resumable)
+            D.barrier()
+            return final
+        if D.world() > 1 and ranks == "shard" and not resumable:
+            raise ValueError(f"{stage}: a sharded build writes into the shared resumable work folder; "
+                             "pass resumable=True")
+        self._build(stage, key, config, build, resumable, finish=D.is_main())
+        return final
+
+    def _build(self, stage: str, key: str, config: dict[str, Any], build: Callable[[Path], None],
+               resumable: bool, finish: bool = True) -> None:
+        """Run `build` in a work folder; with `finish` (rank 0), once every rank is done,
+        write meta.json and rename the folder into place."""
+        final = self.path(stage, key)
         if resumable:
             work = final.with_name(key + PARTIAL)
             work.mkdir(exist_ok=True)
@@ -99,17 +128,21 @@ class Cache:
         try:
             t0 = time.time()
             build(work)
-            meta = {"stage": stage, "key": key, "config": config, "seconds": round(time.time() - t0, 3),
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-            atomic_write_text(work / META, json.dumps(meta, indent=1, sort_keys=True, default=str))
-            if final.exists():  # a stale entry without meta.json: replace it
-                shutil.rmtree(final)
-            os.replace(work, final)
+            D.barrier()
+            if finish:
+                meta = {"stage": stage, "key": key, "config": config, "seconds": round(time.time() - t0, 3),
+                        "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                atomic_write_text(work / META, json.dumps(meta, indent=1, sort_keys=True, default=str))
+                if final.exists():  # a stale entry without meta.json: replace it
+                    shutil.rmtree(final)
+                os.replace(work, final)
+            elif not resumable:  # another rank's copy of a collective build
+                shutil.rmtree(work)
+            D.barrier()
         except BaseException:
             if not resumable:
                 shutil.rmtree(work, ignore_errors=True)
             raise
-        return final
 
     def entries(self) -> list[dict[str, Any]]:
         """Every complete entry with its stage, key, size and creation time."""

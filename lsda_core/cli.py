@@ -2,11 +2,15 @@
 
 Errors the user can fix (LsdaError: bad parameters, missing or malformed data) are printed
 as one line, `lsda: error: ...`, with exit status 2 and no traceback.
+
+`prepare` also runs under torchrun (`torchrun --nproc-per-node N -m lsda_core.cli prepare
+...`): the processes split the expensive stages and share the cache, which `book` then finds.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 DEFAULT_PARAMS = Path("params/embedded.yaml")
@@ -86,6 +90,25 @@ def cmd_analyze(args: argparse.Namespace) -> None:
     analyze_command(args.dataset, args.split, args.results, groups_file=args.groups, out=args.out)
 
 
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from lsda_core import distributed as D
+    from lsda_core import rcnn as R
+    from lsda_core.cache import Cache
+    p = _load(args)
+    D.init(p.runtime.device)
+    try:
+        cache = Cache(p.runtime.artifacts)
+        D.check_shared(cache.root)
+        t0 = time.time()
+        lines = R.prepare(p, cache, args.stage)
+        if D.is_main():
+            print("\n".join(lines))
+            print(f"prepared up to {args.stage} in {time.time() - t0:.1f} s with {D.world()} process(es); "
+                  f"cache: {cache.root}")
+    finally:
+        D.cleanup()
+
+
 def cmd_cache(args: argparse.Namespace) -> None:
     from lsda_core.cache import Cache, human_bytes
     cache = Cache(_load(args).runtime.artifacts)
@@ -134,6 +157,14 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--quiet", action="store_true", help="no per-cell progress bars")
     sp.set_defaults(func=cmd_run)
 
+    sp = sub.add_parser("prepare", help="compute the expensive stages into the cache ahead of the book "
+                                        "(also under torchrun, split across processes)")
+    _add_params(sp)
+    sp.add_argument("--stage", choices=("proposals", "finetune", "features"), default="features",
+                    help="last stage to prepare; the ones before it are prepared first: proposals, finetune "
+                         "(pre-training, then fine-tuning), features (pool5, grayscale pool5, HOG); default features")
+    sp.set_defaults(func=cmd_prepare)
+
     sp = sub.add_parser("eval", help="score comp4-format detections on a VOC-layout dataset")
     sp.add_argument("--dataset", type=Path, required=True, help="VOC-layout folder (Annotations/, ImageSets/Main/)")
     sp.add_argument("--split", required=True, help="image set, e.g. test")
@@ -162,8 +193,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from lsda_core.errors import LsdaError
+    from lsda_core import distributed as D
     args = parser().parse_args(argv)
     try:
+        if D.launched() and args.command != "prepare":
+            raise LsdaError(f"`lsda {args.command}` runs in one process; of the commands only `lsda prepare` "
+                            "runs under torchrun (WORLD_SIZE > 1)")
         args.func(args)
     except LsdaError as e:
         print(f"lsda: error: {e}", file=sys.stderr)

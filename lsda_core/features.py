@@ -6,6 +6,8 @@ Cache layout (`extract_pool5`): a folder `pool5-<tag>/<key>/` holding, per image
 `pool5.reshape(N, -1)` of the (N, C, 6, 6) maps; unit (c, y, x) is column `c * 36 + y * 6 + x`).
 Both are written atomically, features last, so an interrupted extraction resumes at the first
 image without features. Images with '/' in their id have it written as '%2F' in file names.
+Under torchrun each rank extracts its share of the images (`distributed.shard`) into the
+shared entry.
 
 Regions of training images put the ground-truth boxes first (R-CNN computes features for
 them too: they are the SVM positives): `regions_with_gt` builds `(regions, n_gt)` so that
@@ -22,6 +24,7 @@ import numpy as np
 import torch
 
 from lsda_core import boxes as B
+from lsda_core import distributed as D
 from lsda_core import nets
 from lsda_core.cache import Cache, atomic_save_npy
 from lsda_core.data.images import load_image
@@ -79,9 +82,10 @@ def extract_pool5(model: CaffeNet, dataset: DetectionDataset, regions: dict[str,
                   cache: Cache, tag: str, chunk: int = CHUNK) -> Path:
     """pool5 features of `regions[image_id]` for every image of `dataset`, warped with
     `context_pixels(p)` to `net.input_size`, in eval mode under `torch.inference_mode`, on
-    `runtime.device`. Cached resumable per image in `pool5-<tag>/<key>` (see the module
-    docstring for the layout), keyed on the model's cache key, the dataset, the regions and
-    the warp settings. Returns the folder (read it with `load_pool5` / `load_regions`)."""
+    `runtime.device` (under torchrun each rank its share of the images, on its own GPU).
+    Cached resumable per image in `pool5-<tag>/<key>` (see the module docstring for the
+    layout), keyed on the model's cache key, the dataset, the regions and the warp settings.
+    Returns the folder (read it with `load_pool5` / `load_regions`)."""
     device = pick_device(p.runtime.device)
     size, ctx = p.net.input_size, context_pixels(p)
     ids = [im.image_id for im in dataset.images]
@@ -92,7 +96,7 @@ def extract_pool5(model: CaffeNet, dataset: DetectionDataset, regions: dict[str,
               "regions": array_digest(np.asarray(regions[i], np.float32).reshape(-1, 4) for i in ids)}
 
     def build(out: Path) -> None:
-        todo = [im for im in dataset.images if not (out / f"{_fname(im.image_id)}.npy").is_file()]
+        todo = [im for im in D.shard(dataset.images) if not (out / f"{_fname(im.image_id)}.npy").is_file()]
         was = model.training
         model.eval()
         dev0 = model.mean.device
@@ -108,7 +112,8 @@ def extract_pool5(model: CaffeNet, dataset: DetectionDataset, regions: dict[str,
         finally:
             model.to(dev0).train(was)
 
-    return cache.entry(f"pool5-{tag}", config, build, modules=[nets, B, sys.modules[__name__]], resumable=True)
+    return cache.entry(f"pool5-{tag}", config, build, modules=[nets, B, sys.modules[__name__]], resumable=True,
+                       ranks="shard")
 
 
 def load_pool5(folder: Path, image_id: str, mmap: bool = False) -> np.ndarray:

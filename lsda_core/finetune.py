@@ -1,5 +1,16 @@
 """R-CNN's detection fine-tuning on warped region proposals (Caffe's window-data layer),
-cached in the artifact folder on exactly its inputs. SGD conventions: `lsda_core.sgd`."""
+cached in the artifact folder on exactly its inputs. SGD conventions: `lsda_core.sgd`.
+
+Under torchrun (`distributed`), fine-tuning runs as DistributedDataParallel with R-CNN's
+batch split across the processes: every rank draws the same batch of fg + bg windows and
+warps and forwards only its share (every world-th window), the losses are scaled so that the
+all-reduced gradient is the gradient of the whole batch's mean loss, so the effective batch
+stays `fg_per_batch + bg_per_batch` (128 in R-CNN) and the run is the single-process one up
+to the order of float sums and the dropout draws (each rank its own stream). Batch-norm
+layers (embedded net only) normalise each rank's share. The model is stored under the same
+cache key as a single process's, so the book finds it. Training on cached windows (seconds)
+is not split: every rank runs it whole and rank 0's model is kept.
+"""
 from __future__ import annotations
 
 import copy
@@ -16,12 +27,13 @@ import torch
 import torch.nn.functional as F
 
 from lsda_core import boxes as B
+from lsda_core import distributed as D
 from lsda_core import nets, sgd
 from lsda_core.cache import Cache, atomic_write_text
 from lsda_core.data.images import load_image
 from lsda_core.errors import DataError
 from lsda_core.nets import CaffeNet, LAYERS
-from lsda_core.params import Params
+from lsda_core.params import Params, ParamsError
 from lsda_core.runtime import machine, pick_device, progress as progress_bar
 from lsda_core.sgd import (array_digest, dataset_identity, fork_rng, freeze_statistics, load_model, model_key,
                            net_config, param_groups, save_model, set_lr, stage_seed)
@@ -240,6 +252,9 @@ def finetune(p: Params, model: CaffeNet, dataset: DetectionDataset, proposals: d
     (requires_grad False). `head_rows`: when given, only these rows of the output layer learn
     (LSDA's "background only" and "+fcB" rows); the others are restored after every step.
 
+    Under torchrun: DistributedDataParallel with the batch split across the ranks (see the
+    module docstring); rank 0's model becomes the cache entry, which every rank then loads.
+
     `cached`: when every conv layer is frozen, pool5 of the windows can come from a cache
     instead of warping and running conv1-5 at every step (LSDA's fc-only rows train in seconds).
     The result is the same procedure except mirroring: cached windows are not mirrored.
@@ -280,10 +295,20 @@ def finetune(p: Params, model: CaffeNet, dataset: DetectionDataset, proposals: d
         save_model(tuned, out)
         atomic_write_text(out / "history.json", json.dumps(history, indent=1))
 
-    folder = cache.entry("finetune", config, build, modules=[nets, B, sgd, sys.modules[__name__]])
+    folder = cache.entry("finetune", config, build, modules=[nets, B, sgd, sys.modules[__name__]], ranks="all")
     history = json.loads((folder / "history.json").read_text())
     history["key"] = f"{folder.parent.name}/{folder.name}"
     return load_model(p, folder, n_out, device), history
+
+
+def _batch_stats(loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, world: int) -> list[float]:
+    """The whole batch's mean loss, correct foreground and background windows, and
+    foreground and background windows, summed over the ranks (one all-reduce)."""
+    pred = logits.argmax(1)
+    fgm = y > 0
+    s = torch.stack([loss.detach().double() / world, (pred[fgm] == y[fgm]).sum().double(),
+                     (pred[~fgm] == 0).sum().double(), fgm.sum().double(), (~fgm).sum().double()])
+    return (D.all_sum(s) if world > 1 else s).tolist()
 
 
 def _finetune(p: Params, model: CaffeNet, dataset: DetectionDataset, proposals: dict[str, np.ndarray],
@@ -291,6 +316,10 @@ def _finetune(p: Params, model: CaffeNet, dataset: DetectionDataset, proposals: 
               rows: list[int] | None, device: torch.device, cached: CachedWindows | None = None,
               ) -> tuple[CaffeNet, dict[str, Any]]:
     cfg, S, ctx = p.finetune, p.net.input_size, context_pixels(p)
+    split = cached is None  # cached windows: every rank trains the whole batch
+    world, rank, total = (D.world(), D.rank(), cfg.fg_per_batch + cfg.bg_per_batch) if split else (1, 0, 0)
+    if split and total < world:
+        raise ParamsError(f"finetune: a batch of {total} windows cannot be split across {world} processes")
     t_all = time.time()
     windows = window_lists(dataset, proposals, classes, cfg.fg_iou)
     if len(windows["fg_label"]) == 0:
@@ -303,7 +332,7 @@ def _finetune(p: Params, model: CaffeNet, dataset: DetectionDataset, proposals: 
     history: dict[str, Any] = {"device": str(device), "machine": machine(), "threads": torch.get_num_threads(),
                                "n_fg_windows": len(windows["fg_label"]),
                                "n_bg_windows": len(windows["bg_image"]), "n_images": len(dataset),
-                               "context": ctx, "frozen": frozen, "head_rows": rows,
+                               "context": ctx, "frozen": frozen, "head_rows": rows, "processes": world,
                                "windows": "cached pool5, not mirrored" if cached is not None else "warped", "log": []}
     with fork_rng(device):
         torch.manual_seed(seed)
@@ -324,18 +353,31 @@ def _finetune(p: Params, model: CaffeNet, dataset: DetectionDataset, proposals: 
         if not groups:
             raise ValueError("fine-tuning with every layer frozen")
         opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+        net = tuned
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+            ids = [torch.cuda.current_device()] if device.type == "cuda" else None
+            net = DistributedDataParallel(tuned, device_ids=ids)
+            torch.manual_seed(stage_seed(p.runtime.seed, f"finetune-rank-{rank}"))  # each rank's own dropout
         loss_sum = acc_fg = acc_bg = n_fg = n_bg = 0.0
         t0 = time.time()
         for it in progress_bar(range(cfg.iterations), "fine-tune", p.runtime.progress):
             factor = 0.1 ** (it // cfg.lr_step)
             set_lr(opt, factor)
             batch = sample_windows(windows, cfg.fg_per_batch, cfg.bg_per_batch, gen, cfg.mirror)
+            if world > 1:  # the same batch on every rank; each takes its share
+                batch = {k: v[rank::world] for k, v in batch.items()}
             if cached is not None:
                 logits = tuned.head(tuned.features(store(batch["image"], batch["window"])))
             else:
-                logits = tuned(warp_batch(tuned, store, batch["image"], batch["box"], S, ctx, batch["flip"]))
+                logits = net(warp_batch(tuned, store, batch["image"], batch["box"], S, ctx, batch["flip"]))
             y = batch["label"].to(device)
-            loss = F.cross_entropy(logits, y)
+            # DDP averages the ranks' gradients: scaling each rank's summed loss by world / total
+            # makes that average the gradient of the whole batch's mean loss
+            if world == 1:
+                loss = F.cross_entropy(logits, y)
+            else:
+                loss = F.cross_entropy(logits, y, reduction="sum") * (world / total)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -343,16 +385,14 @@ def _finetune(p: Params, model: CaffeNet, dataset: DetectionDataset, proposals: 
                 with torch.no_grad():
                     head.weight[keep[0]] = keep[1]
                     head.bias[keep[0]] = keep[2]
-            lv = loss.item()
+            lv, ok_fg, ok_bg, k_fg, k_bg = _batch_stats(loss, logits, y, world)
             if not math.isfinite(lv):
                 raise FloatingPointError(f"fine-tuning diverged at step {it + 1} (loss {lv}); lower finetune.lr")
-            pred = logits.argmax(1)
-            fgm = y > 0
             loss_sum += lv
-            acc_fg += (pred[fgm] == y[fgm]).sum().item()
-            acc_bg += (pred[~fgm] == 0).sum().item()
-            n_fg += fgm.sum().item()
-            n_bg += (~fgm).sum().item()
+            acc_fg += ok_fg
+            acc_bg += ok_bg
+            n_fg += k_fg
+            n_bg += k_bg
             if (it + 1) % LOG_EVERY == 0 or it + 1 == cfg.iterations:
                 steps = (it % LOG_EVERY) + 1
                 history["log"].append({"iteration": it + 1, "lr": cfg.lr * factor, "loss": loss_sum / steps,

@@ -1,5 +1,7 @@
 """Region proposals: selective search in fast mode (OpenCV contrib), as R-CNN used it,
-computed in parallel processes and cached per image (an interrupted run resumes).
+computed in parallel processes and cached per image (an interrupted run resumes). Under
+torchrun each rank computes its share of the images (`distributed.shard`) into the shared
+cache entry.
 
 Boxes follow the study's convention (structures.py): float [x1, y1, x2, y2], 0-based
 pixel edges. OpenCV returns (x, y, w, h) rectangles in pixels, so x2 = x + w.
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lsda_core import distributed as D
 from lsda_core.cache import Cache, atomic_save_npy
 from lsda_core.data.images import load_image
 from lsda_core.runtime import progress as progress_bar
@@ -59,13 +62,14 @@ def _one(args: tuple[str, str, ProposalConfig]) -> np.ndarray:
 def compute_proposals(dataset: DetectionDataset, cache: Cache, cfg: ProposalConfig = ProposalConfig(),
                       workers: int = 1, progress: bool = True) -> dict[str, np.ndarray]:
     """Proposals for every image of `dataset`, from the cache or computed in `workers`
-    processes; one .npy file per image, written atomically, so a rerun resumes."""
+    processes (per rank under torchrun, each rank its share of the images); one .npy file
+    per image, written atomically, so a rerun resumes."""
     images = {im.image_id: str(im.path) for im in dataset.images}
     config = {"root": str(dataset.root), "split": dataset.split, "mode": cfg.mode, "max_boxes": cfg.max_boxes, "min_side": cfg.min_side,
               "images": sorted((i, Path(p).name, Path(p).stat().st_size) for i, p in images.items())}
 
     def build(folder: Path) -> None:
-        todo = [i for i in sorted(images) if not (folder / f"{i}.npy").is_file()]
+        todo = [i for i in D.shard(sorted(images)) if not (folder / f"{i}.npy").is_file()]
         jobs = [(i, images[i], cfg) for i in todo]
         if workers > 1 and len(jobs) > 1:
             with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as ex:
@@ -76,7 +80,8 @@ def compute_proposals(dataset: DetectionDataset, cache: Cache, cfg: ProposalConf
             for i, job in progress_bar(zip(todo, jobs), "proposals", progress, total=len(todo)):
                 atomic_save_npy(folder / f"{i}.npy", _one(job))
 
-    folder = cache.entry("proposals", config, build, modules=[sys.modules[__name__]], resumable=True)
+    folder = cache.entry("proposals", config, build, modules=[sys.modules[__name__]], resumable=True,
+                         ranks="shard")
     return {i: np.load(folder / f"{i}.npy") for i in sorted(images)}
 
 

@@ -21,6 +21,7 @@ import torch
 
 from lsda_core import bbox_reg as BR
 from lsda_core import boxes as B
+from lsda_core import distributed as D
 from lsda_core import evaluate as E
 from lsda_core import features as F
 from lsda_core import finetune as FT
@@ -119,13 +120,14 @@ def feature_regions(bench: Benchmark) -> tuple[dict[str, np.ndarray], dict[str, 
 
 def grayscale(ds: DetectionDataset, cache: Cache) -> DetectionDataset:
     """The same split with every image converted to grayscale (kept as 3 equal channels),
-    for R-CNN's colour ablation; the images are written once to the cache (PNG, lossless)."""
+    for R-CNN's colour ablation; the images are written once to the cache (PNG, lossless;
+    under torchrun each rank its share)."""
     from PIL import Image
 
     config = {"root": str(ds.root), "split": ds.split, "images": [im.image_id for im in ds.images]}
 
     def build(out: Path) -> None:
-        for im in ds.images:
+        for im in D.shard(ds.images):
             dest = out / f"{F._fname(im.image_id)}.png"
             if dest.is_file():
                 continue
@@ -133,7 +135,8 @@ def grayscale(ds: DetectionDataset, cache: Cache) -> DetectionDataset:
             Image.fromarray(load_image(im.path)).convert("L").convert("RGB").save(buf, format="PNG")
             atomic_write_bytes(dest, buf.getvalue())
 
-    folder = cache.entry("grayscale", config, build, modules=[sys.modules[__name__]], resumable=True)
+    folder = cache.entry("grayscale", config, build, modules=[sys.modules[__name__]], resumable=True,
+                         ranks="shard")
     images = [replace(im, path=folder / f"{F._fname(im.image_id)}.png") for im in ds.images]
     return replace(ds, images=images, name=ds.name + "-gray")
 
@@ -155,7 +158,8 @@ def cnn_features(p: Params, cache: Cache, model: CaffeNet, bench: Benchmark, lay
 
 
 def hog_features(p: Params, cache: Cache, bench: Benchmark) -> FeatureSet:
-    """HOG of every region warped to `hog.window` px: the features of the DPM HOG stand-in."""
+    """HOG of every region warped to `hog.window` px: the features of the DPM HOG stand-in
+    (cached per image; under torchrun each rank its share of the images)."""
     train_regions, test_regions, n_gt = feature_regions(bench)
     ctx = p.hog.context * p.hog.window / 227
     folders = {}
@@ -164,7 +168,7 @@ def hog_features(p: Params, cache: Cache, bench: Benchmark) -> FeatureSet:
                   "regions": array_digest(regions[im.image_id] for im in ds.images)}
 
         def build(out: Path, ds: DetectionDataset = ds, regions: dict = regions) -> None:
-            for im in progress_bar(ds.images, f"HOG {ds.split}", p.runtime.progress):
+            for im in progress_bar(D.shard(ds.images), f"HOG {ds.split}", p.runtime.progress):
                 dest = out / f"{F._fname(im.image_id)}.npy"
                 if dest.is_file():
                     continue
@@ -173,13 +177,42 @@ def hog_features(p: Params, cache: Cache, bench: Benchmark) -> FeatureSet:
                 feats = H.hog_params_features(win, p.hog).numpy().astype(np.float16)
                 atomic_save_npy(dest, feats)
 
-        folders[split] = cache.entry("hog", config, build, modules=[H, B, sys.modules[__name__]], resumable=True)
+        folders[split] = cache.entry("hog", config, build, modules=[H, B, sys.modules[__name__]], resumable=True,
+                                     ranks="shard")
 
     def load(split: str, image_id: str) -> np.ndarray:
         return np.load(folders[split] / f"{F._fname(image_id)}.npy").astype(np.float32)
 
     key = f"{folders['train'].name}/{folders['test'].name}/hog"
     return FeatureSet("HOG", key, {"train": train_regions, "test": test_regions}, n_gt, load)
+
+
+PREPARE_STAGES = ("proposals", "finetune", "features")
+
+
+def prepare(p: Params, cache: Cache, stage: str = "features") -> list[str]:
+    """Compute, or find in the cache, the chapter's expensive stages up to `stage`, with the
+    chapter's own calls (so under its cache keys): "proposals" (selective search, both
+    splits), "finetune" (pre-training, then fine-tuning), "features" (pool5 of both networks,
+    pool5 of the grayscale images for the pre-trained one, HOG). Run under torchrun, the
+    work is split across the processes (`distributed`). Returns one line per stage."""
+    if stage not in PREPARE_STAGES:
+        raise ValueError(f"stage {stage!r} is not one of {list(PREPARE_STAGES)}")
+    upto = PREPARE_STAGES.index(stage)
+    bench = load_benchmark(p, cache)
+    lines = [f"proposals: {len(bench.train)} {bench.train.split} and {len(bench.test)} {bench.test.split} images"]
+    if upto < 1:
+        return lines
+    nets = load_networks(p, cache, bench)
+    lines.append(f"networks: {nets['pretrained'].cache_key}, {nets['finetuned'].cache_key}")
+    if upto < 2:
+        return lines
+    for tag, model, gray in (("pre", nets["pretrained"], False), ("ft", nets["finetuned"], False),
+                             ("pre", nets["pretrained"], True)):
+        fs = cnn_features(p, cache, model, bench, "pool5", tag, gray=gray)
+        lines.append(f"features: pool5-{tag}{' grayscale' if gray else ''} {fs.key.rsplit('/', 1)[0]}")
+    lines.append(f"features: hog {hog_features(p, cache, bench).key.rsplit('/', 1)[0]}")
+    return lines
 
 
 # ---------------------------------------------------------------------------------------

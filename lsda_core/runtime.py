@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from lsda_core import distributed as D
+
 T = TypeVar("T")
 
 
@@ -55,6 +57,7 @@ def _cpu_name() -> str:
 
 def progress(items: Iterable[T], desc: str, enabled: bool = True, total: int | None = None) -> Iterable[T]:
     """A progress bar over `items` on a terminal (none when disabled, or when stderr is not
-    a terminal, as inside a chapter executed by Papermill: the book shows no bars)."""
-    show = enabled and sys.stderr.isatty()
+    a terminal, as inside a chapter executed by Papermill: the book shows no bars; under
+    torchrun only rank 0's, for its share)."""
+    show = enabled and sys.stderr.isatty() and D.is_main()
     return tqdm(items, desc=desc, total=total, disable=not show, leave=False, dynamic_ncols=True)
