@@ -22,6 +22,7 @@ per-class then cross-class NMS, for the paper's Figure 6.
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
@@ -33,6 +34,7 @@ from lsda_core import features as F
 from lsda_core import finetune as FT
 from lsda_core import pretrain as PT
 from lsda_core import rcnn as R
+from lsda_core import spp as SPP
 from lsda_core.boxes import nms
 from lsda_core.cache import Cache
 from lsda_core.data import sources
@@ -227,15 +229,17 @@ def proposal_features(p: Params, cache: Cache, model: CaffeNet, bench: R.Benchma
                         lambda split, image_id: F.load_pool5(folder, image_id))
 
 
-def detector(p: Params, model: CaffeNet, pool5: R.FeatureSet, bench: R.Benchmark, name: str,
+def detector(p: Params, model: CaffeNet | SPP.SppHead, pool5: R.FeatureSet, bench: R.Benchmark, name: str,
              background: bool = True, nms_thresh: float | None = None) -> R.DetectorResult:
     """LSDA's detector: per region score_i - score_background from the network's own output
-    layer (`background=False`: the classification network's raw score_i), then per-class NMS."""
+    layer (`background=False`: the classification network's raw score_i), then per-class NMS.
+    `model` may be the fast variant's `SppHead`, with `pool5` its SPP features."""
     model.eval()
+    device = next(model.parameters()).device
 
     @torch.inference_mode()
     def scorer(f: np.ndarray) -> np.ndarray:
-        x = torch.as_tensor(np.asarray(f, np.float32), device=model.mean.device)
+        x = torch.as_tensor(np.asarray(f, np.float32), device=device)
         logits = model.head(model.fc(x, "fc7"))
         return (logits[:, 1:] - logits[:, :1] if background else logits).cpu().numpy()
 
@@ -435,3 +439,65 @@ def held_out_examples(bench: R.Benchmark, cls: R.DetectorResult, lsda: R.Detecto
             seen.add(e["image"].image_id)
             out.append(e)
     return out[:n]
+
+
+# ---------------------------------------------------------------------------------------
+# the fast variant (one conv pass per image, spatial pyramid pooling)
+
+@dataclass
+class Fast:
+    """The fast variant's detector (with the transfer), its fine-tuning history, and the
+    time per image of both variants measured on the same images and proposals."""
+
+    result: R.DetectorResult
+    history: dict[str, Any]
+    timing: dict[str, float]
+
+
+def fast_variant(p: Params, cache: Cache, lb: LsdaBenchmark, full: CaffeNet, cls_model: CaffeNet,
+                 n_timing: int = 10) -> Fast:
+    """LSDA's fast version (SPP-net): the full LSDA network's conv layers run once per image,
+    each proposal is max-pooled from conv5 into bins 6, 3, 2, 1, and the fc layers (fc6
+    widened for the pyramid, started from the warping model's) are fine-tuned again on B's
+    pooled windows the same way (background and B rows learn); then the transfer with
+    k = `lsda.k`. Timing: seconds per image of both variants on `n_timing` test images,
+    proposals excluded (the same for both)."""
+    bench, classes = lb.bench, lb.bench.classes
+    regions, _ = F.regions_with_gt(bench.train, bench.proposals, classes)
+    train_f = SPP.extract_spp(full, bench.train, regions, p, cache, "lsda-train", mirror=p.finetune.mirror)
+    rows = [0] + [1 + classes.index(c) for c in lb.B]
+    head, hist = SPP.finetune_head(p, SPP.SppHead.from_model(full, p.fast.bins), bench.train, bench.proposals, cache,
+                                   classes, train_f, head_rows=rows)
+    test_regions = {im.image_id: np.asarray(bench.proposals[im.image_id], np.float32) for im in bench.test.images}
+    test_f = SPP.extract_spp(full, bench.test, test_regions, p, cache, "lsda-test")
+    fs = R.FeatureSet("spp", f"{test_f.parent.name}/{test_f.name}", {"test": test_regions}, {},
+                      lambda split, image_id: SPP.load_spp(test_f, image_id))
+    result = detector(p, transfer(head, cls_model, lb, p.lsda.k), fs, bench, "LSDA, fast (SPP)")
+    return Fast(result, hist, time_variants(p, full, head, bench, n_timing))
+
+
+def time_variants(p: Params, full: CaffeNet, head: SPP.SppHead, bench: R.Benchmark, n: int) -> dict[str, float]:
+    """Seconds per test image of the warping detector (warp every proposal, the whole net)
+    and of the fast one (one conv pass, SPP, the head), measured now on the same images and
+    proposals, scores of every class included, proposals and NMS excluded."""
+    from lsda_core.data.images import load_image
+    ims = bench.test.images[:n]
+    t = {"warping": 0.0, "fast": 0.0}
+    full.eval()
+    for im in ims:
+        img = load_image(im.path)
+        boxes = np.asarray(bench.proposals[im.image_id], np.float32)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            pool5 = F.pool5_of_regions(full, img, boxes, p.net.input_size, FT.context_pixels(p))
+            full.head(full.fc(pool5, "fc7"))
+        t1 = time.perf_counter()
+        SPP.detect_scores(full, head, img, boxes, p)
+        t2 = time.perf_counter()
+        t["warping"] += t1 - t0
+        t["fast"] += t2 - t1
+    out = {k: v / max(len(ims), 1) for k, v in t.items()}
+    out["speed-up"] = out["warping"] / max(out["fast"], 1e-12)
+    out["images"] = len(ims)
+    out["proposals / image"] = float(np.mean([len(bench.proposals[im.image_id]) for im in ims])) if ims else 0.0
+    return out
