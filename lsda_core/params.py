@@ -186,6 +186,8 @@ class Rcnn:
     neg_iou_grid: list[float] = _p([0.0, 0.1, 0.2, 0.3, 0.4, 0.5], "SVM negative-IoU thresholds to compare (the paper's grid)")
     bootstrap: int = _p(100, "bootstrap resamples of the test images for the spread of mAP", lo=2)
     timing_images: int = _p(10, "test images timed for seconds per image", lo=1)
+    seeds: list[int] = _p([0, 1, 2], "SVM seeds (liblinear's order, the feature-scale sample) of the seed-spread "
+                                     "table; the networks stay those of runtime.seed")
 
 
 @dataclass
@@ -250,6 +252,24 @@ class Fast:
 
 
 @dataclass
+class Bench:
+    """`lsda bench` (lsda_core.bench): how much of each stage the reduced mode (the one the
+    book runs) times; `lsda bench --full` times every stage at full size instead."""
+
+    images: int = _p(3, "test images timed per stage: proposals, warped features, the warping and fast detectors",
+                     lo=1)
+    regions: int = _p(16, "reduced mode: regions per image through the paper-size network, extrapolated linearly to "
+                          "the paper preset's proposals.max_boxes (R-CNN: 2000; --full: that many)", lo=2)
+    classes_reduced: int = _p(1000, "reduced mode: classes N of the 2000 x 4096 by 4096 x N scoring product, "
+                                    "extrapolated linearly to R-CNN's 100k (--full: 100k)", lo=1)
+    svm_images: int = _p(10, "reduced mode: synthetic training images of the SVM timing "
+                             "(--full: world.voc_train + world.voc_val, the R-CNN chapter's trainval)", lo=1)
+    repeats: int = _p(3, "each time is the fastest of this many runs", lo=1, hi=100)
+    paper_params: str = _p("params/paper_voc2007.yaml", "preset whose net, fast and proposals sections are the "
+                                                        "paper size (relative paths: to the project root)", path=True)
+
+
+@dataclass
 class Params:
     """Every parameter of the study, by section."""
 
@@ -268,6 +288,7 @@ class Params:
     fast: Fast = field(default_factory=Fast)
     units: Units = field(default_factory=Units)
     analysis: Analysis = field(default_factory=Analysis)
+    bench: Bench = field(default_factory=Bench)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (YAML/JSON-ready)."""

@@ -297,6 +297,19 @@ def svm_detector(p: Params, cache: Cache, fs: FeatureSet, bench: Benchmark, name
     return score_detections(name, bench, dets, scale=m["history"].get("scale"), features=fs.name)
 
 
+def seed_spread(p: Params, cache: Cache, feats: dict[str, FeatureSet], bench: Benchmark,
+                seeds: list[int]) -> list[dict[str, Any]]:
+    """mAP (%) of SVM detectors retrained with each seed on the same features: the spread of
+    the SVM stage (liblinear's visiting order, the feature-scale sample), which the bootstrap
+    over test images does not show. One row per seed, one column per feature set."""
+    rows = []
+    for seed in seeds:
+        q = replace(p, runtime=replace(p.runtime, seed=int(seed)))
+        rows.append({"seed": int(seed), **{name: 100 * svm_detector(q, cache, fs, bench, name).map
+                                          for name, fs in feats.items()}})
+    return rows
+
+
 def softmax_detector(p: Params, model: CaffeNet, fs_fc7: FeatureSet, bench: Benchmark, name: str) -> DetectorResult:
     """Scores from the fine-tuned network's own softmax (class probability), no SVMs."""
     @torch.inference_mode()
