@@ -109,6 +109,18 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         D.cleanup()
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    from lsda_core import bench
+    from lsda_core.cache import Cache
+    p = _load(args)
+    out = args.out or bench.default_path(p)
+    bench.load(out)  # a bad results file stops us before the measuring
+    run = bench.run(p, Cache(p.runtime.artifacts), full=args.full)
+    bench.save(run, out)
+    print(bench.text(run))
+    print(f"bench: {out}")
+
+
 def cmd_cache(args: argparse.Namespace) -> None:
     from lsda_core.cache import Cache, human_bytes
     cache = Cache(_load(args).runtime.artifacts)
@@ -182,6 +194,16 @@ def parser() -> argparse.ArgumentParser:
                          "superclasses, or VOC's groups)")
     sp.add_argument("--out", type=Path, help="write the diagnosis as JSON here (else print a summary)")
     sp.set_defaults(func=cmd_analyze)
+
+    sp = sub.add_parser("bench", help="measure each stage's throughput on this machine (reduced, as the book "
+                                      "does, or --full) and store it beside other devices' runs")
+    _add_params(sp)
+    sp.add_argument("--out", type=Path, metavar="FILE",
+                    help="results file (JSON; default <runtime.artifacts>/bench/bench.json)")
+    sp.add_argument("--full", action="store_true",
+                    help="every stage at full size: 2000 regions per image at the paper size, 100k classes, the "
+                         "whole trainval for the SVMs (minutes on a CPU)")
+    sp.set_defaults(func=cmd_bench)
 
     sp = sub.add_parser("cache", help="list or clean the artifact cache")
     sp.add_argument("action", choices=("ls", "clean"))

@@ -13,9 +13,16 @@ Regions of training images put the ground-truth boxes first (R-CNN computes feat
 them too: they are the SVM positives): `regions_with_gt` builds `(regions, n_gt)` so that
 `regions[image_id][:n_gt[image_id]]` are the image's ground-truth boxes, in annotation order
 (difficult ones included, as R-CNN's roidb), followed by its proposals.
+
+The GPU path (`gpu_path`, on by default, effective only on CUDA): the network runs under
+float16 autocast, and images and features reach the device through pinned memory with
+asynchronous copies. The warp is batched on the device and the input is channels-last
+either way. On the CPU `gpu_path` changes nothing. Features are stored in float16 whichever
+path computed them, so cache keys do not distinguish the paths (nor the device).
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -57,13 +64,32 @@ def regions_with_gt(dataset: DetectionDataset, proposals: dict[str, np.ndarray],
     return regions, n_gt
 
 
+def to_device(x: torch.Tensor, device: torch.device, gpu_path: bool = True) -> torch.Tensor:
+    """`x` on `device`. On the GPU path (CUDA and `gpu_path`) a CPU tensor goes through pinned
+    memory with an asynchronous copy, so the host goes on (warp geometry, the next chunk)
+    while it transfers."""
+    if gpu_path and device.type == "cuda" and x.device.type == "cpu":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
+
+
+def autocast(device: torch.device, gpu_path: bool = True) -> contextlib.AbstractContextManager:
+    """The GPU path's mixed precision: float16 autocast on CUDA when `gpu_path`; nothing
+    otherwise (on the CPU results stay float32)."""
+    if gpu_path and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
 @torch.inference_mode()
 def pool5_of_regions(model: CaffeNet, image: np.ndarray | torch.Tensor, regions: np.ndarray, size: int,
-                     context: float, chunk: int = CHUNK) -> torch.Tensor:
-    """pool5 maps (N, C, 6, 6) of the regions of one (H, W, 3) uint8 RGB image (or a (3, H, W)
-    tensor): one normalisation, warps and forward passes in chunks of `chunk` regions."""
+                     context: float, chunk: int = CHUNK, gpu_path: bool = True) -> torch.Tensor:
+    """pool5 maps (N, C, 6, 6), float32, of the regions of one (H, W, 3) uint8 RGB image (or a
+    (3, H, W) tensor): one normalisation, warps and forward passes in chunks of `chunk`
+    regions, on the model's device (`gpu_path`: see the module docstring)."""
     device = model.mean.device
     img = torch.from_numpy(np.require(image, requirements=["W", "C"])) if isinstance(image, np.ndarray) else image
+    img = to_device(img, device, gpu_path)
     if img.ndim == 3 and img.shape[-1] == 3 and img.shape[0] != 3:
         img = img.permute(2, 0, 1)
     norm = model.normalize(img)
@@ -71,7 +97,8 @@ def pool5_of_regions(model: CaffeNet, image: np.ndarray | torch.Tensor, regions:
     out = []
     for s in range(0, len(boxes), chunk):
         x = B.warp_regions(norm, boxes[s:s + chunk], size, context)
-        out.append(model.pool5(x))
+        with autocast(device, gpu_path):
+            out.append(model.pool5(x).float())
     if not out:
         c = model.conv5.out_channels
         return torch.zeros((0, c, nets.GRID, nets.GRID), device=device)
@@ -82,7 +109,8 @@ def extract_pool5(model: CaffeNet, dataset: DetectionDataset, regions: dict[str,
                   cache: Cache, tag: str, chunk: int = CHUNK) -> Path:
     """pool5 features of `regions[image_id]` for every image of `dataset`, warped with
     `context_pixels(p)` to `net.input_size`, in eval mode under `torch.inference_mode`, on
-    `runtime.device` (under torchrun each rank its share of the images, on its own GPU).
+    `runtime.device` (on CUDA by the GPU path; under torchrun each rank its share of the
+    images, on its own GPU).
     Cached resumable per image in `pool5-<tag>/<key>` (see the module docstring for the
     layout), keyed on the model's cache key, the dataset, the regions and the warp settings.
     Returns the folder (read it with `load_pool5` / `load_regions`)."""
@@ -127,17 +155,21 @@ def load_regions(folder: Path, image_id: str) -> np.ndarray:
 
 
 @torch.inference_mode()
-def fc_features(model: CaffeNet, pool5: np.ndarray | torch.Tensor, layer: str, chunk: int = 4096) -> np.ndarray:
+def fc_features(model: CaffeNet, pool5: np.ndarray | torch.Tensor, layer: str, chunk: int = 4096,
+                gpu_path: bool = True) -> np.ndarray:
     """fc6 or fc7 features (float32 numpy) from cached pool5 features (N, C * 36) or maps,
     as relu(x W + b) without dropout (R-CNN's layer ablation); `layer == "pool5"` returns
-    the pool5 features themselves as float32."""
+    the pool5 features themselves as float32. `gpu_path`: see the module docstring."""
     x = torch.as_tensor(np.asarray(pool5) if not isinstance(pool5, torch.Tensor) else pool5)
     x = x.flatten(1) if x.ndim > 2 else x
     if layer == "pool5":
         return x.to(torch.float32).cpu().numpy()
     device = model.mean.device
-    out = [model.fc(x[s:s + chunk].to(device=device, dtype=torch.float32), layer).cpu()
-           for s in range(0, x.shape[0], chunk)]
+    out = []
+    for s in range(0, x.shape[0], chunk):
+        part = to_device(x[s:s + chunk], device, gpu_path).to(torch.float32)
+        with autocast(device, gpu_path):
+            out.append(model.fc(part, layer).float().cpu())
     if not out:
         return np.zeros((0, model.net.fc_width), dtype=np.float32)
     return torch.cat(out).numpy()

@@ -35,8 +35,8 @@ from lsda_core.errors import DataError
 from lsda_core.nets import CaffeNet, LAYERS
 from lsda_core.params import Params, ParamsError
 from lsda_core.runtime import machine, pick_device, progress as progress_bar
-from lsda_core.sgd import (array_digest, dataset_identity, fork_rng, freeze_statistics, load_model, model_key,
-                           net_config, param_groups, save_model, set_lr, stage_seed)
+from lsda_core.sgd import (FixedRows, array_digest, dataset_identity, fork_rng, freeze_statistics, load_model,
+                           model_key, net_config, param_groups, save_model, set_lr, stage_seed, step)
 from lsda_core.structures import DetectionDataset
 
 # (the embedded VOC-like train set: ~60 MB; real VOC 2007 trainval: ~2.8 GB).
@@ -342,11 +342,7 @@ def _finetune(p: Params, model: CaffeNet, dataset: DetectionDataset, proposals: 
             with torch.no_grad():
                 head.weight.copy_(head_init[0])
                 head.bias.copy_(head_init[1])
-        keep = None
-        if rows is not None and "head" not in frozen:
-            fixed = torch.ones(head.out_features, dtype=torch.bool, device=device)
-            fixed[rows] = False
-            keep = (fixed, head.weight.detach()[fixed].clone(), head.bias.detach()[fixed].clone())
+        fixed = FixedRows(head, rows) if rows is not None and "head" not in frozen else None
         tuned.train()
         freeze_statistics(tuned, frozen)
         groups = param_groups(tuned, cfg.lr, cfg.weight_decay, head_mult=10.0, frozen=frozen)
@@ -378,13 +374,7 @@ def _finetune(p: Params, model: CaffeNet, dataset: DetectionDataset, proposals: 
                 loss = F.cross_entropy(logits, y)
             else:
                 loss = F.cross_entropy(logits, y, reduction="sum") * (world / total)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if keep is not None:
-                with torch.no_grad():
-                    head.weight[keep[0]] = keep[1]
-                    head.bias[keep[0]] = keep[2]
+            step(opt, loss, fixed)
             lv, ok_fg, ok_bg, k_fg, k_bg = _batch_stats(loss, logits, y, world)
             if not math.isfinite(lv):
                 raise FloatingPointError(f"fine-tuning diverged at step {it + 1} (loss {lv}); lower finetune.lr")

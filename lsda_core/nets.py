@@ -213,8 +213,13 @@ class CaffeNet(nn.Module):
 
     # ------------------------------------------------------------------------ forward
     def pool5(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised (N, 3, S, S) input -> pool5 maps (N, C5, 6, 6) (channels-last memory
-        layout inside, 2x faster on CPU; the returned maps index as usual)."""
+        """Normalised (N, 3, S, S) input -> pool5 maps (N, C5, 6, 6)."""
+        return F.max_pool2d(self.conv_trunk(x), 3, 2)
+
+    def conv_trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised (N, 3, H, W) input of any size -> conv5 maps after ReLU (channels-last
+        memory layout inside, 2x faster on CPU; the returned maps index as usual). The
+        fast detector runs this once per image and pools each proposal from it."""
         x = x.contiguous(memory_format=torch.channels_last)
         x = self._conv(0, x)
         if self.net.pool1:
@@ -226,8 +231,7 @@ class CaffeNet(nn.Module):
             x = self._lrn(x)
         x = self._conv(2, x)
         x = self._conv(3, x)
-        x = self._conv(4, x)
-        return F.max_pool2d(x, 3, 2)
+        return self._conv(4, x)
 
     def _conv(self, i: int, x: torch.Tensor) -> torch.Tensor:
         """conv(i+1) -> [batch norm] -> ReLU. In eval mode the batch norm is folded into the

@@ -25,7 +25,7 @@ from lsda_core.nets import CaffeNet
 from lsda_core.params import Params, ParamsError, Pretrain
 from lsda_core.runtime import machine, pick_device, progress as progress_bar
 from lsda_core.sgd import (dataset_identity, fork_rng, load_model, model_key, net_config, param_groups, save_model,
-                           set_lr, stage_seed)
+                           set_lr, stage_seed, step)
 from lsda_core.structures import ClassificationDataset
 
 # batch instead of held in memory (real ImageNet at 227 px would be about 190 GB).
@@ -284,9 +284,7 @@ def _train_classifier(p: Params, train: ClassificationDataset, val: Classificati
                 y = labels[idx].to(device)
                 logits = model(x)
                 loss = F.cross_entropy(logits, y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                step(opt, loss)
                 if not math.isfinite(loss.item()):
                     raise FloatingPointError(f"{stage} diverged at epoch {epoch + 1}, step {s + 1} "
                                              f"(loss {loss.item()}); lower its learning rate")

@@ -126,3 +126,29 @@ def net_config(p: Params, *, with_context: bool) -> dict[str, Any]:
     if not with_context:
         d.pop("context")  # only warping uses it
     return d
+
+
+class FixedRows:
+    """The rows of an output layer that must not learn (LSDA: set A's classifiers, and set
+    B's in the rows that adapt only the background): put back after every SGD step."""
+
+    def __init__(self, layer: torch.nn.Linear, learning: Iterable[int]) -> None:
+        self.layer = layer
+        self.mask = torch.ones(layer.out_features, dtype=torch.bool, device=layer.weight.device)
+        self.mask[list(learning)] = False
+        self.weight = layer.weight.detach()[self.mask].clone()
+        self.bias = layer.bias.detach()[self.mask].clone()
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        self.layer.weight[self.mask] = self.weight
+        self.layer.bias[self.mask] = self.bias
+
+
+def step(opt: torch.optim.Optimizer, loss: torch.Tensor, fixed: FixedRows | None = None) -> None:
+    """One SGD step on `loss`, then the fixed output rows put back."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    if fixed is not None:
+        fixed.restore()

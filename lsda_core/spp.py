@@ -2,7 +2,7 @@
 proposal (SPP-net, He et al. 2014), instead of warping every proposal and running the whole
 network on it (R-CNN). LSDA released such a version, 4 s -> 0.5 s per image.
 
-Pipeline: `conv_map` runs the conv trunk (conv1-5, everything `CaffeNet.pool5` does but its
+Pipeline: `conv_map` runs the conv layers (`CaffeNet.conv_trunk`: everything `pool5` does but its
 final 6 x 6 max-pool) once on the whole image, resized so its shorter side is `fast.scale`;
 `spp_pool` projects each box onto that map and max-pools it into b x b bins for every pyramid
 level b of `fast.bins` (6, 3, 2, 1); `SppHead` (fc6, fc7, output layer) scores the pooled
@@ -106,21 +106,6 @@ class MapTransform:
         return (b * s - self.centre) / self.stride
 
 
-def trunk(model: CaffeNet, x: torch.Tensor) -> torch.Tensor:
-    """Normalised (N, 3, H, W) input of any size -> conv5 maps after ReLU (and batch norm):
-    `model.pool5` without its final 3/2 max-pool (a test checks the two stay in step)."""
-    x = x.contiguous(memory_format=torch.channels_last)
-    x = model._conv(0, x)
-    if model.net.pool1:
-        x = F.max_pool2d(x, 3, 2)
-    if model.net.lrn:
-        x = model._lrn(x)
-    x = F.max_pool2d(model._conv(1, x), 3, 2)
-    if model.net.lrn:
-        x = model._lrn(x)
-    return model._conv(4, model._conv(3, model._conv(2, x)))
-
-
 def _chw(image: np.ndarray | torch.Tensor) -> torch.Tensor:
     """(H, W, 3) uint8 array or (3, H, W) tensor -> (3, H, W) tensor."""
     if isinstance(image, np.ndarray):
@@ -134,7 +119,7 @@ def conv_map(model: CaffeNet, image: np.ndarray | torch.Tensor, scale: int) -> t
 
     The image ((H, W, 3) uint8 RGB array or (3, H, W) tensor on 0..255) is normalised, then
     resized bilinearly (no antialiasing, as the warp) so that its shorter side is `scale` px,
-    and goes through `trunk` in eval mode (batch norm folded) on the model's device.
+    and goes through `CaffeNet.conv_trunk` in eval mode (batch norm folded) on the model's device.
 
     Choice of `scale` (`fast.scale`): warping shows every region at one size, the box filling
     `S_in - 2 p` of the S_in px input (54 of 64 px on the embedded net); one pass per image
@@ -154,7 +139,7 @@ def conv_map(model: CaffeNet, image: np.ndarray | torch.Tensor, scale: int) -> t
     was = model.training
     model.eval()
     try:
-        conv = trunk(model, x)[0]
+        conv = model.conv_trunk(x)[0]
     finally:
         model.train(was)
     if conv.shape[1] < 1 or conv.shape[2] < 1:
@@ -549,12 +534,7 @@ def _finetune_head(p: Params, head: SppHead, dataset: DetectionDataset, proposal
     with sgd.fork_rng(device):
         torch.manual_seed(s)
         tuned = copy.deepcopy(head).to(device).train()
-        out_layer = tuned.head
-        keep = None
-        if rows is not None and "head" not in frozen:
-            fixed = torch.ones(out_layer.out_features, dtype=torch.bool, device=device)
-            fixed[rows] = False
-            keep = (fixed, out_layer.weight.detach()[fixed].clone(), out_layer.bias.detach()[fixed].clone())
+        fixed = sgd.FixedRows(tuned.head, rows) if rows is not None and "head" not in frozen else None
         groups = sgd.param_groups(tuned, cfg.lr, cfg.weight_decay, head_mult=10.0, frozen=frozen)
         opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
         loss_sum = acc_fg = acc_bg = n_fg = n_bg = 0.0
@@ -567,13 +547,7 @@ def _finetune_head(p: Params, head: SppHead, dataset: DetectionDataset, proposal
             logits = tuned(torch.from_numpy(x).to(device=device, dtype=torch.float32))
             y = batch["label"].to(device)
             loss = F.cross_entropy(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if keep is not None:
-                with torch.no_grad():
-                    out_layer.weight[keep[0]] = keep[1]
-                    out_layer.bias[keep[0]] = keep[2]
+            sgd.step(opt, loss, fixed)
             lv = loss.item()
             if not math.isfinite(lv):
                 raise FloatingPointError(f"fc fine-tuning diverged at step {it + 1} (loss {lv}); lower finetune.lr")

@@ -3,8 +3,6 @@ class is their colour (classification images and detection scenes with proposals
 from pathlib import Path
 
 import numpy as np
-import pytest
-import torch
 from PIL import Image
 
 from lsda_core import params as P
@@ -71,11 +69,3 @@ def make_detection(root: Path, n_images: int, seed: int, classes=("red", "green"
         images.append(ImageAnn(f"{i:04d}", path, 96, 80, objs))
     return DetectionDataset("synthetic", "train", list(classes), images, root), proposals
 
-
-@pytest.fixture(scope="module")
-def one_thread():
-    """Tiny nets: one thread is faster than two and immune to a busy machine's scheduling."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)

@@ -34,12 +34,7 @@ WORLD = 2
 P = params(**{"net.dropout": 0.0, "net.batch_norm": False, "finetune.iterations": 8, "finetune.bg_per_batch": 23})
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _free_port() -> int:

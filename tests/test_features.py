@@ -8,7 +8,7 @@ from lsda_core import features as Fe
 from lsda_core.cache import Cache
 from lsda_core.data.images import load_image
 from lsda_core.nets import CaffeNet
-from synthetic import make_detection, one_thread, params  # noqa: F401  (one_thread: fixture)
+from synthetic import make_detection, params
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

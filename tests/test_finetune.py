@@ -6,31 +6,17 @@ import torch
 
 from lsda_core import boxes as B
 from lsda_core import finetune as FT
-from lsda_core import pretrain as PT
 from lsda_core.cache import Cache
 from lsda_core.nets import CaffeNet
 from lsda_core.structures import DetectionDataset, ImageAnn, ObjectAnn
-from synthetic import make_classification, make_detection, one_thread, params  # noqa: F401  (one_thread: fixture)
+from synthetic import make_detection, params
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def cls_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cls")
-    return make_classification(root, 24, 0, "train"), make_classification(root, 8, 1, "val")
-
-
-@pytest.fixture(scope="module")
 def det_data(tmp_path_factory):
     return make_detection(tmp_path_factory.mktemp("det"), 12, 2)
-
-
-@pytest.fixture(scope="module")
-def pretrained(cls_data, tmp_path_factory):
-    cache = Cache(tmp_path_factory.mktemp("cache"))
-    model, history = PT.pretrain(params(), *cls_data, cache)
-    return model, history, cache
 
 
 def test_window_lists_on_a_hand_made_image(tmp_path):

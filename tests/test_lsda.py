@@ -13,7 +13,7 @@ from lsda_core.cache import Cache
 from lsda_core.data.comp4 import Detections
 from lsda_core.nets import CaffeNet
 from lsda_core.structures import keep_classes
-from synthetic import make_detection, one_thread, params  # noqa: F401  (one_thread: fixture)
+from synthetic import make_detection, params
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CLASSES = ["red", "green", "blue", "yellow"]  # alphabetical: blue, green | red, yellow

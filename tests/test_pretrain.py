@@ -6,22 +6,9 @@ import torch
 from lsda_core import params as P
 from lsda_core import pretrain as PT
 from lsda_core.cache import Cache
-from synthetic import COLOURS, make_classification, one_thread, params  # noqa: F401  (one_thread: fixture)
+from synthetic import COLOURS, params
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def cls_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cls")
-    return make_classification(root, 24, 0, "train"), make_classification(root, 8, 1, "val")
-
-
-@pytest.fixture(scope="module")
-def pretrained(cls_data, tmp_path_factory):
-    cache = Cache(tmp_path_factory.mktemp("cache"))
-    model, history = PT.pretrain(params(), *cls_data, cache)
-    return model, history, cache
 
 
 

@@ -17,7 +17,7 @@ from lsda_core.data.images import load_image
 from lsda_core.errors import DataError
 from lsda_core.nets import CaffeNet
 from lsda_core.params import ParamsError
-from synthetic import make_detection, one_thread, params  # noqa: F401  (one_thread: fixture)
+from synthetic import make_detection, params
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -69,16 +69,6 @@ def random_boxes(g: torch.Generator, n: int, w: float, h: float) -> torch.Tensor
 
 # ------------------------------------------------------------------------ the conv pass
 
-@pytest.mark.parametrize("over", [{}, {"net.batch_norm": False, "net.lrn": True}])
-def test_trunk_is_pool5_without_its_last_pool(over):
-    p = params(**over)
-    torch.manual_seed(1)
-    model = CaffeNet(p.net, 3).eval()
-    x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        assert torch.allclose(F.max_pool2d(spp.trunk(model, x), 3, 2), model.pool5(x), atol=1e-6)
-
-
 def test_conv_map_resizes_the_shorter_side_and_reports_the_transform(setup):
     _, _, p, model, _ = setup
     img = np.random.default_rng(0).integers(0, 256, (80, 96, 3), dtype=np.uint8)
@@ -90,7 +80,7 @@ def test_conv_map_resizes_the_shorter_side_and_reports_the_transform(setup):
     with torch.no_grad():
         x = F.interpolate(model.normalize(torch.from_numpy(img).permute(2, 0, 1))[None], size=(40, 48),
                           mode="bilinear", align_corners=False)
-        assert torch.allclose(conv, spp.trunk(model, x)[0], atol=1e-6)
+        assert torch.allclose(conv, model.conv_trunk(x)[0], atol=1e-6)
     conv2, tf2 = spp.conv_map(model, img, 80)  # already 80: no resize
     assert tf2.sx == tf2.sy == 1.0 and conv2.shape[1:] == (18, 22)
     assert not model.training

@@ -1,0 +1,581 @@
+"""`lsda bench`: the study's throughput per stage on this machine, each compute-bound figure
+also as a share of a peak measured in the same run, to set beside the papers' speed claims.
+
+Rows of a run (`run`), each naming the device it ran on:
+- peak: a large matrix product on the run's device, GFLOP/s: float32 (the reference of
+  every ratio), and on CUDA also float16 (the reference of the GPU path's rows);
+- proposals: selective search (`proposals.selective_search`, one process, one thread, as
+  each worker of the pipeline) on `bench.images` test images: images and boxes per second;
+- warped features: regions per second through `features.pool5_of_regions` and
+  `fc_features` (fc7), at the embedded size (`net`) on the images' proposals, and at the
+  paper size (the net of `bench.paper_params`: 227 px, 4096-wide fc) on `bench.regions`
+  regions per image (`--full`: the paper preset's `proposals.max_boxes`, R-CNN's 2000);
+- detectors: images per second of the warping detector (warp, the whole net, the output
+  layer) and of the fast one (`spp.detect_scores`: one conv pass, SPP, the head) on the same
+  images and proposals, and the speed-up, at both sizes. At the paper size every image has
+  2000 regions (its proposals repeated: the cost of a region does not depend on its box); in
+  the reduced mode that time is extrapolated linearly from the times with 1 and
+  `bench.regions` regions per image (a fixed part per image, the fast detector's conv pass,
+  plus one per region);
+- SVM training: `svm.train_svms` (liblinear, hard-negative mining) on synthetic features of
+  the R-CNN chapter's shape: the proposals per image measured above, `net.fc_width`
+  dimensions, `world.voc_classes` classes, `bench.svm_images` images (`--full`:
+  world.voc_train + voc_val, the chapter's trainval);
+- scoring: R-CNN's 2000 x 4096 by 4096 x N float32 product, in seconds for N = 100k (reduced
+  mode: measured with `bench.classes_reduced` classes and extrapolated linearly).
+
+Networks have random weights (the time does not depend on them), images are decoded before
+timing, each time is the fastest of `bench.repeats` runs (CUDA synchronised; on CUDA after
+one untimed run). FLOPs are those of convolutions and matrix products, counted by torch's
+FlopCounterMode on the timed calls; a row's share of peak is its GFLOP/s over the peak.
+
+On CUDA the feature and detector rows run the GPU path (`features.to_device`,
+`features.autocast`: float16 autocast, pinned asynchronous copies; the warp is batched on
+the device and the input channels-last either way), and the paper-size rows are measured
+again with it off. Runs on the CPU keep those rows, saying why they were not measured.
+
+The results file (JSON, `default_path`): {"format": 1, "runs": {"<device> <mode>": run}}.
+`save` replaces only the run of the same device kind and mode, so CPU and GPU runs stand
+side by side. A run: device, mode, machine (`runtime.machine`), threads, finished, seconds,
+max_rss_mib, params_digest, peaks {"float32": GFLOP/s, "float16": GFLOP/s or null}, rows.
+A row: key, stage, what, device, value, unit, seconds and gflop (of the timed unit: all
+timed images, or one image where the row is per image), gflop_per_s, peak (which one),
+of_peak, status ("measured", "extrapolated" or "not measured: <why>").
+"""
+from __future__ import annotations
+
+import json
+import math
+import resource
+import time
+import zlib
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from IPython.display import Markdown
+from torch.utils.flop_counter import FlopCounterMode
+
+from lsda_core import features as F
+from lsda_core import paper
+from lsda_core import params as P
+from lsda_core import spp as SPP
+from lsda_core import status as ST
+from lsda_core import svm as S
+from lsda_core.cache import Cache, atomic_write_text
+from lsda_core.data import sources
+from lsda_core.data.images import load_image
+from lsda_core.data.voc import read_voc
+from lsda_core.errors import LsdaError
+from lsda_core.finetune import context_pixels
+from lsda_core.nets import CaffeNet
+from lsda_core.proposals import ProposalConfig, selective_search
+from lsda_core.runtime import machine, pick_device
+from lsda_core.structures import ImageAnn
+
+FORMAT = 1
+ROOT = Path(__file__).resolve().parents[1]
+RCNN_REGIONS, RCNN_DIM, RCNN_CLASSES = 2000, 4096, 100_000  # R-CNN section 2.2's scoring product
+PEAK_SIDE = {("cpu", False): 2048, ("cpu", True): 4096, ("cuda", False): 8192, ("cuda", True): 8192}
+SVM_BYTES = 2 << 30  # synthetic SVM features held in memory up to this size (fewer images beyond)
+FAST_TARGET, GPU_WARP_MS, GPU_FAST_MS = 8.0, 50.0, 10.0  # issue 6's targets
+MEASURED, EXTRAPOLATED = "measured", "extrapolated"
+
+
+# ------------------------------------------------------------------------------ timing
+
+def of_peak(gflop: float, seconds: float, peak_gflops: float) -> float:
+    """Share of the peak: the work's rate (`gflop / seconds`) over `peak_gflops`."""
+    return gflop / seconds / peak_gflops
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _best(fn: Callable[[], Any], repeats: int, device: torch.device) -> tuple[float, Any]:
+    """(seconds of the fastest of `repeats` calls of `fn`, the last call's result); on CUDA
+    after one untimed call (kernel selection), synchronised around each call."""
+    if device.type == "cuda":
+        fn()
+    best, out = math.inf, None
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        out = fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def _gflop(fn: Callable[[], Any]) -> float:
+    """GFLOP of one call of `fn` (convolutions and matrix products)."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops() / 1e9
+
+
+def _row(key: str, stage: str, what: str, device: torch.device | str, value: float | None, unit: str,
+         seconds: float | None = None, gflop: float | None = None, peak: str | None = None,
+         peaks: dict[str, float | None] | None = None, status: str = MEASURED) -> dict[str, Any]:
+    """One figure (module docstring); `peak` names the reference of its share of peak."""
+    ref = (peaks or {}).get(peak) if peak else None
+    rate = gflop / seconds if gflop and seconds else None
+    return {"key": key, "stage": stage, "what": what, "device": str(device), "value": value, "unit": unit,
+            "seconds": seconds, "gflop": gflop, "gflop_per_s": rate, "peak": peak if rate and ref else None,
+            "of_peak": of_peak(gflop, seconds, ref) if rate and ref else None, "status": status}
+
+
+def _why_not_gpu() -> str:
+    if torch.cuda.is_available():
+        return "not measured: this run is on the CPU (runtime.device)"
+    return "not measured: no GPU on this machine"
+
+
+# ------------------------------------------------------------------------------ inputs
+
+def paper_params(p: P.Params) -> P.Params:
+    """The paper-size preset (`bench.paper_params`; relative paths from the project root)."""
+    path = Path(p.bench.paper_params)
+    return P.load(path if path.is_absolute() else ROOT / path)
+
+
+def test_images(p: P.Params, cache: Cache) -> list[ImageAnn]:
+    """The first `bench.images` test images of the R-CNN benchmark (the embedded world's
+    VOC view, or VOC 2007 by path)."""
+    ims = read_voc(sources.voc_root(p, cache), "test").images[:p.bench.images]
+    if not ims:
+        raise LsdaError("bench: the benchmark's test split has no images")
+    return ims
+
+
+def _tile(boxes: np.ndarray, n: int, width: int, height: int) -> np.ndarray:
+    """`n` boxes: `boxes` repeated (the whole image when there are none)."""
+    if len(boxes) == 0:
+        boxes = np.array([[0, 0, width, height]], np.float32)
+    return np.resize(np.asarray(boxes, np.float32), (n, 4))
+
+
+def synthetic_region_sets(n_images: int, regions: int, dim: int, n_classes: int,
+                          seed: int = 0) -> list[S.RegionSet]:
+    """SVM training images of a given shape: 1-3 ground-truth boxes of random classes in a
+    500 x 375 frame, then proposals (half jittered ground truth, half random boxes); features
+    |N(0, 1)| plus, per class, its overlap with the class's boxes times a class pattern, so
+    mining finds hard negatives as on real features."""
+    rng = np.random.default_rng(seed)
+    pattern = rng.normal(0.0, 1.0, (n_classes, dim)).astype(np.float32)
+    sets = []
+    for i in range(n_images):
+        n_gt = int(rng.integers(1, 4))
+        cls = rng.integers(0, n_classes, n_gt)
+        xy = rng.uniform([0, 0], [400, 275], (n_gt, 2))
+        gt = np.hstack([xy, xy + rng.uniform(30, 100, (n_gt, 2))])
+        n_jit = regions // 2
+        jit = gt[rng.integers(0, n_gt, n_jit)] + rng.normal(0, 15, (n_jit, 4))
+        xy = rng.uniform([0, 0], [450, 325], (regions - n_jit, 2))
+        rand = np.hstack([xy, xy + rng.uniform(10, 150, (regions - n_jit, 2))])
+        boxes = np.vstack([gt, jit, rand])
+        overlap = S.class_overlaps(boxes, cls, n_classes).astype(np.float32)
+        feats = np.abs(rng.normal(0.0, 1.0, (len(boxes), dim))).astype(np.float32) + 2 * overlap @ pattern
+        sets.append(S.RegionSet(boxes=boxes, gt_classes=cls, feats=feats, image_id=f"synthetic-{i}"))
+    return sets
+
+
+# ------------------------------------------------------------------------------ detectors
+
+def _warp_detector(model: CaffeNet, context: float, gpu_path: bool) -> Callable[[np.ndarray, np.ndarray], Any]:
+    """Scores of every region of an image: warp, pool5, fc7, the output layer."""
+    device, size = model.mean.device, model.net.input_size
+
+    def scores(image: np.ndarray, boxes: np.ndarray) -> torch.Tensor:
+        pool5 = F.pool5_of_regions(model, image, boxes, size, context, gpu_path=gpu_path)
+        with F.autocast(device, gpu_path):
+            return model.head(model.fc(pool5, "fc7")).float().cpu()
+    return scores
+
+
+def _fast_detector(model: CaffeNet, head: SPP.SppHead, p: P.Params,
+                   gpu_path: bool) -> Callable[[np.ndarray, np.ndarray], Any]:
+    """Scores of every region of an image: one conv pass, SPP, the head (`spp.detect_scores`)."""
+    device = model.mean.device
+
+    def scores(image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        x = F.to_device(torch.from_numpy(image), device, gpu_path).permute(2, 0, 1)
+        with F.autocast(device, gpu_path):
+            return SPP.detect_scores(model, head, x, boxes, p)
+    return scores
+
+
+def _over_images(score: Callable[[np.ndarray, np.ndarray], Any], pixels: Sequence[np.ndarray],
+                 boxes: Sequence[np.ndarray]) -> Callable[[], list]:
+    return lambda: [score(img, b) for img, b in zip(pixels, boxes)]
+
+
+# ------------------------------------------------------------------------------ stages
+
+def _peaks(device: torch.device, full: bool, repeats: int) -> tuple[dict[str, float | None], list[dict]]:
+    n = PEAK_SIDE[(device.type, full)]
+    peaks: dict[str, float | None] = {"float32": None, "float16": None}
+    rows = []
+    for dtype, name in ((torch.float32, "float32"), (torch.float16, "float16")):
+        what = f"{name} matrix product {n} x {n} x {n}"
+        if name == "float16" and device.type != "cuda":
+            rows.append(_row(f"peak.{name}", "peak", what, "cuda", None, "GFLOP/s", status=_why_not_gpu()))
+            continue
+        a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+        sec, _ = _best(lambda: a @ b, repeats, device)
+        gflop = 2 * n ** 3 / 1e9
+        peaks[name] = gflop / sec
+        rows.append(_row(f"peak.{name}", "peak", what, device, gflop / sec, "GFLOP/s", sec, gflop, name, peaks))
+    return peaks, rows
+
+
+def _proposals(p: P.Params, ims: Sequence[ImageAnn], pixels: Sequence[np.ndarray],
+               repeats: int) -> tuple[list[np.ndarray], list[dict]]:
+    cfg = ProposalConfig(p.proposals.mode, p.proposals.max_boxes, p.proposals.min_side)
+    cpu = torch.device("cpu")
+    sec, boxes = _best(lambda: [selective_search(img, cfg, seed=zlib.crc32(im.image_id.encode()))
+                                for im, img in zip(ims, pixels)], repeats, cpu)
+    n_boxes = sum(len(b) for b in boxes)
+    size = f"{np.mean([i.shape[1] for i in pixels]):.0f} x {np.mean([i.shape[0] for i in pixels]):.0f} px"
+    what = f"selective search ({cfg.mode}), {len(ims)} images of {size}, one thread"
+    return boxes, [
+        _row("proposals.images", "proposals", what, cpu, len(ims) / sec, "images/s", sec),
+        _row("proposals.boxes", "proposals", f"{what}, {n_boxes / len(ims):.0f} boxes per image", cpu,
+             n_boxes / sec, "boxes/s", sec),
+    ]
+
+
+def _features(key: str, what: str, model: CaffeNet, context: float, pixels: Sequence[np.ndarray],
+              boxes: Sequence[np.ndarray], repeats: int, peaks: dict, gpu_path: bool) -> dict:
+    """Regions per second through pool5_of_regions + fc_features (fc7)."""
+    device, size = model.mean.device, model.net.input_size
+
+    def call() -> None:
+        for img, b in zip(pixels, boxes):
+            F.fc_features(model, F.pool5_of_regions(model, img, b, size, context, gpu_path=gpu_path), "fc7",
+                          gpu_path=gpu_path)
+
+    gflop = _gflop(call)
+    sec, _ = _best(call, repeats, device)
+    n = sum(len(b) for b in boxes)
+    peak = "float16" if gpu_path and device.type == "cuda" else "float32"
+    return _row(key, "warped features", f"{what}, {n} regions", device, n / sec, "regions/s", sec, gflop, peak, peaks)
+
+
+def _detector_rows(prefix: str, what: str, warp: Callable, fast: Callable, pixels: Sequence[np.ndarray],
+                   boxes: Sequence[np.ndarray], per_image: int | None, repeats: int, device: torch.device,
+                   peaks: dict, peak: str) -> list[dict]:
+    """Images per second of both detectors on the same images and boxes, and the speed-up.
+    `per_image`: every image gets that many regions (its boxes repeated), extrapolated from
+    1 and len(boxes[i]) regions when that is fewer."""
+    n_im = len(pixels)
+    out, per = [], {}
+    for name, score in (("warp", warp), ("fast", fast)):
+        gflop = _gflop(_over_images(score, pixels, boxes)) / n_im
+        sec = _best(_over_images(score, pixels, boxes), repeats, device)[0] / n_im
+        n = len(boxes[0])
+        status = MEASURED
+        if per_image is not None and per_image > n:
+            ones = [b[:1] for b in boxes]
+            g1 = _gflop(_over_images(score, pixels, ones)) / n_im
+            s1 = _best(_over_images(score, pixels, ones), repeats, device)[0] / n_im
+            k = (per_image - 1) / (n - 1)
+            sec, gflop = s1 + max(sec - s1, 0.0) * k, g1 + max(gflop - g1, 0.0) * k
+            status = f"{EXTRAPOLATED} from 1 and {n} regions per image"
+        per[name] = sec
+        label = "warping detector (warp, net, output layer)" if name == "warp" else \
+            "fast detector (one conv pass, SPP, head)"
+        out.append(_row(f"{prefix}.{name}", "detectors", f"{label}, {what}", device, 1 / sec, "images/s", sec,
+                        gflop, peak, peaks, status))
+    status = MEASURED if out[0]["status"] == out[1]["status"] == MEASURED else EXTRAPOLATED
+    out.append(_row(f"{prefix}.speedup", "detectors", f"fast vs warping detector, {what}", device,
+                    per["warp"] / per["fast"], "x", status=status))
+    return out
+
+
+def _svm(p: P.Params, full: bool, regions: int, repeats: int) -> dict:
+    n_cls, dim = p.world.voc_classes, p.net.fc_width
+    n_images = p.world.voc_train + p.world.voc_val if full else p.bench.svm_images
+    fit = max(1, SVM_BYTES // (4 * (regions + 3) * dim))
+    capped = f" (capped from {n_images} to fit {SVM_BYTES >> 30} GiB)" if n_images > fit else ""
+    n_images = min(n_images, fit)
+    sets = synthetic_region_sets(n_images, regions, dim, n_cls, seed=p.runtime.seed)
+    sec, _ = _best(lambda: S.train_svms(sets, n_cls, p.svm, seed=p.runtime.seed), repeats, torch.device("cpu"))
+    what = (f"liblinear with hard-negative mining, {n_cls} classes, {n_images} images{capped} x ~{regions} "
+            f"regions x {dim} synthetic features")
+    return _row("svm", "SVM training", what, "cpu", sec, "s", sec)
+
+
+def _scoring(device: torch.device, n_classes: int, repeats: int, peaks: dict) -> dict:
+    x = torch.randn(RCNN_REGIONS, RCNN_DIM, device=device)
+    w = torch.randn(RCNN_DIM, n_classes, device=device)
+    sec, _ = _best(lambda: x @ w, repeats, device)
+    gflop = 2 * RCNN_REGIONS * RCNN_DIM * n_classes / 1e9
+    k = RCNN_CLASSES / n_classes
+    what = f"float32 product {RCNN_REGIONS} x {RCNN_DIM} by {RCNN_DIM} x 100k"
+    status = MEASURED if n_classes == RCNN_CLASSES else f"{EXTRAPOLATED} linearly from {n_classes} classes"
+    return _row("scoring.100k", "scoring", what, device, sec * k, "s", sec * k, gflop * k, "float32", peaks, status)
+
+
+def run(p: P.Params, cache: Cache, full: bool = False, images: Sequence[ImageAnn] | None = None) -> dict[str, Any]:
+    """Measure every stage now, reduced (the book's) or `full`, on `runtime.device`; returns
+    the run (module docstring). `images`: the images to time (default `test_images`)."""
+    t_start = time.time()
+    device = pick_device(p.runtime.device)
+    b, pp = p.bench, paper_params(p)
+    ims = list(images) if images is not None else test_images(p, cache)
+    pixels = [np.require(load_image(im.path), requirements=["W", "C"]) for im in ims]
+    n_out = p.world.voc_classes + 1
+    cuda = device.type == "cuda"
+    with torch.inference_mode():
+        peaks, rows = _peaks(device, full, b.repeats)
+        props, found = _proposals(p, ims, pixels, b.repeats)
+        rows += found
+        small = CaffeNet(p.net, n_out).eval().to(device)
+        big = CaffeNet(pp.net, n_out).eval().to(device)
+        small_head = SPP.SppHead.from_model(small, p.fast.bins)
+        big_head = SPP.SppHead.from_model(big, pp.fast.bins)
+        ctx, big_ctx = context_pixels(p), context_pixels(pp)
+        target = pp.proposals.max_boxes
+        n_big = target if full else min(b.regions, target)
+        tiled = [_tile(bx, n_big, img.shape[1], img.shape[0]) for bx, img in zip(props, pixels)]
+        peak = "float16" if cuda else "float32"
+        net_small = f"embedded net ({p.net.input_size} px, fc {p.net.fc_width})"
+        net_big = f"paper net ({pp.net.input_size} px, fc {pp.net.fc_width})"
+        rows.append(_features("features.embedded", net_small, small, ctx, pixels, props, b.repeats, peaks, True))
+        rows.append(_features("features.paper", net_big, big, big_ctx, pixels, tiled, b.repeats, peaks, True))
+        rows += _detector_rows("detector.embedded", f"{net_small}, fast.scale {p.fast.scale}, the images' proposals",
+                               _warp_detector(small, ctx, True), _fast_detector(small, small_head, p, True),
+                               pixels, props, None, b.repeats, device, peaks, peak)
+        what_big = f"{net_big}, fast.scale {pp.fast.scale}, {target} regions per image"
+        rows += _detector_rows("detector.paper", what_big, _warp_detector(big, big_ctx, True),
+                               _fast_detector(big, big_head, pp, True), pixels, tiled, target, b.repeats, device,
+                               peaks, peak)
+        off = "GPU path off (float32, synchronous copies)"
+        if cuda:
+            rows.append(_features("features.paper.fp32", f"{net_big}, {off}", big, big_ctx, pixels, tiled, b.repeats,
+                                  peaks, False))
+            rows += _detector_rows("detector.paper.fp32", f"{what_big}, {off}", _warp_detector(big, big_ctx, False),
+                                   _fast_detector(big, big_head, pp, False), pixels, tiled, target, b.repeats,
+                                   device, peaks, "float32")
+        else:
+            why = _why_not_gpu()
+            rows.append(_row("features.paper.fp32", "warped features", f"{net_big}, {off}", "cuda", None,
+                             "regions/s", status=why))
+            for name, unit in (("warp", "images/s"), ("fast", "images/s"), ("speedup", "x")):
+                rows.append(_row(f"detector.paper.fp32.{name}", "detectors", f"{name}, {what_big}, {off}", "cuda",
+                                 None, unit, status=why))
+        del small, big, small_head, big_head
+        n_cls = RCNN_CLASSES if full else min(b.classes_reduced, RCNN_CLASSES)
+        rows.append(_scoring(device, n_cls, b.repeats, peaks))
+    regions = max(1, round(np.mean([len(x) for x in props])))
+    rows.append(_svm(p, full, regions, b.repeats))
+    return {"device": device.type, "mode": "full" if full else "reduced", "machine": machine(),
+            "threads": torch.get_num_threads(), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "seconds": round(time.time() - t_start, 1), "params_digest": p.digest(),
+            "max_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "max_cuda_mib": round(torch.cuda.max_memory_allocated(device) / 2**20) if cuda else None,
+            "peaks": peaks, "rows": rows}
+
+
+# ------------------------------------------------------------------------------ the file
+
+def default_path(p: P.Params) -> Path:
+    return Path(p.runtime.artifacts) / "bench" / "bench.json"
+
+
+def run_key(run: dict[str, Any]) -> str:
+    """A run's place in the file: its device kind and mode, e.g. "cpu reduced"."""
+    return f"{run['device']} {run['mode']}"
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """The results file (an empty one when there is none); LsdaError if it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        return {"format": FORMAT, "runs": {}}
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise LsdaError(f"{path}: not a bench results file ({e}); move it away or delete it") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("runs"), dict):
+        raise LsdaError(f"{path}: not a bench results file of format {FORMAT}; move it away or delete it")
+    return doc
+
+
+def save(run: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """Merge `run` into the results file (replacing only the run of its device kind and mode),
+    write it atomically and return the merged document."""
+    path = Path(path)
+    doc = load(path)
+    doc["runs"][run_key(run)] = run
+    atomic_write_text(path, json.dumps(doc, indent=1, sort_keys=True))
+    return doc
+
+
+# ------------------------------------------------------------------------------ tables
+
+def machine_name(m: dict[str, Any]) -> str:
+    return f"{m['cpu']} ({m['cores']} cores)" + ("" if m["gpu"] == "none" else f", {m['gpu']}")
+
+
+def summary(run: dict[str, Any]) -> Markdown:
+    """One paragraph: where and how this run measured."""
+    gpu = "" if run["device"] != "cuda" else f", float16 peak {run['peaks']['float16']:.0f} GFLOP/s"
+    return Markdown(f"Measured on **{machine_name(run['machine'])}**, device `{run['device']}`, "
+                    f"{run['threads']} torch threads, {run['mode']} mode, in {run['seconds']} s (finished "
+                    f"{run['finished']}, host `{run['machine']['host']}`). Peak of this run: float32 matrix "
+                    f"product {run['peaks']['float32']:.0f} GFLOP/s{gpu}.")
+
+
+def table(doc: dict[str, Any], current: str | None = None) -> pd.DataFrame:
+    """Every row of every run in `doc`: the figure, its GFLOP/s and share of peak, status,
+    the machine; `current`: the run key measured by this build (the others are labelled
+    with when they were measured)."""
+    out = []
+    for key, r in doc["runs"].items():
+        when = "this build" if key == current else r["finished"]
+        for row in r["rows"]:
+            out.append({"run": f"{key} ({when})", "stage": row["stage"], "what": row["what"],
+                        "value": row["value"], "unit": row["unit"], "GFLOP/s": row["gflop_per_s"],
+                        "share of peak": row["of_peak"], "peak": row["peak"] or "", "status": row["status"],
+                        "device": row["device"], "machine": machine_name(r["machine"])})
+    if not out:
+        return pd.DataFrame()
+    df = pd.DataFrame(out).set_index(["run", "stage", "what"])
+    return df.round({"value": 3, "GFLOP/s": 1, "share of peak": 3})
+
+
+def _value(r: dict[str, Any], key: str) -> dict[str, Any] | None:
+    """Row `key` of run `r` when it was measured (or extrapolated)."""
+    row = next((x for x in r["rows"] if x["key"] == key), None)
+    return row if row is not None and row["value"] is not None else None
+
+
+def _extra(*rows: dict[str, Any]) -> str:
+    return " (extrapolated)" if any(r["status"] != MEASURED for r in rows) else ""
+
+
+def _rcnn_per_image(r: dict[str, Any]) -> str:
+    """Proposals plus features of 2000 regions at the paper size, seconds per image."""
+    prop, feat = _value(r, "proposals.images"), _value(r, "features.paper")
+    if prop is None or feat is None:
+        return ""
+    return f"{1 / prop['value'] + RCNN_REGIONS / feat['value']:.2f}{_extra(prop, feat)}"
+
+
+def _per_image(key: str) -> Callable[[dict[str, Any]], str]:
+    """Seconds per image of detector row `key`."""
+    def ours(r: dict[str, Any]) -> str:
+        row = _value(r, key)
+        return f"{1 / row['value']:.3f}{_extra(row)}" if row else ""
+    return ours
+
+
+def _speedup(r: dict[str, Any]) -> str:
+    row = _value(r, "detector.paper.speedup")
+    return f"{row['value']:.1f}{_extra(row)}" if row else ""
+
+
+def _scoring_seconds(r: dict[str, Any]) -> str:
+    row = _value(r, "scoring.100k")
+    return f"{row['value']:.2f} on {row['device']}{_extra(row)}" if row else ""
+
+
+def paper_table(doc: dict[str, Any]) -> pd.DataFrame:
+    """The papers' speed claims beside ours, one column per run of `doc` (device kind and
+    mode), at the paper size (227 px, fc 4096, 2000 regions per image); blank where a run
+    has no such figure (R-CNN's CPU and GPU claims go beside runs on that device only)."""
+    lsda_s = paper.LSDA_SECONDS_PER_IMAGE
+    claims: list[tuple[str, float, str | None, Callable[[dict[str, Any]], str]]] = [
+        ("R-CNN: proposals + features, s / image, CPU", paper.RCNN_SECONDS_PER_IMAGE["cpu"], "cpu", _rcnn_per_image),
+        ("R-CNN: proposals + features, s / image, GPU", paper.RCNN_SECONDS_PER_IMAGE["gpu"], "cuda", _rcnn_per_image),
+        ("LSDA: warping detector, s / image", lsda_s["warp"], None, _per_image("detector.paper.warp")),
+        ("LSDA: fast (SPP) detector, s / image", lsda_s["spp"], None, _per_image("detector.paper.fast")),
+        ("LSDA: speed-up of the fast detector", lsda_s["warp"] / lsda_s["spp"], None, _speedup),
+        ("R-CNN: 2000 x 4096 by 4096 x 100k scoring product, s (multi-core CPU)",
+         paper.RCNN_100K_CLASSES_SECONDS, None, _scoring_seconds),
+    ]
+    rows = []
+    for claim, theirs, device, ours in claims:
+        row: dict[str, Any] = {"claim": claim, "paper": theirs}
+        row.update({key: ours(r) for key, r in doc["runs"].items() if device in (None, r["device"])})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("claim").fillna("")
+
+
+def targets_table(doc: dict[str, Any], log: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Every target of issue 6 with the measured value beside it, met or not: the book's
+    build budgets from the run log (`log`, as `status.read_run_log`; the latest builds on
+    record), the speed targets from the runs of `doc`."""
+    out = []
+    builds = ST.build_table(log or {"chapters": {}})
+    for kind, what in (("cold", "the book on the embedded default, from an empty cache"),
+                       ("warm", "the book on the embedded default, warm cache")):
+        b = builds.loc[kind]
+        goal = f"<= {ST.BUDGET_SECONDS[kind] / 60:.0f} min on the 2-core CPU"
+        if b["seconds"] is None or pd.isna(b["seconds"]):
+            out.append({"target": what, "goal": goal, "measured": "no full build on record yet (the Status page "
+                        "shows this build's)", "met": "not measured", "where": ""})
+        else:
+            out.append({"target": what, "goal": goal, "measured": f"{b['seconds'] / 60:.1f} min",
+                        "met": b["met"], "where": f"{b['machine']}, {b['finished']}"})
+    out.append({"target": "make test", "goal": "<= 15 min", "measured": "not recorded by the book build",
+                "met": "not measured", "where": ""})
+    for key, r in doc["runs"].items():
+        where = f"{key}: {machine_name(r['machine'])}"
+        for prefix, size in (("detector.embedded", "embedded size"), ("detector.paper", "paper size, 2000 regions")):
+            row = _value(r, f"{prefix}.speedup")
+            if row:
+                out.append({"target": f"fast detector vs warping, same machine and proposals ({size})",
+                            "goal": f">= {FAST_TARGET:.0f}x", "measured": f"{row['value']:.1f}x{_extra(row)}",
+                            "met": _met(row["value"] >= FAST_TARGET, row), "where": where})
+    out.append({"target": "fast detector within 2 mAP points of the warping one", "goal": "<= 2 points",
+                "measured": "in the LSDA chapter (its warping vs fast table)", "met": "see the LSDA chapter",
+                "where": ""})
+    gpu = {k: r for k, r in doc["runs"].items() if r["device"] == "cuda"}
+    for name, goal in (("warp", GPU_WARP_MS), ("fast", GPU_FAST_MS)):
+        label = "warping" if name == "warp" else "fast"
+        target = f"{label} detector on a GPU, paper size (227 px, fc 4096, 2000 proposals)"
+        rows = [(k, r, _value(r, f"detector.paper.{name}")) for k, r in gpu.items()]
+        rows = [(k, r, row) for k, r, row in rows if row is not None]
+        if not rows:
+            out.append({"target": target, "goal": f"<= {goal:.0f} ms / image", "measured": _why_not_gpu(),
+                        "met": "not measured", "where": ""})
+        for k, r, row in rows:
+            ms = 1000 / row["value"]
+            out.append({"target": target, "goal": f"<= {goal:.0f} ms / image", "measured": f"{ms:.1f} ms{_extra(row)}",
+                        "met": _met(ms <= goal, row), "where": f"{k}: {machine_name(r['machine'])}"})
+    return pd.DataFrame(out).set_index("target")
+
+
+def _met(ok: bool, row: dict[str, Any]) -> str:
+    return ("yes" if ok else "no") + _extra(row)
+
+
+def plot_of_peak(ax: Any, doc: dict[str, Any]) -> None:
+    """Horizontal bars: each compute-bound figure's share of its run's peak."""
+    labels, values = [], []
+    for key, r in doc["runs"].items():
+        for row in r["rows"]:
+            if row["of_peak"] is not None and row["stage"] != "peak":
+                labels.append(f"{key}: {row['what'][:60]}")
+                values.append(row["of_peak"])
+    ax.barh(range(len(values)), values)
+    ax.set_yticks(range(len(values)), labels, fontsize=6)
+    ax.invert_yaxis()
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_xlabel("share of the run's peak (matrix product on the same device)")
+
+
+def text(run: dict[str, Any]) -> str:
+    """The run as plain text, for the terminal."""
+    df = table({"runs": {run_key(run): run}}, run_key(run)).reset_index()
+    df = df[["stage", "what", "value", "unit", "GFLOP/s", "share of peak", "status"]]
+    head = f"{run_key(run)} on {machine_name(run['machine'])}, {run['threads']} threads, {run['seconds']} s"
+    with pd.option_context("display.max_colwidth", 70, "display.width", 250):
+        return head + "\n" + df.to_string(index=False)
