@@ -92,6 +92,7 @@ def cmd_analyze(args: argparse.Namespace) -> None:
 
 def cmd_prepare(args: argparse.Namespace) -> None:
     from lsda_core import distributed as D
+    from lsda_core import lsda as L
     from lsda_core import rcnn as R
     from lsda_core.cache import Cache
     p = _load(args)
@@ -100,10 +101,10 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         cache = Cache(p.runtime.artifacts)
         D.check_shared(cache.root)
         t0 = time.time()
-        lines = R.prepare(p, cache, args.stage)
+        lines = (R if args.chapter == "rcnn" else L).prepare(p, cache, args.stage)
         if D.is_main():
             print("\n".join(lines))
-            print(f"prepared up to {args.stage} in {time.time() - t0:.1f} s with {D.world()} process(es); "
+            print(f"prepared {args.chapter} up to {args.stage} in {time.time() - t0:.1f} s with {D.world()} process(es); "
                   f"cache: {cache.root}")
     finally:
         D.cleanup()
@@ -172,9 +173,13 @@ def parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("prepare", help="compute the expensive stages into the cache ahead of the book "
                                         "(also under torchrun, split across processes)")
     _add_params(sp)
+    sp.add_argument("--chapter", choices=("rcnn", "lsda"), default="rcnn",
+                    help="whose stages: the R-CNN chapter's (default) or the LSDA chapter's")
     sp.add_argument("--stage", choices=("proposals", "finetune", "features"), default="features",
                     help="last stage to prepare; the ones before it are prepared first: proposals, finetune "
-                         "(pre-training, then fine-tuning), features (pool5, grayscale pool5, HOG); default features")
+                         "(R-CNN: pre-training, then fine-tuning; LSDA: the classification network, the full "
+                         "adaptation and the oracle), features (pool5 of those networks; R-CNN also grayscale "
+                         "pool5 and HOG); default features")
     sp.set_defaults(func=cmd_prepare)
 
     sp = sub.add_parser("eval", help="score comp4-format detections on a VOC-layout dataset")

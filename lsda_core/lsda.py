@@ -501,3 +501,27 @@ def time_variants(p: Params, full: CaffeNet, head: SPP.SppHead, bench: R.Benchma
     out["images"] = len(ims)
     out["proposals / image"] = float(np.mean([len(bench.proposals[im.image_id]) for im in ims])) if ims else 0.0
     return out
+
+
+def prepare(p: Params, cache: Cache, stage: str = "features") -> list[str]:
+    """The LSDA chapter's expensive stages up to `stage`, with the chapter's own calls (so
+    under its cache keys; under torchrun split across the processes): "proposals",
+    "finetune" (the classification network, the full adaptation, the oracle), "features"
+    (pool5 of the training windows and of the test proposals of those networks)."""
+    if stage not in R.PREPARE_STAGES:
+        raise ValueError(f"stage {stage!r} is not one of {list(R.PREPARE_STAGES)}")
+    upto = R.PREPARE_STAGES.index(stage)
+    lb = load_benchmark(p, cache)
+    lines = [f"proposals: {len(lb.train_all)} training and {len(lb.bench.test)} test images"]
+    if upto < 1:
+        return lines
+    cls_model, _ = classification_network(p, cache, lb)
+    full, _ = adapt(p, cache, cls_model, lb, ROWS[-1])
+    top, _ = oracle(p, cache, cls_model, lb)
+    lines.append(f"networks: {cls_model.cache_key}, {full.cache_key}, {top.cache_key}")
+    if upto < 2:
+        return lines
+    lines.append(f"features: windows {window_cache(p, cache, cls_model, lb).key}")
+    for tag, model in (("lsda-cls", cls_model), ("lsda-full", full), ("lsda-oracle", top)):
+        lines.append(f"features: {tag} {proposal_features(p, cache, model, lb.bench, tag).key}")
+    return lines

@@ -2,6 +2,7 @@
 (frozen layers and set A's classifiers must not move), the nearest-neighbour transfer, and
 the detector's score_i - score_background."""
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -126,3 +127,19 @@ def test_detector_scores_against_the_background(tmp_path):
         cls.head.weight.zero_()
         cls.head.bias.copy_(torch.tensor([5.0, 1.0, 2.0, 0.0]))
     assert np.allclose(L.detector(p, cls, fs, bench, "raw", background=False).detections["red"].scores, 5.0)
+
+
+def test_prepare_fills_the_lsda_chapters_proposals(tmp_path, capsys):
+    from lsda_core import cli
+    from lsda_core import params as P
+    art, smoke = tmp_path / "art", str(Path(__file__).resolve().parents[1] / "params" / "smoke.yaml")
+    assert cli.main(["prepare", "--chapter", "lsda", "--stage", "proposals", "--params", smoke,
+                     "-p", "runtime.artifacts", str(art), "-p", "runtime.progress", "false"]) == 0
+    out = capsys.readouterr().out
+    assert "prepared lsda up to proposals" in out
+    p = P.load(smoke, {"runtime.artifacts": str(art)})
+    lb = L.load_benchmark(p, Cache(art))  # now only reads the cache
+    assert set(lb.bench.proposals) == {im.image_id for im in lb.train_all.images} | {im.image_id for im in lb.bench.test.images}
+    assert len(lb.B) == len(lb.A) == p.world.ilsvrc_classes // 2
+    assert all(o.cls in lb.B for im in lb.bench.train.images for o in im.objects)
+    assert any(o.cls in lb.A for im in lb.train_all.images for o in im.objects)
