@@ -208,7 +208,7 @@ def held_out_bars(ax, ours: dict[str, float], paper: dict[str, float], spread: d
     ax.set_yticks(y, names)
     ax.invert_yaxis()
     ax.set_xlabel("held-out mAP (%)")
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
 
 
 def before_after(examples: list[dict[str, Any]], names: dict[str, str] | None = None, cols: int = 3):
@@ -241,4 +241,7 @@ def large_scale_detections(items: list[tuple[Any, list[tuple[str, np.ndarray, fl
     for ax, (im, dets) in zip(axes.flat, items):
         viz.draw_boxes(ax, load_image(im.path), [d[1] for d in dets], [f"{d[0]} {d[2]:.1f}" for d in dets],
                        [viz.PALETTE[2] if d[0] in boxed else viz.PALETTE[1] for d in dets])
+    handles = [matplotlib.patches.Patch(color=viz.PALETTE[2], label="category with training boxes"),
+               matplotlib.patches.Patch(color=viz.PALETTE[1], label="category from classification data only")]
+    fig.legend(handles=handles, loc="lower center", ncol=2, bbox_to_anchor=(0.5, -0.02))
     return fig
