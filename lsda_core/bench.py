@@ -8,15 +8,13 @@ Rows of a run (`run`), each naming the device it ran on:
   each worker of the pipeline) on `bench.images` test images: images and boxes per second;
 - warped features: regions per second through `features.pool5_of_regions` and
   `fc_features` (fc7), at the embedded size (`net`) on the images' proposals, and at the
-  paper size (the net of `bench.paper_params`: 227 px, 4096-wide fc) on `bench.regions`
-  regions per image (`--full`: the paper preset's `proposals.max_boxes`, R-CNN's 2000);
+  paper size (the net of `bench.paper_params`: 227 px, 4096-wide fc);
 - detectors: images per second of the warping detector (warp, the whole net, the output
   layer) and of the fast one (`spp.detect_scores`: one conv pass, SPP, the head) on the same
-  images and proposals, and the speed-up, at both sizes. At the paper size every image has
-  2000 regions (its proposals repeated: the cost of a region does not depend on its box); in
-  the reduced mode that time is extrapolated linearly from the times with 1 and
-  `bench.regions` regions per image (a fixed part per image, the fast detector's conv pass,
-  plus one per region);
+  images and proposals, and the speed-up, at both sizes; at the embedded size also with one
+  torch thread (on a busy machine the many small operations of these small nets wait for
+  their threads to be scheduled: measured on a loaded 2-core machine, 2 threads made the
+  fast detector 35x and the warping one 3x slower than 1 thread);
 - SVM training: `svm.train_svms` (liblinear, hard-negative mining) on synthetic features of
   the R-CNN chapter's shape: the proposals per image measured above, `net.fc_width`
   dimensions, `world.voc_classes` classes, `bench.svm_images` images (`--full`:
@@ -24,10 +22,19 @@ Rows of a run (`run`), each naming the device it ran on:
 - scoring: R-CNN's 2000 x 4096 by 4096 x N float32 product, in seconds for N = 100k (reduced
   mode: measured with `bench.classes_reduced` classes and extrapolated linearly).
 
+At the paper size every image has the paper preset's `proposals.max_boxes` (R-CNN's 2000)
+regions: its proposals repeated (the cost of a region does not depend on its box). With
+`--full` or on CUDA every image is timed so; in the reduced mode on the CPU only the first,
+with `bench.regions` regions, and the detectors' times are extrapolated along the line
+through their times with 0 and that many regions (a fixed part per image, the fast
+detector's conv pass, plus one per region; small batches run less efficiently than 2000
+regions do, so the extrapolation errs on the slow side).
+
 Networks have random weights (the time does not depend on them), images are decoded before
 timing, each time is the fastest of `bench.repeats` runs (CUDA synchronised; on CUDA after
 one untimed run). FLOPs are those of convolutions and matrix products, counted by torch's
-FlopCounterMode on the timed calls; a row's share of peak is its GFLOP/s over the peak.
+FlopCounterMode on one region and on none (the work is linear in the regions); a row's
+share of peak is its GFLOP/s over the peak.
 
 On CUDA the feature and detector rows run the GPU path (`features.to_device`,
 `features.autocast`: float16 autocast, pinned asynchronous copies; the warp is batched on
@@ -37,20 +44,23 @@ again with it off. Runs on the CPU keep those rows, saying why they were not mea
 The results file (JSON, `default_path`): {"format": 1, "runs": {"<device> <mode>": run}}.
 `save` replaces only the run of the same device kind and mode, so CPU and GPU runs stand
 side by side. A run: device, mode, machine (`runtime.machine`), threads, finished, seconds,
-max_rss_mib, params_digest, peaks {"float32": GFLOP/s, "float16": GFLOP/s or null}, rows.
+max_rss_mib, max_cuda_mib, tf32 (on CUDA: whether float32 products and convolutions may use
+TF32, torch's settings), params_digest, peaks {"float32": GFLOP/s, "float16": GFLOP/s or
+null}, rows.
 A row: key, stage, what, device, value, unit, seconds and gflop (of the timed unit: all
 timed images, or one image where the row is per image), gflop_per_s, peak (which one),
 of_peak, status ("measured", "extrapolated" or "not measured: <why>").
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import resource
 import time
 import zlib
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -64,6 +74,7 @@ from lsda_core import params as P
 from lsda_core import spp as SPP
 from lsda_core import status as ST
 from lsda_core import svm as S
+from lsda_core import viz
 from lsda_core.cache import Cache, atomic_write_text
 from lsda_core.data import sources
 from lsda_core.data.images import load_image
@@ -111,6 +122,17 @@ def _best(fn: Callable[[], Any], repeats: int, device: torch.device) -> tuple[fl
     return best, out
 
 
+@contextlib.contextmanager
+def _threads(n: int) -> Iterator[None]:
+    """torch's intra-op threads set to `n` inside the block."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _gflop(fn: Callable[[], Any]) -> float:
     """GFLOP of one call of `fn` (convolutions and matrix products)."""
     with FlopCounterMode(display=False) as counter:
@@ -143,7 +165,7 @@ def paper_params(p: P.Params) -> P.Params:
     return P.load(path if path.is_absolute() else ROOT / path)
 
 
-def test_images(p: P.Params, cache: Cache) -> list[ImageAnn]:
+def bench_images(p: P.Params, cache: Cache) -> list[ImageAnn]:
     """The first `bench.images` test images of the R-CNN benchmark (the embedded world's
     VOC view, or VOC 2007 by path)."""
     ims = read_voc(sources.voc_root(p, cache), "test").images[:p.bench.images]
@@ -161,16 +183,19 @@ def _tile(boxes: np.ndarray, n: int, width: int, height: int) -> np.ndarray:
 
 def synthetic_region_sets(n_images: int, regions: int, dim: int, n_classes: int,
                           seed: int = 0) -> list[S.RegionSet]:
-    """SVM training images of a given shape: 1-3 ground-truth boxes of random classes in a
-    500 x 375 frame, then proposals (half jittered ground truth, half random boxes); features
-    |N(0, 1)| plus, per class, its overlap with the class's boxes times a class pattern, so
-    mining finds hard negatives as on real features."""
+    """SVM training images of a given shape: 1-3 ground-truth boxes (more when needed for every
+    class to have one; classes in turn) in a 500 x 375 frame, then `regions` proposals (half
+    jittered ground truth, half random boxes); features |N(0, 1)| plus, per class, the region's
+    overlap with the class's boxes times a class pattern, so that mining finds hard negatives
+    as on real features."""
     rng = np.random.default_rng(seed)
     pattern = rng.normal(0.0, 1.0, (n_classes, dim)).astype(np.float32)
     sets = []
+    n_seen = 0
     for i in range(n_images):
-        n_gt = int(rng.integers(1, 4))
-        cls = rng.integers(0, n_classes, n_gt)
+        n_gt = max(int(rng.integers(1, 4)), -(-n_classes // n_images))
+        cls = (n_seen + np.arange(n_gt)) % n_classes  # in turn: every class has positives
+        n_seen += n_gt
         xy = rng.uniform([0, 0], [400, 275], (n_gt, 2))
         gt = np.hstack([xy, xy + rng.uniform(30, 100, (n_gt, 2))])
         n_jit = regions // 2
@@ -251,44 +276,52 @@ def _proposals(p: P.Params, ims: Sequence[ImageAnn], pixels: Sequence[np.ndarray
 
 def _features(key: str, what: str, model: CaffeNet, context: float, pixels: Sequence[np.ndarray],
               boxes: Sequence[np.ndarray], repeats: int, peaks: dict, gpu_path: bool) -> dict:
-    """Regions per second through pool5_of_regions + fc_features (fc7)."""
+    """Regions per second through pool5_of_regions + fc_features (fc7). The work is the same
+    for every region (a window of the net's input size), so it is counted on one."""
     device, size = model.mean.device, model.net.input_size
 
-    def call() -> None:
-        for img, b in zip(pixels, boxes):
-            F.fc_features(model, F.pool5_of_regions(model, img, b, size, context, gpu_path=gpu_path), "fc7",
-                          gpu_path=gpu_path)
+    def features(img: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return F.fc_features(model, F.pool5_of_regions(model, img, b, size, context, gpu_path=gpu_path), "fc7",
+                             gpu_path=gpu_path)
 
-    gflop = _gflop(call)
-    sec, _ = _best(call, repeats, device)
     n = sum(len(b) for b in boxes)
+    gflop = n * _gflop(lambda: features(pixels[0], _tile(boxes[0][:1], 1, *pixels[0].shape[1::-1])))
+    sec, _ = _best(_over_images(features, pixels, boxes), repeats, device)
     peak = "float16" if gpu_path and device.type == "cuda" else "float32"
     return _row(key, "warped features", f"{what}, {n} regions", device, n / sec, "regions/s", sec, gflop, peak, peaks)
+
+
+def _detector(score: Callable, pixels: Sequence[np.ndarray], boxes: Sequence[np.ndarray], per_image: int | None,
+              repeats: int, device: torch.device) -> tuple[float, float, str]:
+    """(seconds, GFLOP, status) per image of one detector. Both are linear in the regions: a
+    fixed part per image (the detector on no region: normalisation, the fast detector's conv
+    pass) plus one per region, and the work is counted so. `per_image`: the time and work at
+    that many regions per image, extrapolated along that line when `boxes` (the same number
+    for every image) has fewer."""
+    n_im = len(pixels)
+    empty = [b[:0] for b in boxes]
+    g0 = [_gflop(lambda: score(img, e)) for img, e in zip(pixels, empty)]
+    g1 = [_gflop(lambda: score(img, b[:1])) for img, b in zip(pixels, boxes)]
+    gflop = sum(a + len(b) * (c - a) for a, c, b in zip(g0, g1, boxes)) / n_im
+    sec = _best(_over_images(score, pixels, boxes), repeats, device)[0] / n_im
+    n = len(boxes[0])
+    if per_image is None or per_image == n:
+        return sec, gflop, MEASURED
+    sec0 = _best(_over_images(score, pixels, empty), repeats, device)[0] / n_im
+    k = per_image / n
+    return (sec0 + max(sec - sec0, 0.0) * k, sum(g0) / n_im + (gflop - sum(g0) / n_im) * k,
+            f"{EXTRAPOLATED} linearly from 0 and {n} regions per image")
 
 
 def _detector_rows(prefix: str, what: str, warp: Callable, fast: Callable, pixels: Sequence[np.ndarray],
                    boxes: Sequence[np.ndarray], per_image: int | None, repeats: int, device: torch.device,
                    peaks: dict, peak: str) -> list[dict]:
-    """Images per second of both detectors on the same images and boxes, and the speed-up.
-    `per_image`: every image gets that many regions (its boxes repeated), extrapolated from
-    1 and len(boxes[i]) regions when that is fewer."""
-    n_im = len(pixels)
+    """Images per second of both detectors on the same images and boxes, and the speed-up."""
     out, per = [], {}
-    for name, score in (("warp", warp), ("fast", fast)):
-        gflop = _gflop(_over_images(score, pixels, boxes)) / n_im
-        sec = _best(_over_images(score, pixels, boxes), repeats, device)[0] / n_im
-        n = len(boxes[0])
-        status = MEASURED
-        if per_image is not None and per_image > n:
-            ones = [b[:1] for b in boxes]
-            g1 = _gflop(_over_images(score, pixels, ones)) / n_im
-            s1 = _best(_over_images(score, pixels, ones), repeats, device)[0] / n_im
-            k = (per_image - 1) / (n - 1)
-            sec, gflop = s1 + max(sec - s1, 0.0) * k, g1 + max(gflop - g1, 0.0) * k
-            status = f"{EXTRAPOLATED} from 1 and {n} regions per image"
+    for name, score, label in (("warp", warp, "warping detector (warp, net, output layer)"),
+                               ("fast", fast, "fast detector (one conv pass, SPP, head)")):
+        sec, gflop, status = _detector(score, pixels, boxes, per_image, repeats, device)
         per[name] = sec
-        label = "warping detector (warp, net, output layer)" if name == "warp" else \
-            "fast detector (one conv pass, SPP, head)"
         out.append(_row(f"{prefix}.{name}", "detectors", f"{label}, {what}", device, 1 / sec, "images/s", sec,
                         gflop, peak, peaks, status))
     status = MEASURED if out[0]["status"] == out[1]["status"] == MEASURED else EXTRAPOLATED
@@ -323,53 +356,34 @@ def _scoring(device: torch.device, n_classes: int, repeats: int, peaks: dict) ->
 
 def run(p: P.Params, cache: Cache, full: bool = False, images: Sequence[ImageAnn] | None = None) -> dict[str, Any]:
     """Measure every stage now, reduced (the book's) or `full`, on `runtime.device`; returns
-    the run (module docstring). `images`: the images to time (default `test_images`)."""
+    the run (module docstring). `images`: the images to time (default `bench_images`).
+
+    Paper-size rows: every image with the paper preset's `proposals.max_boxes` (2000)
+    regions when `full` or on CUDA (milliseconds there); else the first image only, with
+    `bench.regions` regions (the detectors extrapolated to 2000)."""
     t_start = time.time()
     device = pick_device(p.runtime.device)
+    cuda = device.type == "cuda"
     b, pp = p.bench, paper_params(p)
-    ims = list(images) if images is not None else test_images(p, cache)
+    ims = list(images) if images is not None else bench_images(p, cache)
     pixels = [np.require(load_image(im.path), requirements=["W", "C"]) for im in ims]
     n_out = p.world.voc_classes + 1
-    cuda = device.type == "cuda"
     with torch.inference_mode():
         peaks, rows = _peaks(device, full, b.repeats)
         props, found = _proposals(p, ims, pixels, b.repeats)
         rows += found
         small = CaffeNet(p.net, n_out).eval().to(device)
-        big = CaffeNet(pp.net, n_out).eval().to(device)
-        small_head = SPP.SppHead.from_model(small, p.fast.bins)
-        big_head = SPP.SppHead.from_model(big, pp.fast.bins)
-        ctx, big_ctx = context_pixels(p), context_pixels(pp)
-        target = pp.proposals.max_boxes
-        n_big = target if full else min(b.regions, target)
-        tiled = [_tile(bx, n_big, img.shape[1], img.shape[0]) for bx, img in zip(props, pixels)]
-        peak = "float16" if cuda else "float32"
+        ctx = context_pixels(p)
         net_small = f"embedded net ({p.net.input_size} px, fc {p.net.fc_width})"
-        net_big = f"paper net ({pp.net.input_size} px, fc {pp.net.fc_width})"
         rows.append(_features("features.embedded", net_small, small, ctx, pixels, props, b.repeats, peaks, True))
-        rows.append(_features("features.paper", net_big, big, big_ctx, pixels, tiled, b.repeats, peaks, True))
-        rows += _detector_rows("detector.embedded", f"{net_small}, fast.scale {p.fast.scale}, the images' proposals",
-                               _warp_detector(small, ctx, True), _fast_detector(small, small_head, p, True),
-                               pixels, props, None, b.repeats, device, peaks, peak)
-        what_big = f"{net_big}, fast.scale {pp.fast.scale}, {target} regions per image"
-        rows += _detector_rows("detector.paper", what_big, _warp_detector(big, big_ctx, True),
-                               _fast_detector(big, big_head, pp, True), pixels, tiled, target, b.repeats, device,
-                               peaks, peak)
-        off = "GPU path off (float32, synchronous copies)"
-        if cuda:
-            rows.append(_features("features.paper.fp32", f"{net_big}, {off}", big, big_ctx, pixels, tiled, b.repeats,
-                                  peaks, False))
-            rows += _detector_rows("detector.paper.fp32", f"{what_big}, {off}", _warp_detector(big, big_ctx, False),
-                                   _fast_detector(big, big_head, pp, False), pixels, tiled, target, b.repeats,
-                                   device, peaks, "float32")
-        else:
-            why = _why_not_gpu()
-            rows.append(_row("features.paper.fp32", "warped features", f"{net_big}, {off}", "cuda", None,
-                             "regions/s", status=why))
-            for name, unit in (("warp", "images/s"), ("fast", "images/s"), ("speedup", "x")):
-                rows.append(_row(f"detector.paper.fp32.{name}", "detectors", f"{name}, {what_big}, {off}", "cuda",
-                                 None, unit, status=why))
-        del small, big, small_head, big_head
+        small_head = SPP.SppHead.from_model(small, p.fast.bins)
+        what = f"{net_small}, fast.scale {p.fast.scale}, the images' proposals"
+        for prefix, threads in (("detector.embedded", torch.get_num_threads()), ("detector.embedded.one_thread", 1)):
+            with _threads(threads):
+                rows += _detector_rows(prefix, f"{what}, {threads} torch thread{'s' * (threads > 1)}",
+                                       _warp_detector(small, ctx, True), _fast_detector(small, small_head, p, True),
+                                       pixels, props, None, b.repeats, device, peaks, "float16" if cuda else "float32")
+        rows += _paper_rows(pp, pixels, props, n_out, full, b, device, peaks)
         n_cls = RCNN_CLASSES if full else min(b.classes_reduced, RCNN_CLASSES)
         rows.append(_scoring(device, n_cls, b.repeats, peaks))
     regions = max(1, round(np.mean([len(x) for x in props])))
@@ -379,7 +393,45 @@ def run(p: P.Params, cache: Cache, full: bool = False, images: Sequence[ImageAnn
             "seconds": round(time.time() - t_start, 1), "params_digest": p.digest(),
             "max_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
             "max_cuda_mib": round(torch.cuda.max_memory_allocated(device) / 2**20) if cuda else None,
-            "peaks": peaks, "rows": rows}
+            "tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32}
+            if cuda else None, "peaks": peaks, "rows": rows}
+
+
+def _paper_rows(pp: P.Params, pixels: Sequence[np.ndarray], props: Sequence[np.ndarray], n_out: int, full: bool,
+                b: P.Bench, device: torch.device, peaks: dict) -> list[dict]:
+    """Warped features and both detectors at the paper size; on CUDA again with the GPU
+    path off, on the CPU those rows saying why they were not measured."""
+    cuda = device.type == "cuda"
+    target = pp.proposals.max_boxes
+    if not (full or cuda):
+        pixels, props = pixels[:1], props[:1]
+    n = target if full or cuda else min(b.regions, target)
+    tiled = [_tile(bx, n, img.shape[1], img.shape[0]) for bx, img in zip(props, pixels)]
+    model = CaffeNet(pp.net, n_out).eval().to(device)
+    head = SPP.SppHead.from_model(model, pp.fast.bins)
+    ctx = context_pixels(pp)
+    net = f"paper net ({pp.net.input_size} px, fc {pp.net.fc_width})"
+    what = f"{net}, fast.scale {pp.fast.scale}, {target} regions per image"
+    off = "GPU path off (float32, synchronous copies)"
+    rows = [_features("features.paper", net, model, ctx, pixels, tiled, b.repeats, peaks, True)]
+    rows += _detector_rows("detector.paper", what, _warp_detector(model, ctx, True),
+                           _fast_detector(model, head, pp, True), pixels, tiled, target, b.repeats, device, peaks,
+                           "float16" if cuda else "float32")
+    if cuda:
+        rows.append(_features("features.paper.fp32", f"{net}, {off}", model, ctx, pixels, tiled, b.repeats, peaks,
+                              False))
+        rows += _detector_rows("detector.paper.fp32", f"{what}, {off}", _warp_detector(model, ctx, False),
+                               _fast_detector(model, head, pp, False), pixels, tiled, target, b.repeats, device,
+                               peaks, "float32")
+        return rows
+    why = _why_not_gpu()
+    rows.append(_row("features.paper.fp32", "warped features", f"{net}, {off}", "cuda", None, "regions/s",
+                     status=why))
+    for name, label, unit in (("warp", "warping detector", "images/s"), ("fast", "fast detector", "images/s"),
+                              ("speedup", "fast vs warping detector", "x")):
+        rows.append(_row(f"detector.paper.fp32.{name}", "detectors", f"{label}, {what}, {off}", "cuda", None, unit,
+                         status=why))
+    return rows
 
 
 # ------------------------------------------------------------------------------ the file
@@ -447,7 +499,8 @@ def table(doc: dict[str, Any], current: str | None = None) -> pd.DataFrame:
     if not out:
         return pd.DataFrame()
     df = pd.DataFrame(out).set_index(["run", "stage", "what"])
-    return df.round({"value": 3, "GFLOP/s": 1, "share of peak": 3})
+    df = df.round({"value": 3, "GFLOP/s": 1, "share of peak": 3})
+    return df.astype(object).where(df.notna(), "")
 
 
 def _value(r: dict[str, Any], key: str) -> dict[str, Any] | None:
@@ -528,7 +581,9 @@ def targets_table(doc: dict[str, Any], log: dict[str, Any] | None = None) -> pd.
                 "met": "not measured", "where": ""})
     for key, r in doc["runs"].items():
         where = f"{key}: {machine_name(r['machine'])}"
-        for prefix, size in (("detector.embedded", "embedded size"), ("detector.paper", "paper size, 2000 regions")):
+        for prefix, size in (("detector.embedded", f"embedded size, {r['threads']} torch threads"),
+                             ("detector.embedded.one_thread", "embedded size, one torch thread"),
+                             ("detector.paper", "paper size, 2000 regions")):
             row = _value(r, f"{prefix}.speedup")
             if row:
                 out.append({"target": f"fast detector vs warping, same machine and proposals ({size})",
@@ -557,25 +612,42 @@ def _met(ok: bool, row: dict[str, Any]) -> str:
     return ("yes" if ok else "no") + _extra(row)
 
 
+WORDS = {"features": "warped features", "embedded": "embedded net", "paper": "paper net", "one_thread": "one thread",
+         "fp32": "GPU path off", "scoring": "scoring", "100k": "100k classes", "warp": "warping detector",
+         "fast": "fast detector", "speedup": "speed-up", "svm": "SVM training"}
+
+
+def short(key: str) -> str:
+    """A row key in words, e.g. detector.embedded.one_thread.fast -> fast detector, embedded
+    net, one thread."""
+    parts = key.split(".")
+    if parts[0] == "detector":
+        parts = parts[-1:] + parts[1:-1]
+    return ", ".join(WORDS.get(x, x) for x in parts)
+
+
 def plot_of_peak(ax: Any, doc: dict[str, Any]) -> None:
-    """Horizontal bars: each compute-bound figure's share of its run's peak."""
-    labels, values = [], []
-    for key, r in doc["runs"].items():
-        for row in r["rows"]:
-            if row["of_peak"] is not None and row["stage"] != "peak":
-                labels.append(f"{key}: {row['what'][:60]}")
-                values.append(row["of_peak"])
-    ax.barh(range(len(values)), values)
-    ax.set_yticks(range(len(values)), labels, fontsize=6)
-    ax.invert_yaxis()
+    """Horizontal bars: each compute-bound figure's share of its run's peak, one colour per run."""
+    labels: list[str] = []
+    for i, (key, r) in enumerate(doc["runs"].items()):
+        rows = [x for x in r["rows"] if x["of_peak"] is not None and x["stage"] != "peak"]
+        ax.barh(range(len(labels), len(labels) + len(rows)), [x["of_peak"] for x in rows],
+                color=viz.PALETTE[i % len(viz.PALETTE)], label=key)
+        labels += [short(x["key"]) for x in rows]
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    ax.set_ylim(len(labels) - 0.5, -0.5)
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.set_xlabel("share of the run's peak (matrix product on the same device)")
+    ax.legend(loc="lower right")
 
 
 def text(run: dict[str, Any]) -> str:
-    """The run as plain text, for the terminal."""
-    df = table({"runs": {run_key(run): run}}, run_key(run)).reset_index()
-    df = df[["stage", "what", "value", "unit", "GFLOP/s", "share of peak", "status"]]
-    head = f"{run_key(run)} on {machine_name(run['machine'])}, {run['threads']} threads, {run['seconds']} s"
-    with pd.option_context("display.max_colwidth", 70, "display.width", 250):
-        return head + "\n" + df.to_string(index=False)
+    """The run as plain text, for the terminal (the file has the full descriptions)."""
+    df = pd.DataFrame([{"figure": short(r["key"]), "value": r["value"], "unit": r["unit"],
+                        "GFLOP/s": r["gflop_per_s"], "share of peak": r["of_peak"], "status": r["status"]}
+                       for r in run["rows"]])
+    df = df.round({"value": 3, "GFLOP/s": 1, "share of peak": 3})
+    df = df.astype(object).where(df.notna(), "")
+    head = (f"{run_key(run)} on {machine_name(run['machine'])}, {run['threads']} torch threads, "
+            f"{run['seconds']} s")
+    return head + "\n" + df.to_string(index=False)

@@ -29,6 +29,7 @@ from lsda_core.runtime import machine
 
 ROOT_FILES = ("_config.yml", "_toc.yml")
 STATUS_CHAPTER = "status"
+RUN_LOG_CHAPTERS = (STATUS_CHAPTER, "performance")  # chapters given the run log (`run_log`)
 
 
 class ChapterError(LsdaError):
@@ -121,7 +122,7 @@ def execute_chapter(root: Path, chapter: Chapter, params_file: Path, overrides: 
     figures = src / "book" / "figures" / chapter.name
     injected: dict[str, Any] = {"params_file": str(params_file), "overrides": overrides,
                                 "figures_dir": str(figures)}
-    if chapter.name == STATUS_CHAPTER:
+    if chapter.name in RUN_LOG_CHAPTERS:
         injected["run_log"] = str(out / "run_log.json")
     t0 = time.time()
     try:

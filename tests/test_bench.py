@@ -1,0 +1,276 @@
+"""`lsda bench` (lsda_core.bench) in a tiny reduced mode on the CPU: the run's rows and file
+structure, merging runs of several device kinds, shares of peak, the GPU rows without
+CUDA, the tables, the CLI; and the GPU path of feature extraction leaving CPU results
+unchanged. No timing is asserted: the figures only have to exist, be finite and agree
+with each other."""
+import dataclasses
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lsda_core import bench
+from lsda_core import boxes as B
+from lsda_core import features as Fe
+from lsda_core.cache import Cache
+from lsda_core.data.voc import write_imagesets, write_voc_xml
+from lsda_core.errors import LsdaError
+from lsda_core.nets import CaffeNet
+from lsda_core.structures import ImageAnn
+from synthetic import make_detection, params
+
+ROOT = Path(__file__).resolve().parents[1]
+NO_GPU = "not measured: no GPU on this machine"
+# a small stand-in for the paper preset: another net (fc 48), 5 "paper" regions per image
+PAPER_YAML = """\
+net: {conv_channels: [8, 12, 16, 16, 12], fc_width: 48}
+proposals: {max_boxes: 5}
+fast: {scale: 80}
+"""
+TINY = {"bench.images": 2, "bench.regions": 2, "bench.classes_reduced": 10, "bench.svm_images": 3,
+        "bench.repeats": 1, "fast.scale": 80, "world.voc_classes": 3}
+EXPECTED_KEYS = {"peak.float32", "peak.float16", "proposals.images", "proposals.boxes", "features.embedded",
+                 "features.paper", "features.paper.fp32", "scoring.100k", "svm"} | {
+    f"detector.{size}.{name}" for size in ("embedded", "embedded.one_thread", "paper", "paper.fp32")
+    for name in ("warp", "fast", "speedup")}
+ROW_FIELDS = {"key", "stage", "what", "device", "value", "unit", "seconds", "gflop", "gflop_per_s", "peak", "of_peak",
+              "status"}
+
+
+@pytest.fixture(scope="module")
+def paper_yaml(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("paper") / "paper.yaml"
+    path.write_text(PAPER_YAML)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, paper_yaml):
+    """One reduced run on two synthetic scenes, on the CPU."""
+    tmp = tmp_path_factory.mktemp("bench")
+    ds, _ = make_detection(tmp / "det", 2, 0)
+    p = params(**TINY, **{"bench.paper_params": str(paper_yaml), "runtime.artifacts": str(tmp / "art")})
+    return bench.run(p, Cache(tmp / "art"), images=ds.images)
+
+
+def rows_by_key(run):
+    return {r["key"]: r for r in run["rows"]}
+
+
+def test_run_has_every_row_with_its_fields(tiny_run):
+    assert tiny_run["device"] == "cpu" and tiny_run["mode"] == "reduced"
+    assert tiny_run["machine"]["cores"] >= 1 and tiny_run["threads"] >= 1 and tiny_run["seconds"] > 0
+    rows = rows_by_key(tiny_run)
+    assert set(rows) == EXPECTED_KEYS and len(rows) == len(tiny_run["rows"])
+    for r in tiny_run["rows"]:
+        assert set(r) == ROW_FIELDS, r["key"]
+        if r["status"].startswith("not measured"):
+            assert r["value"] is None
+        else:
+            assert math.isfinite(r["value"]) and r["value"] > 0, r["key"]
+    json.dumps(tiny_run)  # the file can hold it
+
+
+def test_rows_measure_what_they_say(tiny_run):
+    rows = rows_by_key(tiny_run)
+    assert "fc 48" in rows["features.paper"]["what"] and "fc 32" in rows["features.embedded"]["what"]
+    assert "2 regions" in rows["features.paper"]["what"]  # the first image, bench.regions of it
+    # paper-size detectors: 5 regions per image, extrapolated from 0 and 2
+    for name in ("warp", "fast"):
+        assert rows[f"detector.paper.{name}"]["status"].startswith("extrapolated linearly from 0 and 2")
+        assert "5 regions per image" in rows[f"detector.paper.{name}"]["what"]
+        assert rows[f"detector.embedded.{name}"]["status"] == "measured"
+    for size in ("embedded", "paper"):
+        sp = rows[f"detector.{size}.speedup"]["value"]
+        assert sp == pytest.approx(rows[f"detector.{size}.fast"]["value"] / rows[f"detector.{size}.warp"]["value"])
+    score = rows["scoring.100k"]
+    assert score["status"] == "extrapolated linearly from 10 classes"
+    assert score["gflop"] == pytest.approx(2 * 2000 * 4096 * 100_000 / 1e9)
+    assert "3 classes, 3 images" in rows["svm"]["what"]
+
+
+def test_share_of_peak_is_flops_over_time_over_peak(tiny_run):
+    peak = tiny_run["peaks"]["float32"]
+    assert bench.of_peak(10.0, 2.0, 5.0) == 1.0
+    assert rows_by_key(tiny_run)["peak.float32"]["of_peak"] == pytest.approx(1.0)
+    shared = [r for r in tiny_run["rows"] if r["of_peak"] is not None]
+    assert {r["key"] for r in shared} >= {"features.embedded", "features.paper", "detector.paper.warp", "scoring.100k"}
+    for r in shared:
+        assert r["peak"] == "float32"
+        assert r["gflop_per_s"] == pytest.approx(r["gflop"] / r["seconds"])
+        assert r["of_peak"] == pytest.approx(r["gflop"] / r["seconds"] / peak)
+
+
+def test_work_is_counted_per_region(tiny_run):
+    """The warped features' work is the net's on each region: the paper net's rows, with the
+    same 2 regions, count one region's FLOPs twice."""
+    rows = rows_by_key(tiny_run)
+    one = rows["features.paper"]["gflop"] / 2
+    assert one > 0
+    warp = rows["detector.paper.warp"]  # 5 regions of the same net, plus its output layer
+    assert 5 * one < warp["gflop"] < 5 * one * 1.1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_gpu_rows_say_not_measured_without_cuda(tiny_run):
+    rows = rows_by_key(tiny_run)
+    gpu = ["peak.float16", "features.paper.fp32"] + [f"detector.paper.fp32.{n}" for n in ("warp", "fast", "speedup")]
+    for key in gpu:
+        assert rows[key]["status"] == NO_GPU and rows[key]["device"] == "cuda"
+    assert tiny_run["peaks"]["float16"] is None
+    assert all(r["status"] != NO_GPU for k, r in rows.items() if k not in gpu)
+
+
+def fake_gpu_run(warp_ms: float, fast_ms: float) -> dict:
+    """A run as a GPU machine would store it (only the rows the tables read)."""
+    machine = {"host": "gpu-box", "cpu": "Some CPU", "cores": 16, "torch": "x", "gpu": "Some GPU"}
+    rows = [bench._row("detector.paper.warp", "detectors", "w", "cuda", 1000 / warp_ms, "images/s"),
+            bench._row("detector.paper.fast", "detectors", "f", "cuda", 1000 / fast_ms, "images/s"),
+            bench._row("detector.paper.speedup", "detectors", "s", "cuda", warp_ms / fast_ms, "x")]
+    return {"device": "cuda", "mode": "full", "machine": machine, "threads": 16, "finished": "2026-01-01 00:00:00",
+            "seconds": 1.0, "peaks": {"float32": 5e4, "float16": 5e5}, "rows": rows}
+
+
+def test_save_merges_runs_per_device_kind(tiny_run, tmp_path):
+    path = tmp_path / "bench" / "bench.json"
+    bench.save(fake_gpu_run(40.0, 5.0), path)
+    doc = bench.save(tiny_run, path)
+    assert set(doc["runs"]) == {"cuda full", "cpu reduced"}
+    again = dict(tiny_run, finished="later")
+    doc = bench.save(again, path)  # a new CPU run replaces the CPU run only
+    assert set(doc["runs"]) == {"cuda full", "cpu reduced"}
+    assert doc["runs"]["cpu reduced"]["finished"] == "later"
+    assert bench.load(path) == doc
+    assert doc["runs"]["cuda full"]["machine"]["gpu"] == "Some GPU"
+
+
+def test_load_refuses_what_is_not_a_results_file(tmp_path):
+    assert bench.load(tmp_path / "none.json") == {"format": bench.FORMAT, "runs": {}}
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(LsdaError, match="not a bench results file"):
+        bench.load(bad)
+    bad.write_text('{"runs": []}')
+    with pytest.raises(LsdaError, match="not a bench results file"):
+        bench.save(fake_gpu_run(1.0, 1.0), bad)
+
+
+def test_targets_hold_gpu_times_against_their_goals(tiny_run):
+    doc = {"format": 1, "runs": {"cpu reduced": tiny_run}}
+    t = bench.targets_table(doc)
+    gpu = t.loc[[i for i in t.index if "on a GPU" in i]]
+    assert len(gpu) == 2 and (gpu["met"] == "not measured").all()
+    if not torch.cuda.is_available():
+        assert (gpu["measured"] == NO_GPU).all()
+    assert (t.loc[[i for i in t.index if i.startswith("the book")], "met"] == "not measured").all()
+    doc["runs"]["cuda full"] = fake_gpu_run(40.0, 12.0)
+    t = bench.targets_table(doc)
+    warp = t.loc["warping detector on a GPU, paper size (227 px, fc 4096, 2000 proposals)"]
+    fast = t.loc["fast detector on a GPU, paper size (227 px, fc 4096, 2000 proposals)"]
+    assert (warp["measured"], warp["met"]) == ("40.0 ms", "yes")
+    assert (fast["measured"], fast["met"]) == ("12.0 ms", "no")
+    speed = t.loc["fast detector vs warping, same machine and proposals (paper size, 2000 regions)"]
+    cpu, gpu = list(speed["met"])  # the CPU run's (extrapolated), then the "GPU"'s 40 / 12 = 3.3x
+    assert cpu.endswith(" (extrapolated)") and gpu == "no"
+
+
+def test_build_budgets_come_from_the_run_log(tiny_run):
+    machine = tiny_run["machine"]
+    log = {"chapters": {}, "builds": [
+        {"cache": "cold", "seconds": 1500.0, "machine": machine, "finished": "x", "entries_built": 9,
+         "entries_reused": 0},
+        {"cache": "warm", "seconds": 200.0, "machine": machine, "finished": "y", "entries_built": 0,
+         "entries_reused": 9}]}
+    t = bench.targets_table({"format": 1, "runs": {}}, log)
+    cold = t.loc["the book on the embedded default, from an empty cache"]
+    warm = t.loc["the book on the embedded default, warm cache"]
+    assert (cold["measured"], cold["met"]) == ("25.0 min", "yes")
+    assert (warm["measured"], warm["met"]) == ("3.3 min", "no")
+
+
+def test_paper_table_sets_our_figures_beside_the_papers(tiny_run):
+    doc = {"format": 1, "runs": {"cpu reduced": tiny_run, "cuda full": fake_gpu_run(40.0, 5.0)}}
+    t = bench.paper_table(doc)
+    assert t.loc["R-CNN: proposals + features, s / image, CPU", "paper"] == 53.0
+    assert t.loc["LSDA: speed-up of the fast detector", "paper"] == 8.0
+    assert t.loc["R-CNN: 2000 x 4096 by 4096 x 100k scoring product, s (multi-core CPU)", "paper"] == 10.0
+    assert t.loc["LSDA: warping detector, s / image", "cuda full"] == "0.040"
+    assert t.loc["LSDA: speed-up of the fast detector", "cuda full"] == "8.0"
+    assert t.loc["R-CNN: proposals + features, s / image, GPU", "cpu reduced"] == ""  # CPU runs: CPU claims only
+    rows = rows_by_key(tiny_run)
+    ours = 1 / rows["proposals.images"]["value"] + 2000 / rows["features.paper"]["value"]
+    assert t.loc["R-CNN: proposals + features, s / image, CPU", "cpu reduced"] == f"{ours:.2f}"
+    long = bench.table(doc, current="cpu reduced")
+    assert len(long) == len(tiny_run["rows"]) + 3
+    assert set(long.index.get_level_values("run")) == {"cpu reduced (this build)", "cuda full (2026-01-01 00:00:00)"}
+
+
+def test_gpu_path_leaves_cpu_results_unchanged():
+    """On the CPU the GPU path is off whatever the option says: the features equal, bit for
+    bit, the plain warp + forward pass."""
+    p = params()
+    torch.manual_seed(0)
+    model = CaffeNet(p.net, 4).eval()
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    boxes = np.array([[5, 4, 40, 30], [0, 0, 70, 50], [30, 20, 69, 49]], np.float32)
+    on = Fe.pool5_of_regions(model, image, boxes, 64, 8, gpu_path=True)
+    off = Fe.pool5_of_regions(model, image, boxes, 64, 8, gpu_path=False)
+    with torch.inference_mode():
+        ref = model.pool5(B.warp_regions(model.normalize(torch.from_numpy(image).permute(2, 0, 1)), boxes, 64, 8))
+    assert on.dtype == torch.float32 and torch.equal(on, off) and torch.equal(on, ref)
+    fc_on, fc_off = (Fe.fc_features(model, on, "fc7", gpu_path=g) for g in (True, False))
+    assert fc_on.dtype == np.float32 and np.array_equal(fc_on, fc_off)
+    with torch.inference_mode():
+        assert np.array_equal(fc_on, model.fc(ref, "fc7").numpy())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_path_on_cuda_is_close_to_float32():
+    p = params()
+    torch.manual_seed(0)
+    model = CaffeNet(p.net, 4).eval().cuda()
+    image = np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    boxes = np.array([[5, 4, 40, 30], [0, 0, 70, 50]], np.float32)
+    on = Fe.pool5_of_regions(model, image, boxes, 64, 8, gpu_path=True)
+    off = Fe.pool5_of_regions(model, image, boxes, 64, 8, gpu_path=False)
+    assert on.dtype == torch.float32 and on.is_cuda
+    torch.testing.assert_close(on, off, rtol=2e-2, atol=2e-2 * float(off.abs().max()))
+
+
+def write_voc(root: Path, images: list[ImageAnn]) -> Path:
+    """The synthetic scenes as a VOC-layout test split."""
+    for im in images:
+        path = root / "JPEGImages" / f"{im.image_id}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.open(im.path).convert("RGB").save(path, quality=95)
+        write_voc_xml(root / "Annotations" / f"{im.image_id}.xml", dataclasses.replace(im, path=path))
+    write_imagesets(root, "test", [im.image_id for im in images], [])
+    return root
+
+
+def test_cli_writes_the_file_and_keeps_other_devices(tmp_path, paper_yaml):
+    ds, _ = make_detection(tmp_path / "det", 2, 1)
+    voc = write_voc(tmp_path / "VOC2007", ds.images)
+    out = tmp_path / "bench.json"
+    bench.save(fake_gpu_run(40.0, 5.0), out)
+    over = {**TINY, "bench.paper_params": str(paper_yaml), "runtime.artifacts": str(tmp_path / "art"),
+            "runtime.device": "cpu", "data.source": "voc2007", "data.voc_root": str(voc), "net.fc_width": 32}
+    args = [a for k, v in over.items() for a in ("-p", k, json.dumps(v) if not isinstance(v, str) else v)]
+    res = subprocess.run([sys.executable, "-m", "lsda_core.cli", "bench", "--params", "params/smoke.yaml",
+                          "--out", str(out), *args], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert f"bench: {out}" in res.stdout and "cpu reduced on " in res.stdout and "scoring" in res.stdout
+    doc = bench.load(out)
+    assert set(doc["runs"]) == {"cpu reduced", "cuda full"}
+    assert {r["key"] for r in doc["runs"]["cpu reduced"]["rows"]} == EXPECTED_KEYS
+    out.write_text("[]")
+    res = subprocess.run([sys.executable, "-m", "lsda_core.cli", "bench", "--out", str(out)], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and res.stderr.startswith("lsda: error: ") and "not a bench results file" in res.stderr
