@@ -469,6 +469,16 @@ def save(run: dict[str, Any], path: str | Path) -> dict[str, Any]:
     return doc
 
 
+def record_fast_accuracy(path: str | Path, warping_map: float, fast_map: float, timing: dict[str, float]) -> None:
+    """Keep the LSDA chapter's fast-vs-warping comparison (mAP (%) over every category of its
+    benchmark, with trained networks; seconds per image) in the results file, for the targets."""
+    path = Path(path)
+    doc = load(path)
+    doc["fast_vs_warping"] = {"warping_map": warping_map, "fast_map": fast_map, "timing": timing,
+                              "machine": machine(), "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
+    atomic_write_text(path, json.dumps(doc, indent=1, sort_keys=True))
+
+
 # ------------------------------------------------------------------------------ tables
 
 def machine_name(m: dict[str, Any]) -> str:
@@ -589,9 +599,19 @@ def targets_table(doc: dict[str, Any], log: dict[str, Any] | None = None) -> pd.
                 out.append({"target": f"fast detector vs warping, same machine and proposals ({size})",
                             "goal": f">= {FAST_TARGET:.0f}x", "measured": f"{row['value']:.1f}x{_extra(row)}",
                             "met": _met(row["value"] >= FAST_TARGET, row), "where": where})
-    out.append({"target": "fast detector within 2 mAP points of the warping one", "goal": "<= 2 points",
-                "measured": "in the LSDA chapter (its warping vs fast table)", "met": "see the LSDA chapter",
-                "where": ""})
+    acc = doc.get("fast_vs_warping")
+    target = "fast detector within 2 mAP points of the warping one (LSDA chapter, trained networks)"
+    if acc is None:
+        out.append({"target": target, "goal": "<= 2 points", "measured": "the LSDA chapter has not run",
+                    "met": "not measured", "where": ""})
+    else:
+        d = acc["warping_map"] - acc["fast_map"]
+        t = acc["timing"]
+        out.append({"target": target, "goal": "<= 2 points",
+                    "measured": f"{acc['fast_map']:.1f} vs {acc['warping_map']:.1f} mAP ({d:+.1f} points lost); "
+                                f"{t['speed-up']:.1f}x faster ({1000 * t['fast']:.0f} vs {1000 * t['warping']:.0f} "
+                                f"ms / image)", "met": "yes" if d <= 2 else "no",
+                    "where": f"{machine_name(acc['machine'])}, {acc['measured']}"})
     gpu = {k: r for k, r in doc["runs"].items() if r["device"] == "cuda"}
     for name, goal in (("warp", GPU_WARP_MS), ("fast", GPU_FAST_MS)):
         label = "warping" if name == "warp" else "fast"
