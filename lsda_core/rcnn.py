@@ -97,6 +97,9 @@ def load_networks(p: Params, cache: Cache, bench: Benchmark) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------
 # region features
 
+MEMO_BYTES = 3 << 30  # features of one FeatureSet kept in memory after their first use
+
+
 @dataclass
 class FeatureSet:
     """Features of the training regions (ground truth first) and of the test proposals.
@@ -150,8 +153,21 @@ def cnn_features(p: Params, cache: Cache, model: CaffeNet, bench: Benchmark, lay
     folders = {"train": F.extract_pool5(model, train_ds, train_regions, p, cache, tag),
                "test": F.extract_pool5(model, test_ds, test_regions, p, cache, tag)}
 
+    memo: dict[tuple[str, str], np.ndarray] = {}
+    room = [MEMO_BYTES]
+
     def load(split: str, image_id: str) -> np.ndarray:
-        return F.fc_features(model, F.load_pool5(folders[split], image_id), layer)
+        # features are computed once per image and kept (read-only) while they fit in
+        # MEMO_BYTES: SVM training with hard-negative mining, every detector and every grid
+        # point read them again (the embedded default's largest set: about 0.8 GB)
+        f = memo.get((split, image_id))
+        if f is None:
+            f = F.fc_features(model, F.load_pool5(folders[split], image_id), layer)
+            if f.nbytes <= room[0]:
+                f.setflags(write=False)
+                memo[split, image_id] = f
+                room[0] -= f.nbytes
+        return f
 
     key = f"{folders['train'].name}/{folders['test'].name}/{layer}"
     return FeatureSet(f"{tag} {layer}", key, {"train": train_regions, "test": test_regions}, n_gt, load)
