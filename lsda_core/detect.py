@@ -7,7 +7,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from lsda_core.boxes import batched_nms
+from lsda_core.boxes import batched_nms, box_iou
 from lsda_core.data.comp4 import Detections
 
 # (region indices, class indices) -> refined boxes (n, 4) for those region-class pairs
@@ -34,9 +34,32 @@ def detect_image(boxes: np.ndarray, scores: np.ndarray, nms: float, max_per_imag
     b = torch.as_tensor(boxes, dtype=torch.float64)[region]
     if refine is not None and len(region):
         b = torch.as_tensor(refine(region.numpy(), cls.numpy()), dtype=torch.float64)
-    keep = batched_nms(b, sc, cls, nms)
-    order = keep[torch.argsort(cls[keep], stable=True)]  # by class; NMS order (score-descending) within
+        keep = batched_nms(b, sc, cls, nms)
+        order = keep[torch.argsort(cls[keep], stable=True)]  # by class; NMS order (score-descending) within
+    else:  # every candidate is one of the image's regions: one IoU matrix serves every class
+        kept = _greedy_by_class(torch.as_tensor(boxes, dtype=torch.float64), top.numpy(), ok.reshape(k, c).numpy(), nms)
+        flat = np.arange(k * c).reshape(k, c).T[kept.T]  # class by class, rank (score) order within
+        order = torch.as_tensor((np.cumsum(ok.numpy()) - 1)[flat])
     return cls[order].numpy(), sc[order].numpy(), b[order].numpy()
+
+
+def _greedy_by_class(boxes: torch.Tensor, top: np.ndarray, valid: np.ndarray, nms: float) -> np.ndarray:
+    """Greedy NMS of every class at once: `top` (k, C) the region indices of each class's
+    candidates in descending score order, `valid` (k, C) which of them take part. Going down
+    the ranks, a class's candidate is kept unless an earlier kept one of the same class
+    overlaps it by IoU > `nms` (what `boxes.batched_nms` does class by class, with one IoU
+    matrix of the image's regions instead of one per class). Returns kept (k, C)."""
+    over = (box_iou(boxes, boxes) > nms).numpy()
+    k, c = top.shape
+    removed = ~valid
+    kept = np.zeros_like(valid)
+    cols = np.arange(c)
+    for t in range(k):
+        alive = cols[~removed[t]]
+        kept[t, alive] = True
+        if t + 1 < k and len(alive):
+            removed[t + 1:, alive] |= over[top[t, alive][None, :], top[t + 1:, alive]]
+    return kept
 
 
 def detect(items: Iterable[tuple], classes: list[str], nms: float = 0.3,

@@ -361,9 +361,9 @@ def _reorder_head(model: CaffeNet, order: list[int]) -> CaffeNet:
 def large_scale(p: Params, cache: Cache, pre: CaffeNet, pre_classes: list[str]) -> LargeScale:
     """LSDA on the large view: the pre-trained network is already the classification network
     over every category (its classifiers are put in the view's class order by name); it is
-    fine-tuned for detection on the few categories with boxes (all layers, background, their
-    rows) and every other category gets the transfer with k = `lsda.k`. Detectors use the
-    demo's per-class NMS (`lsda.large_nms`)."""
+    fine-tuned for detection on the few categories with boxes (the layers of Table 1's row
+    `lsda.large_row`; the paper adapted all of them) and every other category gets the
+    transfer with k = `lsda.k`. Detectors use the demo's per-class NMS (`lsda.large_nms`)."""
     names = dict(read_synset_mapping(sources.classification_root(p, cache) / "LOC_synset_mapping.txt"))
     by_name = {names.get(w, w): i for i, w in enumerate(pre_classes)}
     bench, boxed = load_large(p, cache, sorted(by_name))
@@ -371,12 +371,15 @@ def large_scale(p: Params, cache: Cache, pre: CaffeNet, pre_classes: list[str]) 
     cls_model.cache_key = f"{pre.cache_key}+large-order"
     unboxed = [c for c in bench.classes if c not in boxed]
     lb = LsdaBenchmark(bench, boxed, unboxed, bench.train, None, None, {})
-    full, _ = adapt(p, cache, cls_model, lb, ROWS[-1])
-    lsda_model = transfer(full, cls_model, lb, p.lsda.k)
+    row = next(r for r in ROWS if r.name == p.lsda.large_row)
+    windows = None if row.convs else window_cache(p, cache, cls_model, lb)
+    adapted, _ = adapt(p, cache, cls_model, lb, row, windows)
+    lsda_model = transfer(adapted, cls_model, lb, p.lsda.k)
     nms_t = p.lsda.large_nms
-    cls = detector(p, cls_model, proposal_features(p, cache, cls_model, bench, "large-cls"), bench,
-                   "classification network", background=False, nms_thresh=nms_t)
-    lsda = detector(p, lsda_model, proposal_features(p, cache, full, bench, "large-lsda"), bench, "LSDA", nms_thresh=nms_t)
+    cls_feats = proposal_features(p, cache, cls_model, bench, "large-cls")
+    cls = detector(p, cls_model, cls_feats, bench, "classification network", background=False, nms_thresh=nms_t)
+    feats = proposal_features(p, cache, adapted, bench, "large-lsda") if row.convs else cls_feats
+    lsda = detector(p, lsda_model, feats, bench, "LSDA", nms_thresh=nms_t)
     maps = []
     for r in (cls, lsda):
         m = split_maps(r, lb)

@@ -206,6 +206,11 @@ class Lsda:
                 lo=0)
     seeds: list[int] = _p([0, 1, 2], "runtime seeds of the headline comparison (classification network vs LSDA, "
                                      "held-out mAP); the first is the main run's")
+    large_row: str = _p("fcbgrnd,layers1-7,fcB", "Table 1 row whose layers the large-scale detector adapts (the paper: "
+                                                "all, layers1-7)", choices=("fcbgrnd", "fcbgrnd,fc6", "fcbgrnd,fc7",
+                                                                            "fcbgrnd,fcB", "fcbgrnd,fc6,fc7",
+                                                                            "fcbgrnd,fc6,fc7,fcB",
+                                                                            "fcbgrnd,layers1-7,fcB"))
     large_nms: float = _p(0.1, "large-scale demo: per-class NMS threshold (LSDA: 0.1)", lo=0.0, hi=1.0)
     large_cross_nms: float = _p(0.4, "large-scale demo: NMS across classes afterwards (LSDA: 0.4)", lo=0.0, hi=1.0)
     large_images: int = _p(8, "test images drawn in the large-scale figure", lo=1)

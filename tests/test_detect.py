@@ -1,5 +1,6 @@
 """Scores to detections: top-k per class and image, per-class NMS."""
 import numpy as np
+import pytest
 
 from lsda_core.detect import detect, detect_image
 
@@ -39,3 +40,20 @@ def test_refine_moves_boxes_before_nms():
 
     cls, sc, bx = detect_image(boxes, scores, 0.3, 100, refine=onto_first)
     assert calls == [([0, 1], [0, 0])] and sc.tolist() == [0.9] and bx.tolist() == [[0, 0, 10, 10]]
+
+
+@pytest.mark.parametrize("min_score", [-np.inf, 0.5])
+def test_one_iou_matrix_gives_what_nms_class_by_class_gives(min_score):
+    """Without box refinement every class's candidates are the image's regions, and the
+    shared-IoU greedy pass must keep exactly what batched NMS keeps, in the same order (ties
+    and a score floor included); the refine path still runs batched NMS."""
+    rng = np.random.default_rng(3)
+    xy = rng.uniform(0, 100, (150, 2))
+    boxes = np.hstack([xy, xy + rng.uniform(5, 50, (150, 2))])
+    boxes[20:30] = boxes[0]  # duplicate regions
+    scores = rng.integers(0, 8, (150, 12)).astype(np.float64) / 8  # many equal scores
+    same = detect_image(boxes, scores, 0.3, 40, min_score)
+    via_nms = detect_image(boxes, scores, 0.3, 40, min_score, refine=lambda r, c: boxes[r])
+    for a, b in zip(same, via_nms):
+        assert np.array_equal(a, b)
+    assert len(same[0]) > 12

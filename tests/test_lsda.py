@@ -36,6 +36,8 @@ def test_rows_freeze_what_table1_says():
     assert frozen[L.FULL_ROW] == set()
     assert [r.fcB for r in L.ROWS] == [False, False, False, True, False, True, True]
     assert {r.name for r in L.ROWS} | {L.CLS_ROW, L.ORACLE_ROW} <= set(__import__("lsda_core.paper").paper.LSDA_TABLE1)
+    from lsda_core.params import Lsda
+    assert set(Lsda.__dataclass_fields__["large_row"].metadata["choices"]) == {r.name for r in L.ROWS}
 
 
 def test_neighbours_use_normalised_weights():
