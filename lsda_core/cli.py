@@ -138,6 +138,12 @@ def cmd_cache(args: argparse.Namespace) -> None:
         print(f"removed {n} stage folder(s) from {cache.root}")
 
 
+def _add_build(sp: argparse.ArgumentParser) -> None:
+    """The build folder and progress options of `book` and `run`."""
+    sp.add_argument("--out", type=Path, default=Path("_build/book"), help="build folder (default _build/book)")
+    sp.add_argument("--quiet", action="store_true", help="no per-cell progress bars")
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="lsda", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -159,15 +165,13 @@ def parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("book", help="execute every chapter with Papermill and build the HTML book")
     _add_params(sp)
     sp.add_argument("--only", metavar="CHAPTER", help="execute only this chapter (others keep earlier outputs)")
-    sp.add_argument("--out", type=Path, default=Path("_build/book"), help="build folder (default _build/book)")
-    sp.add_argument("--quiet", action="store_true", help="no per-cell progress bars")
+    _add_build(sp)
     sp.set_defaults(func=cmd_book)
 
     sp = sub.add_parser("run", help="re-run one chapter into the build folder")
     sp.add_argument("chapter", help="chapter name (notebook file stem, e.g. world)")
     _add_params(sp)
-    sp.add_argument("--out", type=Path, default=Path("_build/book"), help="build folder (default _build/book)")
-    sp.add_argument("--quiet", action="store_true", help="no per-cell progress bars")
+    _add_build(sp)
     sp.set_defaults(func=cmd_run)
 
     sp = sub.add_parser("prepare", help="compute the expensive stages into the cache ahead of the book "
