@@ -204,8 +204,8 @@ class Lsda:
                                     "the plain average; the paper: 5, 10, 100)")
     k: int = _p(10, "k of the full LSDA model in Figure 3, the seeds and the large-scale detector (paper 10; 0: |B|)",
                 lo=0)
-    seeds: list[int] = _p([0, 1, 2], "runtime seeds of the headline comparison (classification network vs LSDA, "
-                                     "held-out mAP); the first is the main run's")
+    seeds: list[int] = _p([0, 1, 2], "seeds of the detection fine-tuning in the headline comparison (classification "
+                                     "network vs LSDA, held-out mAP); the first should be runtime.seed")
     large_row: str = _p("fcbgrnd,layers1-7,fcB", "Table 1 row whose layers the large-scale detector adapts (the paper: "
                                                 "all, layers1-7)", choices=("fcbgrnd", "fcbgrnd,fc6", "fcbgrnd,fc7",
                                                                             "fcbgrnd,fcB", "fcbgrnd,fc6,fc7",
