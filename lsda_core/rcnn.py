@@ -330,7 +330,7 @@ def softmax_detector(p: Params, model: CaffeNet, fs_fc7: FeatureSet, bench: Benc
     """Scores from the fine-tuned network's own softmax (class probability), no SVMs."""
     @torch.inference_mode()
     def scorer(f: np.ndarray) -> np.ndarray:
-        logits = model.head(torch.as_tensor(f, device=model.mean.device))
+        logits = model.head(torch.tensor(f, device=model.mean.device))  # a copy: cached features are read-only
         return torch.softmax(logits, dim=1)[:, 1:].cpu().numpy()
 
     return score_detections(name, bench, run_detector(p, fs_fc7, bench, scorer))
