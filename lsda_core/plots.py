@@ -201,8 +201,8 @@ def held_out_bars(ax, ours: dict[str, float], paper: dict[str, float], spread: d
     ax.barh(y - 0.2, [ours[k] for k in names], height=0.4, xerr=err, label="ours", color=viz.PALETTE[0])
     ax.barh(y + 0.2, [paper.get(k, np.nan) for k in names], height=0.4, label="paper (ILSVRC2013 val2)",
             color=viz.PALETTE[1])
-    for yi, k in zip(y, names):
-        ax.text(ours[k], yi - 0.2, f" {ours[k]:.1f}", va="center", fontsize=7)
+    for i, (yi, k) in enumerate(zip(y, names)):
+        ax.text(ours[k] + (err[i] if err else 0.0), yi - 0.2, f" {ours[k]:.1f}", va="center", fontsize=7)
         if k in paper:
             ax.text(paper[k], yi + 0.2, f" {paper[k]:.2f}", va="center", fontsize=7)
     ax.set_yticks(y, names)
