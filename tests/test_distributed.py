@@ -224,7 +224,7 @@ def test_prepare_under_torchrun_fills_the_cache_one_process_fills(tmp_path, monk
                           "-m", "lsda_core.cli", *_prepare_args(tmp_path / "voc", tmp_path / "ddp")],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
-    assert res.stdout.count("prepared up to proposals") == 1 and "with 2 process(es)" in res.stdout  # rank 0 only
+    assert res.stdout.count("prepared rcnn up to proposals") == 1 and "with 2 process(es)" in res.stdout  # rank 0 only
     monkeypatch.chdir(ROOT)
     assert cli.main(_prepare_args(tmp_path / "voc", tmp_path / "one")) == 0
     files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one" / "proposals").rglob("*.npy"))
