@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -45,7 +45,7 @@ from lsda_core.errors import DataError
 from lsda_core.nets import CONVS, CaffeNet
 from lsda_core.params import Params
 from lsda_core.proposals import compute_proposals
-from lsda_core.sgd import stage_seed
+from lsda_core.sgd import model_key, stage_seed
 from lsda_core.structures import DetectionDataset, concat, keep_classes, subset_classes
 
 CLS_ROW = "No Adapt (Classification Network)"
@@ -229,8 +229,8 @@ def proposal_features(p: Params, cache: Cache, model: CaffeNet, bench: R.Benchma
                         lambda split, image_id: F.load_pool5(folder, image_id))
 
 
-def detector(p: Params, model: CaffeNet | SPP.SppHead, pool5: R.FeatureSet, bench: R.Benchmark, name: str,
-             background: bool = True, nms_thresh: float | None = None) -> R.DetectorResult:
+def detector(p: Params, cache: Cache, model: CaffeNet | SPP.SppHead, pool5: R.FeatureSet, bench: R.Benchmark,
+             name: str, background: bool = True, nms_thresh: float | None = None) -> R.DetectorResult:
     """LSDA's detector: per region score_i - score_background from the network's own output
     layer (`background=False`: the classification network's raw score_i), then per-class NMS.
     `model` may be the fast variant's `SppHead`, with `pool5` its SPP features."""
@@ -244,7 +244,10 @@ def detector(p: Params, model: CaffeNet | SPP.SppHead, pool5: R.FeatureSet, benc
         return (logits[:, 1:] - logits[:, :1] if background else logits).cpu().numpy()
 
     q = p if nms_thresh is None else replace(p, detect=replace(p.detect, nms=nms_thresh))
-    return R.score_detections(name, bench, R.run_detector(q, pool5, bench, scorer))
+    config = {"scores": "lsda" if background else "raw", "model": model_key(model), "features": pool5.key,
+              "detect": asdict(q.detect)}
+    return R.score_detections(name, bench, R.cached_detections(cache, bench, config,
+                                                                lambda: R.run_detector(q, pool5, bench, scorer)))
 
 
 def split_maps(result: R.DetectorResult, lb: LsdaBenchmark) -> dict[str, float]:
@@ -282,7 +285,7 @@ def table1(p: Params, cache: Cache, lb: LsdaBenchmark, pre: CaffeNet | None = No
     bench = lb.bench
     cls_model, cls_hist = classification_network(p, cache, lb, pre)
     cls_feats = proposal_features(p, cache, cls_model, bench, "lsda-cls")
-    results = {CLS_ROW: detector(p, cls_model, cls_feats, bench, CLS_ROW, background=False)}
+    results = {CLS_ROW: detector(p, cache, cls_model, cls_feats, bench, CLS_ROW, background=False)}
     windows = window_cache(p, cache, cls_model, lb)
     histories: dict[str, dict[str, Any]] = {}
     full = None
@@ -290,14 +293,15 @@ def table1(p: Params, cache: Cache, lb: LsdaBenchmark, pre: CaffeNet | None = No
         model, hist = adapt(p, cache, cls_model, lb, row, windows)
         histories[row.name] = hist
         feats = proposal_features(p, cache, model, bench, "lsda-full") if row.convs else cls_feats
-        results[row.name] = detector(p, model, feats, bench, row.name)
+        results[row.name] = detector(p, cache, model, feats, bench, row.name)
         if row.name == FULL_ROW:
             full, full_feats = model, feats
     for k in p.lsda.knn:
         name = knn_row(k if k > 0 else len(lb.B))
-        results[name] = detector(p, transfer(full, cls_model, lb, k), full_feats, bench, name)
+        results[name] = detector(p, cache, transfer(full, cls_model, lb, k), full_feats, bench, name)
     model, histories[ORACLE_ROW] = oracle(p, cache, cls_model, lb)
-    results[ORACLE_ROW] = detector(p, model, proposal_features(p, cache, model, bench, "lsda-oracle"), bench, ORACLE_ROW)
+    oracle_feats = proposal_features(p, cache, model, bench, "lsda-oracle")
+    results[ORACLE_ROW] = detector(p, cache, model, oracle_feats, bench, ORACLE_ROW)
     return Table1(results, cls_model, cls_hist, full, histories)
 
 
@@ -312,7 +316,7 @@ def headline(p: Params, cache: Cache, lb: LsdaBenchmark, cls_model: CaffeNet, cl
     for seed in seeds:
         q = replace(p, runtime=replace(p.runtime, seed=int(seed)))
         full, _ = adapt(q, cache, cls_model, lb, ROWS[-1])
-        lsda = detector(q, transfer(full, cls_model, lb, q.lsda.k),
+        lsda = detector(q, cache, transfer(full, cls_model, lb, q.lsda.k),
                         proposal_features(q, cache, full, lb.bench, "lsda-full"), lb.bench, "LSDA")
         rows.append({"seed": int(seed), "classification network": base, "LSDA": split_maps(lsda, lb)["held-out (A)"]})
     return rows
@@ -376,9 +380,9 @@ def large_scale(p: Params, cache: Cache, pre: CaffeNet, pre_classes: list[str]) 
     lsda_model = transfer(adapted, cls_model, lb, p.lsda.k)
     nms_t = p.lsda.large_nms
     cls_feats = proposal_features(p, cache, cls_model, bench, "large-cls")
-    cls = detector(p, cls_model, cls_feats, bench, "classification network", background=False, nms_thresh=nms_t)
+    cls = detector(p, cache, cls_model, cls_feats, bench, "classification network", background=False, nms_thresh=nms_t)
     feats = proposal_features(p, cache, adapted, bench, "large-lsda") if row.convs else cls_feats
-    lsda = detector(p, lsda_model, feats, bench, "LSDA", nms_thresh=nms_t)
+    lsda = detector(p, cache, lsda_model, feats, bench, "LSDA", nms_thresh=nms_t)
     maps = []
     for r in (cls, lsda):
         m = split_maps(r, lb)
@@ -474,7 +478,7 @@ def fast_variant(p: Params, cache: Cache, lb: LsdaBenchmark, full: CaffeNet, cls
     test_f = SPP.extract_spp(full, bench.test, test_regions, p, cache, "lsda-test")
     fs = R.FeatureSet("spp", f"{test_f.parent.name}/{test_f.name}", {"test": test_regions}, {},
                       lambda split, image_id: SPP.load_spp(test_f, image_id))
-    result = detector(p, transfer(head, cls_model, lb, p.lsda.k), fs, bench, "LSDA, fast (SPP)")
+    result = detector(p, cache, transfer(head, cls_model, lb, p.lsda.k), fs, bench, "LSDA, fast (SPP)")
     return Fast(result, hist, time_variants(p, full, head, bench, n_timing))
 
 

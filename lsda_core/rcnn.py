@@ -39,7 +39,7 @@ from lsda_core.nets import CaffeNet
 from lsda_core.params import Params
 from lsda_core.proposals import ProposalConfig, compute_proposals, proposal_recall, selective_search
 from lsda_core.runtime import progress as progress_bar
-from lsda_core.sgd import array_digest
+from lsda_core.sgd import array_digest, dataset_identity
 from lsda_core.structures import DetectionDataset
 
 
@@ -276,7 +276,8 @@ def train_svm_detector(p: Params, cache: Cache, fs: FeatureSet, bench: Benchmark
 
     folder = cache.entry("svm", config, build, modules=[S, sys.modules[__name__]])
     z = np.load(folder / "svm.npz")
-    return {"W": z["W"], "b": z["b"], "history": json.loads((folder / "history.json").read_text())}
+    return {"W": z["W"], "b": z["b"], "history": json.loads((folder / "history.json").read_text()),
+            "key": f"{folder.parent.name}/{folder.name}"}
 
 
 def _jsonable(x: Any) -> Any:
@@ -300,6 +301,29 @@ def run_detector(p: Params, fs: FeatureSet, bench: Benchmark, scorer: Callable[[
     return detect(items(), bench.classes, p.detect.nms, p.detect.max_per_image)
 
 
+def cached_detections(cache: Cache, bench: Benchmark, config: dict[str, Any],
+                      run: Callable[[], dict[str, Detections]]) -> dict[str, Detections]:
+    """A detector's detections on the test set, cached on `config` (what made the scores: the
+    trained model's and the features' cache keys, the detection settings) and the test set,
+    so a warm rebuild of a chapter skips scoring and NMS (evaluation is cheap and reruns)."""
+    config = {**config, "test": dataset_identity(bench.test), "classes": bench.classes}
+
+    def build(out: Path) -> None:
+        dets = run()
+        buf = io.BytesIO()
+        arrays = {}
+        for i, c in enumerate(bench.classes):
+            d = dets.get(c, Detections())
+            arrays[f"ids{i}"] = np.asarray(d.image_ids, dtype=str)
+            arrays[f"scores{i}"], arrays[f"boxes{i}"] = d.scores, d.boxes
+        np.savez(buf, **arrays)
+        atomic_write_bytes(out / "detections.npz", buf.getvalue())
+
+    folder = cache.entry("detections", config, build, modules=[sys.modules[__name__], sys.modules[detect.__module__]])
+    z = np.load(folder / "detections.npz")
+    return {c: Detections(z[f"ids{i}"].tolist(), z[f"scores{i}"], z[f"boxes{i}"]) for i, c in enumerate(bench.classes)}
+
+
 def score_detections(name: str, bench: Benchmark, dets: dict[str, Detections], **info: Any) -> DetectorResult:
     res = E.evaluate(bench.test, dets, bench.metric)
     return DetectorResult(name, res["ap"], res["map"], dets, info)
@@ -307,9 +331,14 @@ def score_detections(name: str, bench: Benchmark, dets: dict[str, Detections], *
 
 def svm_detector(p: Params, cache: Cache, fs: FeatureSet, bench: Benchmark, name: str,
                  neg_iou: float | None = None, scale: float | None = None, refine=None) -> DetectorResult:
-    """Train (cached) and evaluate one SVM detector on one feature set."""
+    """Train (cached) and evaluate one SVM detector on one feature set (its detections are
+    cached too; a `refine` must carry a `key` attribute naming what it does, as
+    `bbox_refiner`'s does)."""
     m = train_svm_detector(p, cache, fs, bench, neg_iou, scale)
-    dets = run_detector(p, fs, bench, lambda f: S.score(f, m["W"], m["b"]), refine)
+    config = {"scores": "svm", "svm": m["key"], "features": fs.key, "detect": asdict(p.detect),
+              "refine": None if refine is None else refine.key}
+    dets = cached_detections(cache, bench, config,
+                             lambda: run_detector(p, fs, bench, lambda f: S.score(f, m["W"], m["b"]), refine))
     return score_detections(name, bench, dets, scale=m["history"].get("scale"), features=fs.name)
 
 
@@ -365,6 +394,7 @@ def bbox_refiner(model: BR.BBoxRegModel, pool5: FeatureSet, bench: Benchmark):
         f = pool5.load("test", image_id)[regions]
         return BR.apply_bbox_reg(boxes[regions], f, model, classes, image_size=sizes[image_id])
 
+    refine.key = f"bbox regression {array_digest([model.W, model.b])} on {pool5.key}"
     return refine
 
 

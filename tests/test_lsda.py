@@ -121,14 +121,15 @@ def test_detector_scores_against_the_background(tmp_path):
     regions = {im.image_id: bench.proposals[im.image_id][:3] for im in bench.test.images}
     dim = model.pool5_dim
     fs = R.FeatureSet("t", "t", {"test": regions}, {}, lambda s, i: np.zeros((3, dim), np.float16))
-    res = L.detector(p, model, fs, bench, "bg")
+    cache = Cache(tmp_path / "cache")
+    res = L.detector(p, cache, model, fs, bench, "bg")
     d: Detections = res.detections["red"]
     assert np.allclose(d.scores, 5.0 - 2.0)
     cls = _cls_model(p)  # K outputs, no background: raw scores
     with torch.no_grad():
         cls.head.weight.zero_()
         cls.head.bias.copy_(torch.tensor([5.0, 1.0, 2.0, 0.0]))
-    assert np.allclose(L.detector(p, cls, fs, bench, "raw", background=False).detections["red"].scores, 5.0)
+    assert np.allclose(L.detector(p, cache, cls, fs, bench, "raw", background=False).detections["red"].scores, 5.0)
 
 
 def test_prepare_fills_the_lsda_chapters_proposals(tmp_path, capsys):

@@ -57,6 +57,10 @@ def test_pipeline_on_voc_layout(voc_paths):
     # cached: the same detector again costs no training and gives the same numbers
     again = R.svm_detector(p, cache, fs, bench, "FT fc7")
     assert again.map == res.map
+    assert [e["stage"] for e in cache.entries()].count("detections") == 1  # read back, not recomputed
+    for c, d in res.detections.items():
+        a = again.detections[c]
+        assert a.image_ids == d.image_ids and np.array_equal(a.scores, d.scores) and np.array_equal(a.boxes, d.boxes)
 
 
 def test_bootstrap_is_paired_and_deterministic():
