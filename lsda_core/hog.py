@@ -39,10 +39,24 @@ per chunk; with 2 threads on the busy VM it was far slower (thread oversubscript
 from __future__ import annotations
 
 import math
+import sys
 import time
+from dataclasses import asdict
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from lsda_core import boxes as B
+from lsda_core import distributed as D
+from lsda_core.cache import Cache, atomic_save_npy
+from lsda_core.data.images import load_image
+from lsda_core.features import _fname
+from lsda_core.params import Params
+from lsda_core.runtime import progress as progress_bar
+from lsda_core.sgd import array_digest
+from lsda_core.structures import DetectionDataset
 
 INTERPOLATIONS = ("trilinear", "orientation", "none")
 
@@ -204,3 +218,24 @@ def hog_params_features(windows: torch.Tensor, p_hog) -> torch.Tensor:
     `params.Hog` section (the windows are expected at `p_hog.window` px)."""
     return hog_features(windows, cell=p_hog.cell, block=p_hog.block, orientations=p_hog.orientations,
                         interpolation=p_hog.interpolation)
+
+
+def extract_hog(dataset: DetectionDataset, regions: dict[str, np.ndarray], p: Params, cache: Cache) -> Path:
+    """HOG of `regions[image_id]` for every image of `dataset`, each region warped (context
+    `hog.context` at 227 px, scaled) to `hog.window` px: float16 (N, D) per image, cached
+    resumable in `hog/<key>` (keyed on this module and the warp's, not on their callers'),
+    under torchrun each rank its share of the images. Returns the folder."""
+    ctx = p.hog.context * p.hog.window / 227
+    config = {"root": str(dataset.root), "split": dataset.split, "hog": asdict(p.hog),
+              "regions": array_digest(regions[im.image_id] for im in dataset.images)}
+
+    def build(out: Path) -> None:
+        for im in progress_bar(D.shard(dataset.images), f"HOG {dataset.split}", p.runtime.progress):
+            dest = out / f"{_fname(im.image_id)}.npy"
+            if dest.is_file():
+                continue
+            img = torch.tensor(load_image(im.path)).permute(2, 0, 1).float()
+            win = B.warp_regions(img, regions[im.image_id], p.hog.window, ctx)
+            atomic_save_npy(dest, hog_params_features(win, p.hog).numpy().astype(np.float16))
+
+    return cache.entry("hog", config, build, modules=[sys.modules[__name__], B], resumable=True, ranks="shard")

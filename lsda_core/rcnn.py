@@ -20,7 +20,6 @@ import numpy as np
 import torch
 
 from lsda_core import bbox_reg as BR
-from lsda_core import boxes as B
 from lsda_core import distributed as D
 from lsda_core import evaluate as E
 from lsda_core import features as F
@@ -28,7 +27,7 @@ from lsda_core import finetune as FT
 from lsda_core import hog as H
 from lsda_core import pretrain as PT
 from lsda_core import svm as S
-from lsda_core.cache import Cache, atomic_save_npy, atomic_write_bytes, atomic_write_text
+from lsda_core.cache import Cache, atomic_write_bytes, atomic_write_text
 from lsda_core.data import sources
 from lsda_core.data.comp4 import Detections, write_detections
 from lsda_core.data.images import load_image
@@ -38,7 +37,6 @@ from lsda_core.detect import detect
 from lsda_core.nets import CaffeNet
 from lsda_core.params import Params
 from lsda_core.proposals import ProposalConfig, compute_proposals, proposal_recall, selective_search
-from lsda_core.runtime import progress as progress_bar
 from lsda_core.sgd import array_digest, dataset_identity
 from lsda_core.structures import DetectionDataset
 
@@ -177,24 +175,8 @@ def hog_features(p: Params, cache: Cache, bench: Benchmark) -> FeatureSet:
     """HOG of every region warped to `hog.window` px: the features of the DPM HOG stand-in
     (cached per image; under torchrun each rank its share of the images)."""
     train_regions, test_regions, n_gt = feature_regions(bench)
-    ctx = p.hog.context * p.hog.window / 227
-    folders = {}
-    for split, ds, regions in (("train", bench.train, train_regions), ("test", bench.test, test_regions)):
-        config = {"root": str(ds.root), "split": ds.split, "hog": asdict(p.hog),
-                  "regions": array_digest(regions[im.image_id] for im in ds.images)}
-
-        def build(out: Path, ds: DetectionDataset = ds, regions: dict = regions) -> None:
-            for im in progress_bar(D.shard(ds.images), f"HOG {ds.split}", p.runtime.progress):
-                dest = out / f"{F._fname(im.image_id)}.npy"
-                if dest.is_file():
-                    continue
-                img = torch.tensor(load_image(im.path)).permute(2, 0, 1).float()
-                win = B.warp_regions(img, regions[im.image_id], p.hog.window, ctx)
-                feats = H.hog_params_features(win, p.hog).numpy().astype(np.float16)
-                atomic_save_npy(dest, feats)
-
-        folders[split] = cache.entry("hog", config, build, modules=[H, B, sys.modules[__name__]], resumable=True,
-                                     ranks="shard")
+    folders = {"train": H.extract_hog(bench.train, train_regions, p, cache),
+               "test": H.extract_hog(bench.test, test_regions, p, cache)}
 
     def load(split: str, image_id: str) -> np.ndarray:
         return np.load(folders[split] / f"{F._fname(image_id)}.npy").astype(np.float32)
