@@ -211,7 +211,7 @@ def synthetic_region_sets(n_images: int, regions: int, dim: int, n_classes: int,
 
 # ------------------------------------------------------------------------------ detectors
 
-def _warp_detector(model: CaffeNet, context: float, gpu_path: bool) -> Callable[[np.ndarray, np.ndarray], Any]:
+def warp_scorer(model: CaffeNet, context: float, gpu_path: bool) -> Callable[[np.ndarray, np.ndarray], Any]:
     """Scores of every region of an image: warp, pool5, fc7, the output layer."""
     device, size = model.mean.device, model.net.input_size
 
@@ -222,7 +222,7 @@ def _warp_detector(model: CaffeNet, context: float, gpu_path: bool) -> Callable[
     return scores
 
 
-def _fast_detector(model: CaffeNet, head: SPP.SppHead, p: P.Params,
+def fast_scorer(model: CaffeNet, head: SPP.SppHead, p: P.Params,
                    gpu_path: bool) -> Callable[[np.ndarray, np.ndarray], Any]:
     """Scores of every region of an image: one conv pass, SPP, the head (`spp.detect_scores`)."""
     device = model.mean.device
@@ -381,7 +381,7 @@ def run(p: P.Params, cache: Cache, full: bool = False, images: Sequence[ImageAnn
         for prefix, threads in (("detector.embedded", torch.get_num_threads()), ("detector.embedded.one_thread", 1)):
             with _threads(threads):
                 rows += _detector_rows(prefix, f"{what}, {threads} torch thread{'s' * (threads > 1)}",
-                                       _warp_detector(small, ctx, True), _fast_detector(small, small_head, p, True),
+                                       warp_scorer(small, ctx, True), fast_scorer(small, small_head, p, True),
                                        pixels, props, None, b.repeats, device, peaks, "float16" if cuda else "float32")
         rows += _paper_rows(pp, pixels, props, n_out, full, b, device, peaks)
         n_cls = RCNN_CLASSES if full else min(b.classes_reduced, RCNN_CLASSES)
@@ -414,14 +414,14 @@ def _paper_rows(pp: P.Params, pixels: Sequence[np.ndarray], props: Sequence[np.n
     what = f"{net}, fast.scale {pp.fast.scale}, {target} regions per image"
     off = "GPU path off (float32, synchronous copies)"
     rows = [_features("features.paper", net, model, ctx, pixels, tiled, b.repeats, peaks, True)]
-    rows += _detector_rows("detector.paper", what, _warp_detector(model, ctx, True),
-                           _fast_detector(model, head, pp, True), pixels, tiled, target, b.repeats, device, peaks,
+    rows += _detector_rows("detector.paper", what, warp_scorer(model, ctx, True),
+                           fast_scorer(model, head, pp, True), pixels, tiled, target, b.repeats, device, peaks,
                            "float16" if cuda else "float32")
     if cuda:
         rows.append(_features("features.paper.fp32", f"{net}, {off}", model, ctx, pixels, tiled, b.repeats, peaks,
                               False))
-        rows += _detector_rows("detector.paper.fp32", f"{what}, {off}", _warp_detector(model, ctx, False),
-                               _fast_detector(model, head, pp, False), pixels, tiled, target, b.repeats, device,
+        rows += _detector_rows("detector.paper.fp32", f"{what}, {off}", warp_scorer(model, ctx, False),
+                               fast_scorer(model, head, pp, False), pixels, tiled, target, b.repeats, device,
                                peaks, "float32")
         return rows
     why = _why_not_gpu()

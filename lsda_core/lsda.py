@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from scipy import stats
 
+from lsda_core import bench as BM
 from lsda_core import features as F
 from lsda_core import finetune as FT
 from lsda_core import pretrain as PT
@@ -39,12 +40,12 @@ from lsda_core.boxes import nms
 from lsda_core.cache import Cache
 from lsda_core.data import sources
 from lsda_core.data.ilsvrc import read_ilsvrc_det, read_synsets
+from lsda_core.data.images import load_image
 from lsda_core.data.imagenet import read_image_folder, read_synset_mapping
 from lsda_core.data.voc import read_voc
 from lsda_core.errors import DataError
 from lsda_core.nets import CONVS, CaffeNet
 from lsda_core.params import Params
-from lsda_core.proposals import compute_proposals
 from lsda_core.sgd import model_key, stage_seed
 from lsda_core.structures import DetectionDataset, concat, keep_classes, subset_classes
 
@@ -123,9 +124,7 @@ def load_benchmark(p: Params, cache: Cache) -> LsdaBenchmark:
             picked.append(im)
     train_all = concat([val1, replace(train, images=picked)], "val1+train")
     det_train = keep_classes(train_all, B, "val1+train (set B boxes)")
-    props: dict[str, np.ndarray] = {}
-    for ds in (train_all, test):
-        props.update(compute_proposals(ds, cache, R.proposal_config(p), p.runtime.workers, p.runtime.progress))
+    props = R.proposals_of(p, cache, train_all, test)
     cls_train, cls_val = _classification(p, cache, classes)
     bench = R.Benchmark(classes, det_train, test, props, metric="ilsvrc")
     return LsdaBenchmark(bench, B, A, train_all, cls_train, cls_val, names)
@@ -134,20 +133,12 @@ def load_benchmark(p: Params, cache: Cache) -> LsdaBenchmark:
 # ---------------------------------------------------------------------------------------
 # networks
 
-def pretrained_network(p: Params, cache: Cache) -> tuple[CaffeNet, dict[str, Any]]:
-    """The pre-trained network of the R-CNN chapter (the same cache entry)."""
-    root = sources.classification_root(p, cache)
-    if p.data.imagenet_weights:
-        return PT.pretrain(p, None, None, cache)
-    return PT.pretrain(p, read_image_folder(root, "train"), read_image_folder(root, "val"), cache)
-
-
 def classification_network(p: Params, cache: Cache, lb: LsdaBenchmark, pre: CaffeNet | None = None,
                            ) -> tuple[CaffeNet, dict[str, Any]]:
     """The K-way classification network: pre-trained (`pre`, or the cached pre-training), its
     output layer replaced by K new classifiers re-trained on the K categories' images."""
     if pre is None:
-        pre, _ = pretrained_network(p, cache)
+        pre, _ = R.pretrained_network(p, cache)
     return PT.retrain(p, pre, lb.cls_train, lb.cls_val, cache)
 
 
@@ -343,9 +334,7 @@ def load_large(p: Params, cache: Cache, classes: list[str]) -> tuple[R.Benchmark
     a few categories only, test for all) with proposals, and the categories with train boxes."""
     root = sources.large_root(p, cache)
     train, test = read_voc(root, "train", classes), read_voc(root, "test", classes)
-    props: dict[str, np.ndarray] = {}
-    for ds in (train, test):
-        props.update(compute_proposals(ds, cache, R.proposal_config(p), p.runtime.workers, p.runtime.progress))
+    props = R.proposals_of(p, cache, train, test)
     boxed = sorted({o.cls for im in train.images for o in im.objects}, key=train.classes.index)
     if not boxed:
         raise DataError(f"{root}: the large view's train split has no boxes")
@@ -485,23 +474,22 @@ def fast_variant(p: Params, cache: Cache, lb: LsdaBenchmark, full: CaffeNet, cls
 def time_variants(p: Params, full: CaffeNet, head: SPP.SppHead, bench: R.Benchmark, n: int) -> dict[str, float]:
     """Seconds per test image of the warping detector (warp every proposal, the whole net)
     and of the fast one (one conv pass, SPP, the head), measured now on the same images and
-    proposals, scores of every class included, proposals and NMS excluded."""
-    from lsda_core.data.images import load_image
+    proposals with the benchmark's scorers, scores of every class included, proposals and
+    NMS excluded."""
     ims = bench.test.images[:n]
     t = {"warping": 0.0, "fast": 0.0}
     full.eval()
-    for im in ims:
-        img = load_image(im.path)
-        boxes = np.asarray(bench.proposals[im.image_id], np.float32)
-        t0 = time.perf_counter()
-        with torch.inference_mode():
-            pool5 = F.pool5_of_regions(full, img, boxes, p.net.input_size, FT.context_pixels(p))
-            full.head(full.fc(pool5, "fc7"))
-        t1 = time.perf_counter()
-        SPP.detect_scores(full, head, img, boxes, p)
-        t2 = time.perf_counter()
-        t["warping"] += t1 - t0
-        t["fast"] += t2 - t1
+    warp, fast = BM.warp_scorer(full, FT.context_pixels(p), True), BM.fast_scorer(full, head, p, True)
+    with torch.inference_mode():
+        for im in ims:
+            img = np.require(load_image(im.path), requirements=["W", "C"])
+            boxes = np.asarray(bench.proposals[im.image_id], np.float32)
+            t0 = time.perf_counter()
+            warp(img, boxes)
+            t1 = time.perf_counter()
+            fast(img, boxes)
+            t["warping"] += t1 - t0
+            t["fast"] += time.perf_counter() - t1
     out = {k: v / max(len(ims), 1) for k, v in t.items()}
     out["speed-up"] = out["warping"] / max(out["fast"], 1e-12)
     out["images"] = len(ims)

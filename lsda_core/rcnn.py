@@ -57,15 +57,20 @@ def proposal_config(p: Params) -> ProposalConfig:
     return ProposalConfig(p.proposals.mode, p.proposals.max_boxes, p.proposals.min_side)
 
 
+def proposals_of(p: Params, cache: Cache, *datasets: DetectionDataset) -> dict[str, np.ndarray]:
+    """Selective-search proposals of every image of the datasets (cached per image)."""
+    props: dict[str, np.ndarray] = {}
+    for ds in datasets:
+        props.update(compute_proposals(ds, cache, proposal_config(p), p.runtime.workers, p.runtime.progress))
+    return props
+
+
 def load_benchmark(p: Params, cache: Cache, train_split: str = "trainval", test_split: str = "test") -> Benchmark:
     """VOC-layout train/test splits (the world's VOC view, or VOC 2007 by path) and their
     selective-search proposals (cached per image)."""
     root = sources.voc_root(p, cache)
     train, test = read_voc(root, train_split), read_voc(root, test_split)
-    props: dict[str, np.ndarray] = {}
-    for ds in (train, test):
-        props.update(compute_proposals(ds, cache, proposal_config(p), p.runtime.workers, p.runtime.progress))
-    return Benchmark(list(train.classes), train, test, props)
+    return Benchmark(list(train.classes), train, test, proposals_of(p, cache, train, test))
 
 
 def recall_table(bench: Benchmark, ious: tuple[float, ...] = (0.5, 0.7)) -> list[dict[str, Any]]:
@@ -79,15 +84,20 @@ def recall_table(bench: Benchmark, ious: tuple[float, ...] = (0.5, 0.7)) -> list
     return rows
 
 
+def pretrained_network(p: Params, cache: Cache) -> tuple[CaffeNet, dict[str, Any]]:
+    """The pre-trained network (cached): torchvision's AlexNet weights when
+    `data.imagenet_weights` names them (no classification data needed then), else trained on
+    the classification view's train split (val measured)."""
+    if p.data.imagenet_weights:
+        return PT.pretrain(p, None, None, cache)
+    root = sources.classification_root(p, cache)
+    return PT.pretrain(p, read_image_folder(root, "train"), read_image_folder(root, "val"), cache)
+
+
 def load_networks(p: Params, cache: Cache, bench: Benchmark) -> dict[str, Any]:
     """The pre-trained network (classification data, image-level labels) and its copy
     fine-tuned on the benchmark's warped proposals; both cached."""
-    root = sources.classification_root(p, cache)
-    if p.data.imagenet_weights:
-        train_c = val_c = None
-    else:
-        train_c, val_c = read_image_folder(root, "train"), read_image_folder(root, "val")
-    pre, pre_hist = PT.pretrain(p, train_c, val_c, cache)
+    pre, pre_hist = pretrained_network(p, cache)
     ft, ft_hist = FT.finetune(p, pre, bench.train, bench.proposals, cache, bench.classes)
     return {"pretrained": pre, "pretrain_history": pre_hist, "finetuned": ft, "finetune_history": ft_hist}
 
