@@ -24,12 +24,12 @@ def _add_params(sp: argparse.ArgumentParser, default: Path | None = DEFAULT_PARA
 
 
 def _load(args: argparse.Namespace):
-    from lsda_core import params as P
+    from lsda_core.core import params as P
     return P.load(args.params, args.overrides)
 
 
 def cmd_params(args: argparse.Namespace) -> None:
-    from lsda_core import params as P
+    from lsda_core.core import params as P
     import yaml
     if args.schema:
         print(P.schema_help())
@@ -38,7 +38,7 @@ def cmd_params(args: argparse.Namespace) -> None:
 
 
 def cmd_world(args: argparse.Namespace) -> None:
-    from lsda_core.cache import Cache
+    from lsda_core.store.cache import Cache
     from lsda_core.world import ensure_world
     p = _load(args)
     layout = ensure_world(p, Cache(p.runtime.artifacts))
@@ -46,8 +46,8 @@ def cmd_world(args: argparse.Namespace) -> None:
 
 
 def cmd_data(args: argparse.Namespace) -> None:
-    from lsda_core.cache import Cache
-    from lsda_core.data.sources import summary
+    from lsda_core.store.cache import Cache
+    from lsda_core.experiments.sources import summary
     p = _load(args)
     rows = summary(p, Cache(p.runtime.artifacts), check_images=args.check_images)
     print(f"{'view':<16}{'split':<8}{'images':>8}{'classes':>9}{'objects':>9}{'difficult':>10}")
@@ -56,7 +56,7 @@ def cmd_data(args: argparse.Namespace) -> None:
 
 
 def cmd_book(args: argparse.Namespace) -> None:
-    from lsda_core import book
+    from lsda_core.publish import book
     _load(args)
     index = book.build(args.params, _flat(args.overrides), args.out, only=args.only,
                        progress=not args.quiet)
@@ -64,7 +64,7 @@ def cmd_book(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from lsda_core import book
+    from lsda_core.publish import book
     root = book.project_root()
     ch = book.find_chapter(root, args.chapter)
     _load(args)
@@ -81,20 +81,21 @@ def _flat(pairs: list[list[str]]) -> dict[str, object]:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from lsda_core.evaluate import eval_command
+    from lsda_core.evaluation.ap import eval_command
     eval_command(args.dataset, args.split, args.results, metric=args.metric, out=args.out)
 
 
 def cmd_analyze(args: argparse.Namespace) -> None:
-    from lsda_core.analysis import analyze_command
+    from lsda_core.evaluation.hoiem import analyze_command
     analyze_command(args.dataset, args.split, args.results, groups_file=args.groups, out=args.out)
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
-    from lsda_core import distributed as D
-    from lsda_core import lsda as L
-    from lsda_core import rcnn as R
-    from lsda_core.cache import Cache
+    from lsda_core.store import distributed as D
+    from lsda_core.experiments import lsda as L
+    from lsda_core.experiments import rcnn as R
+
+    from lsda_core.store.cache import Cache
     p = _load(args)
     D.init(p.runtime.device)
     try:
@@ -111,19 +112,21 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from lsda_core import bench
-    from lsda_core.cache import Cache
+    from lsda_core.experiments.rcnn import bench_images
+    from lsda_core.perf import bench
+    from lsda_core.publish import perf_report
+    from lsda_core.store.cache import Cache
     p = _load(args)
     out = args.out or bench.default_path(p)
     bench.load(out)  # a bad results file stops us before the measuring
-    run = bench.run(p, Cache(p.runtime.artifacts), full=args.full)
+    run = bench.run(p, bench_images(p, Cache(p.runtime.artifacts)), full=args.full)
     bench.save(run, out)
-    print(bench.text(run))
+    print(perf_report.text(run))
     print(f"bench: {out}")
 
 
 def cmd_cache(args: argparse.Namespace) -> None:
-    from lsda_core.cache import Cache, human_bytes
+    from lsda_core.store.cache import Cache, human_bytes
     cache = Cache(_load(args).runtime.artifacts)
     if args.action == "ls":
         rows = cache.entries()
@@ -223,8 +226,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lsda_core.errors import LsdaError
-    from lsda_core import distributed as D
+    from lsda_core.core.errors import LsdaError
+    from lsda_core.store import distributed as D
     args = parser().parse_args(argv)
     try:
         if D.launched() and args.command != "prepare":

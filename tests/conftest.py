@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from lsda_core import pretrain as PT
-from lsda_core.cache import Cache
+from lsda_core.models import pretrain as PT
+from lsda_core.store.cache import Cache
 from synthetic import make_classification, params
 
 

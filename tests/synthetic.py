@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lsda_core import params as P
-from lsda_core.structures import ClassificationDataset, DetectionDataset, ImageAnn, ObjectAnn
+from lsda_core.core import params as P
+from lsda_core.core.structures import ClassificationDataset, DetectionDataset, ImageAnn, ObjectAnn
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 60, 220), "yellow": (230, 220, 40)}
 SMALL_NET = {"net.conv_channels": [8, 12, 16, 16, 12], "net.fc_width": 32, "net.dropout": 0.2, "net.lrn": False}

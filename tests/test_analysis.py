@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lsda_core import analysis as A
+from lsda_core.evaluation import hoiem as A
 from lsda_core.cli import main
 from lsda_core.data.comp4 import Detections, write_comp4
 from lsda_core.data.voc import VOC_CLASSES, write_imagesets, write_voc_xml
-from lsda_core.errors import DataError
-from lsda_core.structures import DetectionDataset, ImageAnn, ObjectAnn
+from lsda_core.core.errors import DataError
+from lsda_core.core.structures import DetectionDataset, ImageAnn, ObjectAnn
 
 LOC, SIM, OTH, BG = range(4)
 ANIMALS = {"animals": ["cat", "dog"]}
@@ -300,7 +300,8 @@ def test_analyze_command_errors(tmp_path, capsys):
 # ------------------------------------------------------------------ the book's plots
 
 def test_plots_draw_trend_and_sensitivity():
-    from lsda_core import plots, viz
+    from lsda_core.publish import plots
+    from lsda_core.publish import viz
     diags = {"a": fake("a", [LOC] * 30 + [BG] * 30), "b": fake("b", [OTH] * 60)}
     fig, axes = viz.figure(1, 4, width=10)
     plots.fp_trend(axes[0], A.fp_trend(diags), "all")

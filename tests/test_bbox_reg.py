@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lsda_core import bbox_reg as R
+from lsda_core.detection import bbox_reg as R
 
 
 def test_targets_by_hand():

@@ -1,4 +1,4 @@
-"""`lsda bench` (lsda_core.bench) in a tiny reduced mode on the CPU: the run's rows and file
+"""`lsda bench` (lsda_core.perf.bench) in a tiny reduced mode on the CPU: the run's rows and file
 structure, merging runs of several device kinds, shares of peak, the GPU rows without
 CUDA, the tables, the CLI; and the GPU path of feature extraction leaving CPU results
 unchanged. No timing is asserted: the figures only have to exist, be finite and agree
@@ -15,14 +15,15 @@ import pytest
 import torch
 from PIL import Image
 
-from lsda_core import bench
-from lsda_core import boxes as B
-from lsda_core import features as Fe
-from lsda_core.cache import Cache
+from lsda_core.perf import bench
+from lsda_core.publish import perf_report
+from lsda_core.core import boxes as B
+from lsda_core.detection import features as Fe
+from lsda_core.store.cache import Cache
 from lsda_core.data.voc import write_imagesets, write_voc_xml
-from lsda_core.errors import LsdaError
-from lsda_core.nets import CaffeNet
-from lsda_core.structures import ImageAnn
+from lsda_core.core.errors import LsdaError
+from lsda_core.models.nets import CaffeNet
+from lsda_core.core.structures import ImageAnn
 from synthetic import make_detection, params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +57,7 @@ def tiny_run(tmp_path_factory, paper_yaml):
     tmp = tmp_path_factory.mktemp("bench")
     ds, _ = make_detection(tmp / "det", 2, 0)
     p = params(**TINY, **{"bench.paper_params": str(paper_yaml), "runtime.artifacts": str(tmp / "art")})
-    return bench.run(p, Cache(tmp / "art"), images=ds.images)
+    return bench.run(p, ds.images)
 
 
 def rows_by_key(run):
@@ -163,14 +164,14 @@ def test_load_refuses_what_is_not_a_results_file(tmp_path):
 
 def test_targets_hold_gpu_times_against_their_goals(tiny_run):
     doc = {"format": 1, "runs": {"cpu reduced": tiny_run}}
-    t = bench.targets_table(doc)
+    t = perf_report.targets_table(doc)
     gpu = t.loc[[i for i in t.index if "on a GPU" in i]]
     assert len(gpu) == 2 and (gpu["met"] == "not measured").all()
     if not torch.cuda.is_available():
         assert (gpu["measured"] == NO_GPU).all()
     assert (t.loc[[i for i in t.index if i.startswith("the book")], "met"] == "not measured").all()
     doc["runs"]["cuda full"] = fake_gpu_run(40.0, 12.0)
-    t = bench.targets_table(doc)
+    t = perf_report.targets_table(doc)
     warp = t.loc["warping detector on a GPU, paper size (227 px, fc 4096, 2000 proposals)"]
     fast = t.loc["fast detector on a GPU, paper size (227 px, fc 4096, 2000 proposals)"]
     assert (warp["measured"], warp["met"]) == ("40.0 ms", "yes")
@@ -187,7 +188,7 @@ def test_build_budgets_come_from_the_run_log(tiny_run):
          "entries_reused": 0},
         {"cache": "warm", "seconds": 200.0, "machine": machine, "finished": "y", "entries_built": 0,
          "entries_reused": 9}]}
-    t = bench.targets_table({"format": 1, "runs": {}}, log)
+    t = perf_report.targets_table({"format": 1, "runs": {}}, log)
     cold = t.loc["the book on the embedded default, from an empty cache"]
     warm = t.loc["the book on the embedded default, warm cache"]
     assert (cold["measured"], cold["met"]) == ("25.0 min", "yes")
@@ -196,7 +197,7 @@ def test_build_budgets_come_from_the_run_log(tiny_run):
 
 def test_paper_table_sets_our_figures_beside_the_papers(tiny_run):
     doc = {"format": 1, "runs": {"cpu reduced": tiny_run, "cuda full": fake_gpu_run(40.0, 5.0)}}
-    t = bench.paper_table(doc)
+    t = perf_report.paper_table(doc)
     assert t.loc["R-CNN: proposals + features, s / image, CPU", "paper"] == 53.0
     assert t.loc["LSDA: speed-up of the fast detector", "paper"] == 8.0
     assert t.loc["R-CNN: 2000 x 4096 by 4096 x 100k scoring product, s (multi-core CPU)", "paper"] == 10.0
@@ -206,7 +207,7 @@ def test_paper_table_sets_our_figures_beside_the_papers(tiny_run):
     rows = rows_by_key(tiny_run)
     ours = 1 / rows["proposals.images"]["value"] + 2000 / rows["features.paper"]["value"]
     assert t.loc["R-CNN: proposals + features, s / image, CPU", "cpu reduced"] == f"{ours:.2f}"
-    long = bench.table(doc, current="cpu reduced")
+    long = perf_report.table(doc, current="cpu reduced")
     assert len(long) == len(tiny_run["rows"]) + 3
     assert set(long.index.get_level_values("run")) == {"cpu reduced (this build)", "cuda full (2026-01-01 00:00:00)"}
 
@@ -279,10 +280,10 @@ def test_cli_writes_the_file_and_keeps_other_devices(tmp_path, paper_yaml):
 def test_fast_accuracy_is_kept_and_held_against_two_points(tmp_path, tiny_run):
     path = tmp_path / "bench.json"
     key = "fast detector within 2 mAP points of the warping one (LSDA chapter, trained networks)"
-    assert bench.targets_table({"format": 1, "runs": {}}).loc[key, "met"] == "not measured"
+    assert perf_report.targets_table({"format": 1, "runs": {}}).loc[key, "met"] == "not measured"
     bench.record_fast_accuracy(path, 20.0, 17.5, {"warping": 0.2, "fast": 0.02, "speed-up": 10.0})
     doc = bench.save(tiny_run, path)  # a later bench run keeps the record
-    row = bench.targets_table(doc).loc[key]
+    row = perf_report.targets_table(doc).loc[key]
     assert row["met"] == "no" and row["measured"].startswith("fast 17.5 vs warping 20.0 mAP (-2.5 points)")
     bench.record_fast_accuracy(path, 20.0, 18.5, {"warping": 0.2, "fast": 0.02, "speed-up": 10.0})
-    assert bench.targets_table(bench.load(path)).loc[key, "met"] == "yes"
+    assert perf_report.targets_table(bench.load(path)).loc[key, "met"] == "yes"

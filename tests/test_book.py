@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from lsda_core import book
+from lsda_core.publish import book
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lsda_core import boxes as B
+from lsda_core.core import boxes as B
 
 
 # ------------------------------------------------------------------ NumPy references

@@ -2,7 +2,7 @@
 import json
 import pytest
 
-from lsda_core import cache as C
+from lsda_core.store import cache as C
 
 
 def test_entry_builds_once_and_reuses(tmp_path):
@@ -36,7 +36,7 @@ def test_interrupted_build_leaves_nothing(tmp_path):
 
 
 def test_key_depends_on_parameters_and_code():
-    from lsda_core import params as P
+    from lsda_core.core import params as P
     k1 = C.stage_key({"a": 1}, [C])
     assert k1 == C.stage_key({"a": 1}, [C])
     assert k1 != C.stage_key({"a": 2}, [C])

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from lsda_core.detect import detect, detect_image
+from lsda_core.detection.detect import detect, detect_image
 
 
 def test_per_class_nms_and_top_k():

@@ -15,15 +15,15 @@ import torch.multiprocessing as mp
 from PIL import Image
 
 from lsda_core import cli
-from lsda_core import distributed as D
-from lsda_core import features as Fe
-from lsda_core import proposals as PR
-from lsda_core import finetune as T
-from lsda_core.cache import META, Cache
+from lsda_core.store import distributed as D
+from lsda_core.detection import features as Fe
+from lsda_core.detection import proposals as PR
+from lsda_core.models import finetune as T
+from lsda_core.store.cache import META, Cache
 from lsda_core.data.voc import write_imagesets, write_voc_xml
-from lsda_core.errors import LsdaError
-from lsda_core.nets import CaffeNet
-from lsda_core.structures import ImageAnn
+from lsda_core.core.errors import LsdaError
+from lsda_core.models.nets import CaffeNet
+from lsda_core.core.structures import ImageAnn
 from test_proposals import scene
 from synthetic import make_detection, params
 

@@ -12,9 +12,9 @@ import pytest
 
 from lsda_core.data.comp4 import Detections, write_comp4
 from lsda_core.data.voc import write_imagesets, write_voc_xml
-from lsda_core.errors import DataError, LsdaError
-from lsda_core.evaluate import eval_command, evaluate, evaluate_class, match_detections, voc_ap
-from lsda_core.structures import DetectionDataset, ImageAnn, ObjectAnn
+from lsda_core.core.errors import DataError, LsdaError
+from lsda_core.evaluation.ap import eval_command, evaluate, evaluate_class, match_detections, voc_ap
+from lsda_core.core.structures import DetectionDataset, ImageAnn, ObjectAnn
 
 FAR = [60.0, 60.0, 70.0, 70.0]  # overlaps nothing below
 

@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from lsda_core import boxes as B
-from lsda_core import features as Fe
-from lsda_core.cache import Cache
+from lsda_core.core import boxes as B
+from lsda_core.detection import features as Fe
+from lsda_core.store.cache import Cache
 from lsda_core.data.images import load_image
-from lsda_core.nets import CaffeNet
+from lsda_core.models.nets import CaffeNet
 from synthetic import make_detection, params
 
 

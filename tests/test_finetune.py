@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from lsda_core import boxes as B
-from lsda_core import finetune as FT
-from lsda_core.cache import Cache
-from lsda_core.nets import CaffeNet
-from lsda_core.structures import DetectionDataset, ImageAnn, ObjectAnn
+from lsda_core.core import boxes as B
+from lsda_core.models import finetune as FT
+from lsda_core.store.cache import Cache
+from lsda_core.models.nets import CaffeNet
+from lsda_core.core.structures import DetectionDataset, ImageAnn, ObjectAnn
 from synthetic import make_detection, params
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -133,7 +133,7 @@ def test_frozen_layers_do_not_move(pretrained, det_data, tmp_path):
 def test_cached_pool5_windows_train_like_warping(pretrained, det_data, tmp_path):
     """With conv1-5 frozen and no mirroring, training fc layers on cached pool5 of the windows
     is the warping procedure itself: the same batches, the same dropout, nearly the same weights."""
-    from lsda_core import features as Fe
+    from lsda_core.detection import features as Fe
     model, _, _ = pretrained
     ds, props = det_data
     p = params(**{"finetune.iterations": 12, "finetune.mirror": False, "net.dropout": 0.0})

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from lsda_core import hog as H
-from lsda_core import params as P
+from lsda_core.detection import hog as H
+from lsda_core.core import params as P
 
 skimage_hog = pytest.importorskip("skimage.feature").hog
 

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from lsda_core import lsda as L
-from lsda_core import rcnn as R
-from lsda_core.cache import Cache
+from lsda_core.publish import paper
+from lsda_core.experiments import lsda as L
+from lsda_core.detection import pipeline as DP
+from lsda_core.store.cache import Cache
 from lsda_core.data.comp4 import Detections
-from lsda_core.nets import CaffeNet
-from lsda_core.structures import keep_classes
+from lsda_core.models.nets import CaffeNet
+from lsda_core.core.structures import keep_classes
 from synthetic import make_detection, params
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -35,8 +36,8 @@ def test_rows_freeze_what_table1_says():
     assert frozen["fcbgrnd,fc6,fc7,fcB"] == convs
     assert frozen[L.FULL_ROW] == set()
     assert [r.fcB for r in L.ROWS] == [False, False, False, True, False, True, True]
-    assert {r.name for r in L.ROWS} | {L.CLS_ROW, L.ORACLE_ROW} <= set(__import__("lsda_core.paper").paper.LSDA_TABLE1)
-    from lsda_core.params import Lsda
+    assert {r.name for r in L.ROWS} | {L.CLS_ROW, L.ORACLE_ROW} <= set(paper.LSDA_TABLE1)
+    from lsda_core.core.params import Lsda
     assert set(Lsda.__dataclass_fields__["large_row"].metadata["choices"]) == {r.name for r in L.ROWS}
 
 
@@ -51,7 +52,7 @@ def test_neighbours_use_normalised_weights():
 def _tiny_benchmark(tmp_path, n=10):
     ds, props = make_detection(tmp_path / "det", n, 3, classes=tuple(CLASSES))
     b, a = L._split_b_a(CLASSES)
-    bench = R.Benchmark(CLASSES, keep_classes(ds, b), ds, props, metric="ilsvrc")
+    bench = DP.Benchmark(CLASSES, keep_classes(ds, b), ds, props, metric="ilsvrc")
     return L.LsdaBenchmark(bench, b, a, ds, None, None, {})
 
 
@@ -120,7 +121,7 @@ def test_detector_scores_against_the_background(tmp_path):
     bench = lb.bench
     regions = {im.image_id: bench.proposals[im.image_id][:3] for im in bench.test.images}
     dim = model.pool5_dim
-    fs = R.FeatureSet("t", "t", {"test": regions}, {}, lambda s, i: np.zeros((3, dim), np.float16))
+    fs = DP.FeatureSet("t", "t", {"test": regions}, {}, lambda s, i: np.zeros((3, dim), np.float16))
     cache = Cache(tmp_path / "cache")
     res = L.detector(p, cache, model, fs, bench, "bg")
     d: Detections = res.detections["red"]
@@ -134,7 +135,7 @@ def test_detector_scores_against_the_background(tmp_path):
 
 def test_prepare_fills_the_lsda_chapters_proposals(tmp_path, capsys):
     from lsda_core import cli
-    from lsda_core import params as P
+    from lsda_core.core import params as P
     art, smoke = tmp_path / "art", str(Path(__file__).resolve().parents[1] / "params" / "smoke.yaml")
     assert cli.main(["prepare", "--chapter", "lsda", "--stage", "proposals", "--params", smoke,
                      "-p", "runtime.artifacts", str(art), "-p", "runtime.progress", "false"]) == 0

@@ -5,10 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lsda_core import nets
-from lsda_core.errors import DataError
-from lsda_core.nets import CaffeNet, grid_sizes, receptive_field
-from lsda_core.params import Net, ParamsError
+from lsda_core.models import nets
+from lsda_core.core.errors import DataError
+from lsda_core.models.nets import CaffeNet, grid_sizes, receptive_field
+from lsda_core.core.params import Net, ParamsError
 
 CAFFENET = Net(**nets.PRESETS["caffenet"])  # Caffe's bvlc_reference_caffenet, R-CNN's network
 ALEXNET = Net(**nets.PRESETS["torchvision_alexnet"])  # torchvision's AlexNet shape, 227 px input

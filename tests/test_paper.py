@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lsda_core import paper
+from lsda_core.publish import paper
 
 PAPERS = Path(__file__).resolve().parents[2] / "shared" / "papers"
 

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from lsda_core import params as P
+from lsda_core.core import params as P
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,9 +3,9 @@ guard, the classification image cache and augmentation."""
 import pytest
 import torch
 
-from lsda_core import params as P
-from lsda_core import pretrain as PT
-from lsda_core.cache import Cache
+from lsda_core.core import params as P
+from lsda_core.models import pretrain as PT
+from lsda_core.store.cache import Cache
 from synthetic import COLOURS, params
 
 pytestmark = pytest.mark.usefixtures("one_thread")

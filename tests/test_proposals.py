@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lsda_core import proposals as PR
-from lsda_core.cache import Cache
-from lsda_core.structures import DetectionDataset, ImageAnn, ObjectAnn
+from lsda_core.detection import proposals as PR
+from lsda_core.store.cache import Cache
+from lsda_core.core.structures import DetectionDataset, ImageAnn, ObjectAnn
 
 
 def scene(tmp: Path, n: int) -> DetectionDataset:

@@ -4,8 +4,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from lsda_core import sgd
-from lsda_core.nets import CaffeNet
+from lsda_core.models import solver as sgd
+from lsda_core.models.nets import CaffeNet
 from synthetic import make_classification, make_detection, params
 
 

@@ -1,4 +1,4 @@
-"""The fast detector (lsda_core.spp): the conv trunk, SPP-net's projection, exact batched
+"""The fast detector (lsda_core.detection.spp): the conv trunk, SPP-net's projection, exact batched
 spatial pyramid pooling against a naive per-box reference, the head initialised from
 CaffeNet, fc-only fine-tuning, the feature cache and one-pass scoring. Tiny nets, seconds."""
 import dataclasses
@@ -9,14 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lsda_core import features as Fe
-from lsda_core import finetune as FT
-from lsda_core import spp
-from lsda_core.cache import Cache
+from lsda_core.detection import features as Fe
+from lsda_core.models import finetune as FT
+from lsda_core.detection import spp
+from lsda_core.store.cache import Cache
 from lsda_core.data.images import load_image
-from lsda_core.errors import DataError
-from lsda_core.nets import CaffeNet
-from lsda_core.params import ParamsError
+from lsda_core.core.errors import DataError
+from lsda_core.models.nets import CaffeNet
+from lsda_core.core.params import ParamsError
 from synthetic import make_detection, params
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -196,8 +196,8 @@ def toy_features(ds, props, folder, dim, seed=0):
         f = rng.normal(0, 0.3, (len(boxes), dim)).clip(0)
         for r in range(len(boxes)):
             f[r, label[(i, r)] * block:(label[(i, r)] + 1) * block] += 1.0
-        np.save(folder / f"{Fe._fname(im.image_id)}.boxes.npy", boxes)
-        np.save(folder / f"{Fe._fname(im.image_id)}.npy", f.astype(np.float16))
+        np.save(folder / f"{Fe.file_stem(im.image_id)}.boxes.npy", boxes)
+        np.save(folder / f"{Fe.file_stem(im.image_id)}.npy", f.astype(np.float16))
     return label
 
 
@@ -246,7 +246,7 @@ def test_feature_store_reads_from_disk_like_from_memory(setup, tmp_path):
     folder = tmp_path / "f"
     toy_features(ds, props, folder, 40)
     for im in ds.images:  # mirrored features: something else
-        np.save(folder / f"{Fe._fname(im.image_id)}.flip.npy", -spp.load_spp(folder, im.image_id))
+        np.save(folder / f"{Fe.file_stem(im.image_id)}.flip.npy", -spp.load_spp(folder, im.image_id))
     ids = [im.image_id for im in ds.images]
     mem, disk = spp._Rows(folder, ids, True), spp._Rows(folder, ids, True, max_bytes=0)
     assert mem.mem is not None and disk.mem is None

@@ -4,8 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lsda_core.errors import DataError
-from lsda_core.structures import (ClassificationDataset, DetectionDataset, ImageAnn, ObjectAnn, concat,
+from lsda_core.core.errors import DataError
+from lsda_core.core.structures import (ClassificationDataset, DetectionDataset, ImageAnn, ObjectAnn, concat,
                                   keep_classes, subset_classes)
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from lsda_core import params as P
-from lsda_core import svm
+from lsda_core.core import params as P
+from lsda_core.detection import svm
 
 
 # ------------------------------------------------------------------ negatives by IoU

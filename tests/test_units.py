@@ -10,22 +10,22 @@ import numpy as np
 import pytest
 import torch
 
-from lsda_core import boxes as B
-from lsda_core import features as Fe
-from lsda_core import plots
-from lsda_core import units as U
-from lsda_core.finetune import context_pixels
-from lsda_core.params import Net, ParamsError
-from lsda_core.rcnn import FeatureSet
-from lsda_core.structures import DetectionDataset, ImageAnn
-from lsda_core.units import Unit
+from lsda_core.core import boxes as B
+from lsda_core.detection import features as Fe
+from lsda_core.publish import plots
+from lsda_core.evaluation import units as U
+from lsda_core.models.finetune import context_pixels
+from lsda_core.core.params import Net, ParamsError
+from lsda_core.detection.pipeline import FeatureSet
+from lsda_core.core.structures import DetectionDataset, ImageAnn
+from lsda_core.evaluation.units import Unit
 from synthetic import make_detection, params
 
 C = 4  # pool5 channels of the hand-made caches
 
 
 def write_cache(folder: Path, boxes: dict[str, np.ndarray], feats: dict[str, np.ndarray]) -> None:
-    """A pool5 cache laid out as lsda_core.features writes it: per image its regions and its
+    """A pool5 cache laid out as lsda_core.detection.features writes it: per image its regions and its
     float16 (N, C * 36) features."""
     folder.mkdir(parents=True, exist_ok=True)
     for image_id in boxes:

@@ -15,9 +15,9 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from lsda_core.cache import atomic_write_text
-from lsda_core.errors import DataError
-from lsda_core.structures import from_voc, to_voc
+from lsda_core.store.cache import atomic_write_text
+from lsda_core.core.errors import DataError
+from lsda_core.core.structures import from_voc, to_voc
 
 
 def _numpy(x: Any, dtype: Any = np.float64) -> np.ndarray:

@@ -53,8 +53,8 @@ import numpy as np
 
 from lsda_core.data.images import image_size
 from lsda_core.data.voc import parse_annotation
-from lsda_core.errors import DataError
-from lsda_core.structures import DetectionDataset, ImageAnn
+from lsda_core.core.errors import DataError
+from lsda_core.core.structures import DetectionDataset, ImageAnn
 
 SPLITS = ("train", "val", "val1", "val2", "test")
 IMAGE_EXTS = (".jpeg", ".jpg", ".png")

@@ -18,8 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
-from lsda_core.errors import DataError
-from lsda_core.structures import ClassificationDataset
+from lsda_core.core.errors import DataError
+from lsda_core.core.structures import ClassificationDataset
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 MAPPING = "LOC_synset_mapping.txt"

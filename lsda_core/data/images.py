@@ -13,7 +13,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from lsda_core.errors import DataError
+from lsda_core.core.errors import DataError
 
 # Pillow raises on a truncated JPEG unless `ImageFile.LOAD_TRUNCATED_IMAGES` is set; this
 # module relies on that default: a truncated file is an error the user must see, not grey

@@ -30,9 +30,9 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from lsda_core.cache import atomic_write_bytes
-from lsda_core.errors import DataError
-from lsda_core.structures import DetectionDataset, ImageAnn, ObjectAnn, to_voc
+from lsda_core.store.cache import atomic_write_bytes
+from lsda_core.core.errors import DataError
+from lsda_core.core.structures import DetectionDataset, ImageAnn, ObjectAnn, to_voc
 
 # The 20 classes in devkit order (VOCinit.m).
 VOC_CLASSES: tuple[str, ...] = (

@@ -11,9 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lsda_core.cache import Cache
-from lsda_core.params import Params
-from lsda_core.world import categories, render, scenes, write
+from lsda_core.store.cache import Cache
+from lsda_core.core.params import Params
+from lsda_core.world import categories
+from lsda_core.world import render
+from lsda_core.world import scenes
+from lsda_core.world import write
 from lsda_core.world.write import generate
 
 __all__ = ["WorldLayout", "ensure_world", "generate"]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from lsda_core.params import World
+from lsda_core.core.params import World
 
 PARTS = ("body", "head", "legs", "tail", "crest")
 VIEWPOINTS = ("left", "right", "front", "rear")

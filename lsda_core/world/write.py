@@ -21,9 +21,9 @@ import numpy as np
 from PIL import Image
 
 from lsda_core.data.voc import write_imagesets, write_voc_xml
-from lsda_core.params import World
-from lsda_core.runtime import progress as progress_bar
-from lsda_core.structures import ImageAnn, ObjectAnn
+from lsda_core.core.params import World
+from lsda_core.store.runtime import progress as progress_bar
+from lsda_core.core.structures import ImageAnn, ObjectAnn
 from lsda_core.world import scenes as S
 from lsda_core.world.categories import PARTS, VIEWPOINTS, Design, design
 

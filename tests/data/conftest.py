@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from lsda_core.data.voc import write_imagesets, write_voc_xml
-from lsda_core.structures import ImageAnn, ObjectAnn
+from lsda_core.core.structures import ImageAnn, ObjectAnn
 
 
 # --------------------------------------------------------------------------- images

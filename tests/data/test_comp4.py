@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lsda_core.data.comp4 import Detections, comp4_path, read_comp4, read_comp4_file, write_comp4
-from lsda_core.errors import DataError
+from lsda_core.core.errors import DataError
 
 
 def test_one_based_conversion(tmp_path):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lsda_core.data.ilsvrc import read_ilsvrc_det, read_synsets
-from lsda_core.errors import DataError
+from lsda_core.core.errors import DataError
 
 W = ["n00000001", "n00000002", "n00000003"]
 

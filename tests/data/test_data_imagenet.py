@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from lsda_core.data.imagenet import read_image_folder
-from lsda_core.errors import DataError
-from lsda_core.structures import ClassificationDataset
+from lsda_core.core.errors import DataError
+from lsda_core.core.structures import ClassificationDataset
 
 
 def test_mapping_order(tmp_path, fx):

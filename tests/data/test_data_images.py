@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from lsda_core.data.images import image_size, load_image
-from lsda_core.errors import DataError
+from lsda_core.core.errors import DataError
 
 
 def test_jpeg_rgb(tmp_path, fx):

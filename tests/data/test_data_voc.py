@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from lsda_core.data.voc import VOC_CLASSES, read_voc, voc_xml, write_voc_xml
-from lsda_core.errors import DataError
-from lsda_core.structures import DetectionDataset, ImageAnn, ObjectAnn
+from lsda_core.core.errors import DataError
+from lsda_core.core.structures import DetectionDataset, ImageAnn, ObjectAnn
 
 
 def test_voc_classes_devkit_order():

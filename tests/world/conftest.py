@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from lsda_core.params import World
-from lsda_core.world import WorldLayout, generate
+from lsda_core.core.params import World
+from lsda_core.world import WorldLayout
+from lsda_core.world import generate
 
 TINY = World(n_categories=12, n_superclasses=3, cls_size=32, cls_train_per_class=3, cls_val_per_class=2,
              voc_classes=6, voc_train=5, voc_val=5, voc_test=6, ilsvrc_classes=8, ilsvrc_train=12,

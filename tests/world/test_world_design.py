@@ -7,9 +7,10 @@ import re
 
 import numpy as np
 
-from lsda_core import cache as C
-from lsda_core import params as P
-from lsda_core.world import WorldLayout, ensure_world
+from lsda_core.store import cache as C
+from lsda_core.core import params as P
+from lsda_core.world import WorldLayout
+from lsda_core.world import ensure_world
 from lsda_core.world.categories import design
 from lsda_core.world.scenes import Style, compose
 

@@ -1,0 +1,488 @@
+"""The one parameter schema of the study: dataclasses loaded from YAML and validated.
+
+The CLI and every notebook (through Papermill) receive the same validated `Params`.
+A preset may inherit from another with `base: other.yaml`; an unknown key, a wrong type or
+an out-of-range value raises `ParamsError`, whose message names the file, the key and what
+is valid.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lsda_core.core.errors import LsdaError
+
+
+class ParamsError(LsdaError, ValueError):
+    """A parameter file or override that does not fit the schema."""
+
+
+def _p(default: Any, help: str, *, lo: float | None = None, hi: float | None = None,
+       choices: tuple | None = None, path: bool = False) -> Any:
+    """A schema field with its help text and its valid range or choices."""
+    meta = {"help": help, "lo": lo, "hi": hi, "choices": choices, "path": path}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class Runtime:
+    """Where and how things run; none of it changes a result except `seed`."""
+
+    seed: int = _p(0, "master seed for every random draw of the study", lo=0)
+    device: str = _p("auto", "auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
+    workers: int = _p(2, "worker processes for parallel stages (proposals, rendering)", lo=1, hi=256)
+    artifacts: str = _p("artifacts", "cache folder for every expensive stage", path=True)
+    progress: bool = _p(True, "show progress bars on long work")
+
+
+@dataclass
+class World:
+    """The embedded, procedurally generated world (see lsda_core.world)."""
+
+    seed: int = _p(0, "seed of the world: categories, scenes, every pixel", lo=0)
+    n_categories: int = _p(200, "categories in the world (all appear in the classification view)", lo=4, hi=5000)
+    n_superclasses: int = _p(20, "superclasses; categories of one superclass share a body template", lo=1, hi=500)
+    cls_size: int = _p(64, "side of the square object-centric classification images (px)", lo=16, hi=1024)
+    cls_train_per_class: int = _p(40, "classification training images per category", lo=1)
+    cls_val_per_class: int = _p(10, "classification validation images per category", lo=1)
+    det_width: int = _p(160, "width of detection scene images (px)", lo=32, hi=4096)
+    det_height: int = _p(120, "height of detection scene images (px)", lo=32, hi=4096)
+    objects_min: int = _p(1, "fewest labelled objects drawn per detection scene (hidden ones are removed)", lo=1, hi=50)
+    objects_max: int = _p(4, "most labelled objects per detection scene (object-centric train scenes: one fewer)", lo=1, hi=50)
+    distractors_max: int = _p(3, "most distractor shapes (no category) per scene", lo=0, hi=50)
+    occluders_max: int = _p(2, "most plain occluders per scene", lo=0, hi=50)
+    voc_classes: int = _p(20, "categories of the VOC-like detection benchmark", lo=2)
+    voc_train: int = _p(300, "VOC-like train images", lo=1)
+    voc_val: int = _p(300, "VOC-like val images", lo=1)
+    voc_test: int = _p(400, "VOC-like test images", lo=1)
+    ilsvrc_classes: int = _p(60, "categories of the ILSVRC-DET-like benchmark (first half alphabetically has boxes)", lo=2)
+    ilsvrc_train: int = _p(600, "ILSVRC-like detection train images, centred on set-B categories (boxes for B only)", lo=1)
+    ilsvrc_val: int = _p(600, "ILSVRC-like val images, boxes for all categories (halved into val1 / val2)", lo=2)
+    large_box_fraction: float = _p(0.1, "share of all categories with boxes in the large-scale view", lo=0.0, hi=1.0)
+    large_train: int = _p(200, "large-scale view train scenes (boxes for the box categories only)", lo=1)
+    large_test: int = _p(200, "large-scale view test scenes (boxes for all categories)", lo=1)
+
+
+@dataclass
+class Data:
+    """Which data the chapters use: the embedded world or real datasets by path."""
+
+    source: str = _p("embedded", "embedded, or real: voc2007 / ilsvrc2013", choices=("embedded", "voc2007", "ilsvrc2013"))
+    voc_root: str | None = _p(None, "real PASCAL VOC root (the folder holding Annotations/, JPEGImages/)", path=True)
+    ilsvrc_root: str | None = _p(None, "real ILSVRC2013 DET root (ILSVRC2013_DET_* folders and devkit/)", path=True)
+    imagenet_root: str | None = _p(None, "ImageNet-style classification root (one folder per class)", path=True)
+    imagenet_weights: str | None = _p(None, "ImageNet AlexNet weights on disk (torchvision cache file)", path=True)
+
+
+@dataclass
+class Proposals:
+    """Selective search (OpenCV contrib), as R-CNN used it."""
+
+    mode: str = _p("fast", "selective search strategy (R-CNN: fast)", choices=("fast", "quality"))
+    max_boxes: int = _p(2000, "most proposals kept per image (R-CNN: about 2000)", lo=1)
+    min_side: float = _p(2.0, "drop proposals thinner than this (px)", lo=0.0)
+
+
+@dataclass
+class Net:
+    """The CaffeNet-shaped network: conv1-5, pool5 on a 6 x 6 grid, fc6, fc7, output.
+    Defaults: the embedded size; params/paper_*.yaml set CaffeNet's (227 px, 4096-wide fc)."""
+
+    input_size: int = _p(64, "side of the square network input; warped regions have this size (paper 227)", lo=16, hi=512)
+    conv_channels: list[int] = _p([16, 32, 48, 48, 32], "output channels of conv1-5 (CaffeNet 96, 256, 384, 384, 256)")
+    conv1_kernel: int = _p(8, "conv1 kernel (CaffeNet 11)", lo=1, hi=15)
+    conv1_stride: int = _p(2, "conv1 stride (CaffeNet 4)", lo=1, hi=8)
+    conv1_pad: int = _p(1, "conv1 padding (CaffeNet 0)", lo=0, hi=8)
+    pool1: bool = _p(False, "max-pool 3/2 after conv1 (CaffeNet: yes)")
+    conv2_kernel: int = _p(3, "conv2 kernel (CaffeNet 5)", lo=1, hi=7)
+    groups: bool = _p(False, "CaffeNet's two-group conv2, conv4, conv5")
+    lrn: bool = _p(False, "local response normalisation after conv1 and conv2 (CaffeNet: yes)")
+    batch_norm: bool = _p(True, "batch normalisation after conv1-5 (CaffeNet: no; lets a small net train from scratch in minutes)")
+    fc_width: int = _p(256, "width of fc6 and fc7 (CaffeNet 4096)", lo=8)
+    dropout: float = _p(0.25, "dropout on fc6 and fc7 during training (CaffeNet 0.5)", lo=0.0, hi=0.95)
+    context: int = _p(16, "context padding of warped regions, in pixels of a 227 px frame (scaled to input_size)", lo=0, hi=64)
+
+
+@dataclass
+class Pretrain:
+    """Supervised pre-training on the classification view (image-level labels only)."""
+
+    epochs: int = _p(24, "passes over the classification training images (CaffeNet 90)", lo=1)
+    batch_size: int = _p(128, "images per SGD step", lo=1)
+    lr: float = _p(0.02, "base learning rate, biases 2x (CaffeNet 0.01)", lo=0.0)
+    lr_steps: list[int] = _p([16, 21], "epochs after which the learning rate is divided by 10 (CaffeNet 20, 40, 60)")
+    momentum: float = _p(0.9, "SGD momentum", lo=0.0, hi=1.0)
+    weight_decay: float = _p(5e-4, "L2 weight decay", lo=0.0)
+
+
+@dataclass
+class Finetune:
+    """Fine-tuning on warped proposals (R-CNN's window-data layer)."""
+
+    iterations: int = _p(1000, "SGD steps of fg_per_batch + bg_per_batch windows (R-CNN 70000)", lo=0)
+    fg_per_batch: int = _p(32, "foreground windows per batch (R-CNN 32)", lo=1)
+    bg_per_batch: int = _p(96, "background windows per batch (R-CNN 96)", lo=0)
+    fg_iou: float = _p(0.5, "IoU with a ground-truth box to count as foreground", lo=0.0, hi=1.0)
+    lr: float = _p(0.002, "base learning rate, a tenth of pre-training's as in R-CNN (0.001); biases 2x, new output layer 10x", lo=0.0)
+    lr_step: int = _p(600, "the learning rate is divided by 10 every this many steps (R-CNN 20000)", lo=1)
+    momentum: float = _p(0.9, "SGD momentum", lo=0.0, hi=1.0)
+    weight_decay: float = _p(5e-4, "L2 weight decay", lo=0.0)
+    mirror: bool = _p(True, "horizontal mirror with probability 0.5")
+
+
+@dataclass
+class SVM:
+    """One linear SVM per class with hard-negative mining (liblinear's settings in R-CNN)."""
+
+    C: float = _p(1e-3, "regularisation constant C", lo=0.0)
+    pos_weight: float = _p(2.0, "weight of positive examples", lo=0.0)
+    bias: float = _p(10.0, "bias feature value (intercept scaling)", lo=0.0)
+    neg_iou: float = _p(0.3, "negatives: proposals with IoU below this with every instance of the class", lo=0.0, hi=1.0)
+    feature_norm: float = _p(20.0, "features scaled so their mean L2 norm is this", lo=0.0)
+    hard_thresh: float = _p(-1.0001, "hard negatives: those scoring above this are added", hi=0.0)
+    evict_thresh: float = _p(-1.2, "easy negatives scoring below this are evicted after each retrain", hi=0.0)
+    retrain_every: int = _p(2000, "retrain after this many new hard negatives", lo=1)
+
+
+@dataclass
+class Detect:
+    """Scoring proposals into detections."""
+
+    nms: float = _p(0.3, "per-class NMS: suppress boxes with IoU above this with a kept box", lo=0.0, hi=1.0)
+    max_per_image: int = _p(100, "most boxes kept per class and image before NMS", lo=1)
+    bbox_reg_iou: float = _p(0.6, "box regression trains on proposals with IoU above this", lo=0.0, hi=1.0)
+    bbox_reg_lambda: float = _p(1000.0, "ridge regularisation of box regression", lo=0.0)
+
+
+@dataclass
+class Hog:
+    """The HOG + linear SVM detector on the same proposals: the study's stand-in for R-CNN's
+    DPM HOG baseline (lsda_core.detection.hog; trained like the CNN SVMs)."""
+
+    window: int = _p(64, "side of the square window each proposal is warped to for HOG (px)", lo=16, hi=512)
+    context: int = _p(16, "context padding of the warp, in pixels of a 227 px frame (scaled to window)", lo=0, hi=64)
+    cell: int = _p(8, "HOG cell side (px)", lo=2, hi=64)
+    block: int = _p(2, "HOG block side in cells (L2-Hys normalised, stride one cell)", lo=1, hi=8)
+    orientations: int = _p(9, "unsigned orientation bins over 0-180 degrees", lo=2, hi=36)
+    interpolation: str = _p("trilinear", "votes: trilinear (Dalal-Triggs), orientation only, or none (scikit-image's hard binning)",
+                            choices=("trilinear", "orientation", "none"))
+
+
+@dataclass
+class Rcnn:
+    """The R-CNN chapter's experiments."""
+
+    neg_iou_grid: list[float] = _p([0.0, 0.1, 0.2, 0.3, 0.4, 0.5], "SVM negative-IoU thresholds to compare (the paper's grid)")
+    bootstrap: int = _p(100, "bootstrap resamples of the test images for the spread of mAP", lo=2)
+    timing_images: int = _p(10, "test images timed for seconds per image", lo=1)
+    seeds: list[int] = _p([0, 1, 2], "SVM seeds (liblinear's order, the feature-scale sample) of the seed-spread "
+                                     "table; the networks stay those of runtime.seed")
+
+
+@dataclass
+class Lsda:
+    """The LSDA chapters' experiments (lsda_core.experiments.lsda): the classification network, which
+    layers adapt on set B's boxes, the transfer to set A, the seeds and the large-scale view."""
+
+    cls_epochs: int = _p(6, "epochs re-training the classification network's new K-way output layer (and the rest) "
+                            "on the benchmark categories' classification images", lo=0)
+    cls_lr: float = _p(0.002, "base learning rate of that re-training (new output layer 10x)", lo=0.0)
+    train_per_class: int = _p(1000, "most ILSVRC train images per set-B category added to val1 for detection "
+                                    "fine-tuning (the paper: 1000)", lo=0)
+    knn: list[int] = _p([5, 10, 0], "k of the category-specific transfer rows (nearest B categories; 0 means |B|, "
+                                    "the plain average; the paper: 5, 10, 100)")
+    k: int = _p(10, "k of the full LSDA model in Figure 3, the seeds and the large-scale detector (paper 10; 0: |B|)",
+                lo=0)
+    seeds: list[int] = _p([0, 1, 2], "seeds of the detection fine-tuning in the headline comparison (classification "
+                                     "network vs LSDA, held-out mAP); the first should be runtime.seed")
+    large_row: str = _p("fcbgrnd,layers1-7,fcB", "Table 1 row whose layers the large-scale detector adapts (the paper: "
+                                                "all, layers1-7)", choices=("fcbgrnd", "fcbgrnd,fc6", "fcbgrnd,fc7",
+                                                                            "fcbgrnd,fcB", "fcbgrnd,fc6,fc7",
+                                                                            "fcbgrnd,fc6,fc7,fcB",
+                                                                            "fcbgrnd,layers1-7,fcB"))
+    large_nms: float = _p(0.1, "large-scale demo: per-class NMS threshold (LSDA: 0.1)", lo=0.0, hi=1.0)
+    large_cross_nms: float = _p(0.4, "large-scale demo: NMS across classes afterwards (LSDA: 0.4)", lo=0.0, hi=1.0)
+    large_images: int = _p(8, "test images drawn in the large-scale figure", lo=1)
+    large_top: int = _p(3, "detections drawn per image in the large-scale figure", lo=1)
+
+
+@dataclass
+class Analysis:
+    """Hoiem et al.'s diagnosis of detections (lsda_core.evaluation.hoiem)."""
+
+    trend_fps: list[int] = _p([25, 50, 100, 200, 400, 800, 1600, 3200],
+                              "numbers of top false positives at which the FP-type shares are shown (Hoiem, R-CNN Fig. 4)")
+    norm_fraction: float = _p(0.15, "normalised AP: every class counts as having this fraction of the images as positives",
+                              lo=0.0, hi=10.0)
+    weak_iou: float = _p(0.1, "IoU at which a false positive counts as touching an object (Loc / Sim / Oth)", lo=0.0, hi=0.5)
+    part_visible: float = _p(0.5, "a part counts as visible when at least this fraction of it is visible", lo=0.0, hi=1.0)
+
+
+@dataclass
+class Units:
+    """pool5 unit visualisation (R-CNN Figures 3 and 6): which units, how many top regions."""
+
+    top: int = _p(16, "top regions shown per unit in the unit rows (R-CNN Figure 3: 16)", lo=1)
+    montage_top: int = _p(96, "top regions in the one-unit montage (R-CNN Figure 6: 96)", lo=1)
+    nms: float = _p(0.1, "NMS within each image on the unit's activation (R-CNN: 0.1)", lo=0.0, hi=1.0)
+    units: list[list[int]] = _p([], "explicit units as [y, x, channel] of the 6 x 6 pool5 map; "
+                                    "empty: chosen from a category's pool5 SVM")
+    category: str | None = _p(None, "category whose pool5 SVM weights pick units (null: the first class)")
+    positive: int = _p(2, "units with the category SVM's largest positive weights", lo=0, hi=64)
+    negative: int = _p(1, "units with the category SVM's most negative weights", lo=0, hi=64)
+    generic: int = _p(3, "generic units: the largest weight averaged over every category's SVM, one per channel",
+                       lo=0, hi=64)
+
+
+@dataclass
+class Fast:
+    """The fast detector (lsda_core.detection.spp): one convolutional pass per image and spatial pyramid
+    pooling over each proposal (SPP-net), instead of warping each proposal."""
+
+    bins: list[int] = _p([6, 3, 2, 1], "pyramid levels, b x b max-pooling bins each (SPP-net 6, 3, 2, 1); "
+                                       "must include 6, the level initialised from pool5's fc6")
+    scale: int = _p(176, "shorter image side of the one conv pass (px); 176 shows the embedded world's median "
+                         "proposal at the size warping gives it (SPP-net single-scale: 688)", lo=16, hi=4096)
+
+
+@dataclass
+class Bench:
+    """`lsda bench` (lsda_core.perf.bench): how much of each stage the reduced mode (the one the
+    book runs) times; `lsda bench --full` times every stage at full size instead."""
+
+    images: int = _p(2, "test images timed per stage: proposals, warped features, the warping and fast detectors",
+                     lo=1)
+    regions: int = _p(64, "reduced mode on the CPU: regions of the first image through the paper-size network, "
+                          "extrapolated linearly to the paper preset's proposals.max_boxes (R-CNN: 2000; --full "
+                          "and CUDA: that many on every image)", lo=1)
+    classes_reduced: int = _p(1000, "reduced mode: classes N of the 2000 x 4096 by 4096 x N scoring product, "
+                                    "extrapolated linearly to R-CNN's 100k (--full: 100k)", lo=1)
+    svm_images: int = _p(10, "reduced mode: synthetic training images of the SVM timing "
+                             "(--full: world.voc_train + world.voc_val, the R-CNN chapter's trainval)", lo=1)
+    repeats: int = _p(3, "each time is the fastest of this many runs", lo=1, hi=100)
+    paper_params: str = _p("params/paper_voc2007.yaml", "preset whose net, fast and proposals sections are the "
+                                                        "paper size (relative paths: to the project root)", path=True)
+
+
+@dataclass
+class Params:
+    """Every parameter of the study, by section."""
+
+    runtime: Runtime = field(default_factory=Runtime)
+    world: World = field(default_factory=World)
+    data: Data = field(default_factory=Data)
+    proposals: Proposals = field(default_factory=Proposals)
+    net: Net = field(default_factory=Net)
+    pretrain: Pretrain = field(default_factory=Pretrain)
+    finetune: Finetune = field(default_factory=Finetune)
+    svm: SVM = field(default_factory=SVM)
+    detect: Detect = field(default_factory=Detect)
+    hog: Hog = field(default_factory=Hog)
+    rcnn: Rcnn = field(default_factory=Rcnn)
+    lsda: Lsda = field(default_factory=Lsda)
+    fast: Fast = field(default_factory=Fast)
+    units: Units = field(default_factory=Units)
+    analysis: Analysis = field(default_factory=Analysis)
+    bench: Bench = field(default_factory=Bench)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (YAML/JSON-ready)."""
+        return dataclasses.asdict(self)
+
+    def digest(self, *sections: str) -> str:
+        """Stable hash of the named sections (all when none): a cache-key ingredient."""
+        d = self.to_dict()
+        picked = {s: d[s] for s in (sections or tuple(d))}
+        return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------
+# loading and validation
+
+def _describe(cls: type) -> str:
+    """One line per key of a section: name, type, default and help (used in errors)."""
+    hints = typing.get_type_hints(cls)
+    lines = []
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            lines.append(f"  {f.name}: section")
+            continue
+        m = f.metadata
+        rng = ""
+        if m.get("choices"):
+            rng = f", one of {list(m['choices'])}"
+        elif m.get("lo") is not None or m.get("hi") is not None:
+            rng = f", {_range_rule(m)}"
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        lines.append(f"  {f.name} ({_type_name(hints[f.name])}{rng}, default {default!r}): {m.get('help', '')}")
+    return "\n".join(lines)
+
+
+def _range_rule(m: Any) -> str:
+    """A field's valid range in words: 'in [lo, hi]', '>= lo' or '<= hi'."""
+    lo, hi = m.get("lo"), m.get("hi")
+    if lo is not None and hi is not None:
+        return f"in [{lo}, {hi}]"
+    return f">= {lo}" if lo is not None else f"<= {hi}"
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check `value` against type `tp`; ints are accepted where floats are expected."""
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg, where)
+            except ParamsError:
+                pass
+        raise ParamsError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    if tp is type(None):
+        if value is None:
+            return None
+    elif typing.get_origin(tp) is list:
+        if isinstance(value, list):
+            (item,) = typing.get_args(tp)
+            return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise ParamsError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    """Build dataclass `cls` from a mapping, validating every key and value."""
+    if not isinstance(data, dict):
+        raise ParamsError(f"{where}: expected a mapping of keys, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        valid = ", ".join(fields)
+        raise ParamsError(f"{where or 'top level'}: unknown key {unknown[0]!r} (valid: {valid}; "
+                          f"'lsda params --schema' explains each)")
+    kwargs = {}
+    for name, value in data.items():
+        f, tp, key = fields[name], hints[name], f"{where}.{name}" if where else name
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value, key)
+            continue
+        value = _coerce(value, tp, key)
+        m = f.metadata
+        if m.get("choices") and value not in m["choices"]:
+            raise ParamsError(f"{key}: {value!r} is not one of {list(m['choices'])}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if m.get("lo") is not None and value < m["lo"] or m.get("hi") is not None and value > m["hi"]:
+                raise ParamsError(f"{key}: {value!r} is out of range (must be {_range_rule(m)})")
+        if m.get("path") and isinstance(value, str):
+            value = os.path.expanduser(os.path.expandvars(value))
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _check(p: Params) -> None:
+    """Cross-field rules that a single field's range cannot say."""
+    w = p.world
+    if w.objects_min > w.objects_max:
+        raise ParamsError(f"world.objects_min ({w.objects_min}) exceeds world.objects_max ({w.objects_max})")
+    for key in ("voc_classes", "ilsvrc_classes", "n_superclasses"):
+        if getattr(w, key) > w.n_categories:
+            raise ParamsError(f"world.{key} ({getattr(w, key)}) exceeds world.n_categories ({w.n_categories})")
+    bins = p.fast.bins
+    if 6 not in bins or min(bins) < 1 or len(set(bins)) != len(bins):
+        raise ParamsError(f"fast.bins: need distinct positive bin counts including 6 (pool5's grid), got {bins}")
+    dev = p.runtime.device
+    if dev not in ("auto", "cpu", "cuda") and not (dev.startswith("cuda:") and dev[5:].isdigit()):
+        raise ParamsError(f"runtime.device: {dev!r} is not auto, cpu, cuda or cuda:N")
+
+
+def _merge(base: dict, over: dict) -> dict:
+    """Deep-merge `over` into a copy of `base` (mappings merge, anything else replaces)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """Read a preset, resolving its `base:` chain (relative to the preset's folder)."""
+    path = Path(path).resolve()
+    if path in _seen:
+        raise ParamsError(f"{path}: circular 'base:' chain")
+    if not path.is_file():
+        raise ParamsError(f"{path}: parameter file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML ({e})".replace("\n", " ")) from None
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections at the top level")
+    base = data.pop("base", None)
+    if base is not None:
+        data = _merge(read_yaml(path.parent / base, _seen + (path,)), data)
+    return data
+
+
+def parse_overrides(pairs: list[tuple[str, str]] | dict[str, Any] | None) -> dict:
+    """Turn dotted overrides (`world.seed 3`, values parsed as YAML) into a nested dict."""
+    if not pairs:
+        return {}
+    items = pairs.items() if isinstance(pairs, dict) else pairs
+    nested: dict = {}
+    for key, value in items:
+        if isinstance(value, str):
+            value = yaml.safe_load(value) if value.strip() else value
+        parts = key.split(".")
+        d = nested
+        for part in parts[:-1]:
+            d = d.setdefault(part, {})
+        d[parts[-1]] = value
+    return nested
+
+
+def load(path: str | Path | None = None, overrides: list[tuple[str, str]] | dict | None = None) -> Params:
+    """Load and validate a preset (None: the schema defaults) with dotted overrides on top."""
+    data = read_yaml(path) if path is not None else {}
+    data = _merge(data, parse_overrides(overrides))
+    where = str(path) if path is not None else "params"
+    try:
+        p = _build(Params, data, "")
+        _check(p)
+    except ParamsError as e:
+        raise ParamsError(f"{where}: {e}") from None
+    return p
+
+
+def schema_help() -> str:
+    """Every section and key with type, default and help, for `lsda params`."""
+    out = []
+    for f in dataclasses.fields(Params):
+        out.append(f"{f.name}:")
+        out.append(_describe(typing.get_type_hints(Params)[f.name]))
+    return "\n".join(out)

@@ -1,0 +1,154 @@
+"""Caffe-style SGD pieces shared by every training stage: per-blob learning rates, the step
+schedule, stage seeds, model files, and what identifies a model or dataset in a cache key.
+
+Conventions shared with Caffe's CaffeNet / R-CNN solver files: biases learn at twice the
+layer's learning rate and have no weight decay; a new output layer learns at `head_mult` x
+(R-CNN's fine-tuning: 10x, its bias 20x). Batch-norm scales and shifts (embedded net only)
+learn at the layer's rate without weight decay. The step schedule divides the learning rate
+by 10 (Caffe's `step` policy).
+
+Determinism: every random draw (initialisation, shuffling, augmentation, window sampling,
+dropout) comes from generators seeded by `stage_seed(runtime.seed, stage)` inside `fork_rng`,
+so the same parameters give the same weights on the same machine and thread count, and the
+caller's global RNG state is left alone. (On CUDA, cuDNN's convolution backward may still be
+non-deterministic.)
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from lsda_core.store.cache import atomic_write_bytes
+from lsda_core.models.nets import CaffeNet, LAYERS
+from lsda_core.core.params import Params
+from lsda_core.core.structures import ClassificationDataset, DetectionDataset
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def array_digest(arrays: Iterable[np.ndarray | torch.Tensor]) -> str:
+    """Hash of the bytes, shapes and dtypes of a sequence of arrays."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def dataset_identity(ds: ClassificationDataset | DetectionDataset | None) -> dict[str, Any] | None:
+    """What identifies a dataset split in a cache key: name, root, split, size, and a digest
+    of its content listing (file names and labels, or image ids and annotations)."""
+    if ds is None:
+        return None
+    if isinstance(ds, ClassificationDataset):
+        listing = [[Path(pth).name for pth in ds.paths], np.asarray(ds.labels).tolist(), list(ds.classes)]
+    else:
+        listing = [list(ds.classes), [[im.image_id, Path(im.path).name, im.width, im.height,
+                                       [[o.cls, np.asarray(o.box).tolist(), bool(o.difficult)] for o in im.objects]]
+                                      for im in ds.images]]
+    return {"name": ds.name, "root": str(ds.root), "split": ds.split, "n": len(ds), "content": _digest(listing)}
+
+
+def model_key(model: CaffeNet) -> str:
+    """The cache key of the stage that produced `model`, or a digest of its weights."""
+    key = getattr(model, "cache_key", None)
+    return key if key else "weights-" + array_digest(v for _, v in sorted(model.state_dict().items()))
+
+
+def stage_seed(seed: int, stage: str) -> int:
+    """A stage's own seed, derived from the master seed (so stages draw independent streams)."""
+    return int(np.random.SeedSequence([seed, int(hashlib.sha256(stage.encode()).hexdigest()[:8], 16)])
+               .generate_state(1)[0])
+
+
+def fork_rng(device: torch.device):
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
+
+def param_groups(model: CaffeNet, lr: float, weight_decay: float, head_mult: float = 1.0,
+                  frozen: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """Caffe's per-blob settings: weights lr x1 with decay, biases lr x2 without; the head
+    `head_mult` times that. Frozen layers get `requires_grad = False` and no group."""
+    groups = []
+    frozen = set(frozen)
+    for name in LAYERS:
+        mult = head_mult if name == "head" else 1.0
+        for mod in model.layer_modules(name):
+            bn = isinstance(mod, torch.nn.BatchNorm2d)
+            for part, lr_mult, decay in (("weight", 1.0, 0.0 if bn else weight_decay), ("bias", 1.0 if bn else 2.0, 0.0)):
+                t = getattr(mod, part)
+                t.requires_grad_(name not in frozen)
+                if name not in frozen:
+                    groups.append({"params": [t], "lr": lr * mult * lr_mult, "base_lr": lr * mult * lr_mult,
+                                   "weight_decay": decay, "name": f"{name}.{'bn.' if bn else ''}{part}"})
+    return groups
+
+
+def freeze_statistics(model: CaffeNet, frozen: Iterable[str]) -> None:
+    """Batch-norm layers of frozen convs keep their running statistics (eval mode)."""
+    for name in frozen:
+        for mod in model.layer_modules(name):
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.eval()
+
+
+def set_lr(opt: torch.optim.Optimizer, factor: float) -> None:
+    for g in opt.param_groups:
+        g["lr"] = g["base_lr"] * factor
+
+
+def save_model(model: CaffeNet, out: Path) -> None:
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
+    atomic_write_bytes(out / "model.pt", buf.getvalue())
+
+
+def load_model(p: Params, folder: Path, num_classes: int, device: torch.device) -> CaffeNet:
+    model = CaffeNet(p.net, num_classes)
+    model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
+    model.cache_key = f"{folder.parent.name}/{folder.name}"
+    return model.to(device).eval()
+
+
+def net_config(p: Params, *, with_context: bool) -> dict[str, Any]:
+    d = asdict(p.net)
+    if not with_context:
+        d.pop("context")  # only warping uses it
+    return d
+
+
+class FixedRows:
+    """The rows of an output layer that must not learn (LSDA: set A's classifiers, and set
+    B's in the rows that adapt only the background): put back after every SGD step."""
+
+    def __init__(self, layer: torch.nn.Linear, learning: Iterable[int]) -> None:
+        self.layer = layer
+        self.mask = torch.ones(layer.out_features, dtype=torch.bool, device=layer.weight.device)
+        self.mask[list(learning)] = False
+        self.weight = layer.weight.detach()[self.mask].clone()
+        self.bias = layer.bias.detach()[self.mask].clone()
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        self.layer.weight[self.mask] = self.weight
+        self.layer.bias[self.mask] = self.bias
+
+
+def step(opt: torch.optim.Optimizer, loss: torch.Tensor, fixed: FixedRows | None = None) -> None:
+    """One SGD step on `loss`, then the fixed output rows put back."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    if fixed is not None:
+        fixed.restore()

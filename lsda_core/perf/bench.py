@@ -1,0 +1,442 @@
+"""`lsda bench`: the study's throughput per stage on this machine, each compute-bound figure
+also as a share of a peak measured in the same run, to set beside the papers' speed claims.
+
+Rows of a run (`run`), each naming the device it ran on:
+- peak: a large matrix product on the run's device, GFLOP/s: float32 (the reference of
+  every ratio), and on CUDA also float16 (the reference of the GPU path's rows);
+- proposals: selective search (`proposals.selective_search`, one process, one thread, as
+  each worker of the pipeline) on `bench.images` test images: images and boxes per second;
+- warped features: regions per second through `features.pool5_of_regions` and
+  `fc_features` (fc7), at the embedded size (`net`) on the images' proposals, and at the
+  paper size (the net of `bench.paper_params`: 227 px, 4096-wide fc);
+- detectors: images per second of the warping detector (warp, the whole net, the output
+  layer) and of the fast one (`spp.detect_scores`: one conv pass, SPP, the head) on the same
+  images and proposals, and the speed-up, at both sizes; at the embedded size also with one
+  torch thread (on a busy machine the many small operations of these small nets wait for
+  their threads to be scheduled: measured on a loaded 2-core machine, 2 threads made the
+  fast detector 35x and the warping one 3x slower than 1 thread);
+- SVM training: `svm.train_svms` (liblinear, hard-negative mining) on synthetic features of
+  the R-CNN chapter's shape: the proposals per image measured above, `net.fc_width`
+  dimensions, `world.voc_classes` classes, `bench.svm_images` images (`--full`:
+  world.voc_train + voc_val, the chapter's trainval);
+- scoring: R-CNN's 2000 x 4096 by 4096 x N float32 product, in seconds for N = 100k (reduced
+  mode: measured with `bench.classes_reduced` classes and extrapolated linearly).
+
+At the paper size every image has the paper preset's `proposals.max_boxes` (R-CNN's 2000)
+regions: its proposals repeated (the cost of a region does not depend on its box). With
+`--full` or on CUDA every image is timed so; in the reduced mode on the CPU only the first,
+with `bench.regions` regions, and the detectors' times are extrapolated along the line
+through their times with 0 and that many regions (a fixed part per image, the fast
+detector's conv pass, plus one per region; small batches run less efficiently than 2000
+regions do, so the extrapolation errs on the slow side).
+
+Networks have random weights (the time does not depend on them), images are decoded before
+timing, each time is the fastest of `bench.repeats` runs (CUDA synchronised; on CUDA after
+one untimed run). FLOPs are those of convolutions and matrix products, counted by torch's
+FlopCounterMode on one region and on none (the work is linear in the regions); a row's
+share of peak is its GFLOP/s over the peak.
+
+On CUDA the feature and detector rows run the GPU path (`features.to_device`,
+`features.autocast`: float16 autocast, pinned asynchronous copies; the warp is batched on
+the device and the input channels-last either way), and the paper-size rows are measured
+again with it off. Runs on the CPU keep those rows, saying why they were not measured.
+
+The results file (JSON, `default_path`): {"format": 1, "runs": {"<device> <mode>": run}}.
+`save` replaces only the run of the same device kind and mode, so CPU and GPU runs stand
+side by side. A run: device, mode, machine (`runtime.machine`), threads, finished, seconds,
+max_rss_mib, max_cuda_mib, tf32 (on CUDA: whether float32 products and convolutions may use
+TF32, torch's settings), params_digest, peaks {"float32": GFLOP/s, "float16": GFLOP/s or
+null}, rows.
+A row: key, stage, what, device, value, unit, seconds and gflop (of the timed unit: all
+timed images, or one image where the row is per image), gflop_per_s, peak (which one),
+of_peak, status ("measured", "extrapolated" or "not measured: <why>").
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import resource
+import time
+import zlib
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from lsda_core.detection import features as F
+from lsda_core.core import params as P
+from lsda_core.detection import spp as SPP
+from lsda_core.detection import svm as S
+from lsda_core.store.cache import atomic_write_text
+from lsda_core.data.images import load_image
+from lsda_core.core.errors import LsdaError
+from lsda_core.models.finetune import context_pixels
+from lsda_core.models.nets import CaffeNet
+from lsda_core.detection.proposals import ProposalConfig, selective_search
+from lsda_core.store.runtime import machine, pick_device
+from lsda_core.core.structures import ImageAnn
+
+FORMAT = 1
+ROOT = Path(__file__).resolve().parents[2]
+RCNN_REGIONS, RCNN_DIM, RCNN_CLASSES = 2000, 4096, 100_000  # R-CNN section 2.2's scoring product
+PEAK_SIDE = {("cpu", False): 2048, ("cpu", True): 4096, ("cuda", False): 8192, ("cuda", True): 8192}
+SVM_BYTES = 2 << 30  # synthetic SVM features held in memory up to this size (fewer images beyond)
+FAST_TARGET, GPU_WARP_MS, GPU_FAST_MS = 8.0, 50.0, 10.0  # issue 6's targets
+MEASURED, EXTRAPOLATED = "measured", "extrapolated"
+
+
+# ------------------------------------------------------------------------------ timing
+
+def of_peak(gflop: float, seconds: float, peak_gflops: float) -> float:
+    """Share of the peak: the work's rate (`gflop / seconds`) over `peak_gflops`."""
+    return gflop / seconds / peak_gflops
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _best(fn: Callable[[], Any], repeats: int, device: torch.device) -> tuple[float, Any]:
+    """(seconds of the fastest of `repeats` calls of `fn`, the last call's result); on CUDA
+    after one untimed call (kernel selection), synchronised around each call."""
+    if device.type == "cuda":
+        fn()
+    best, out = math.inf, None
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        out = fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+@contextlib.contextmanager
+def _threads(n: int) -> Iterator[None]:
+    """torch's intra-op threads set to `n` inside the block."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _gflop(fn: Callable[[], Any]) -> float:
+    """GFLOP of one call of `fn` (convolutions and matrix products)."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops() / 1e9
+
+
+def _row(key: str, stage: str, what: str, device: torch.device | str, value: float | None, unit: str,
+         seconds: float | None = None, gflop: float | None = None, peak: str | None = None,
+         peaks: dict[str, float | None] | None = None, status: str = MEASURED) -> dict[str, Any]:
+    """One figure (module docstring); `peak` names the reference of its share of peak."""
+    ref = (peaks or {}).get(peak) if peak else None
+    rate = gflop / seconds if gflop and seconds else None
+    return {"key": key, "stage": stage, "what": what, "device": str(device), "value": value, "unit": unit,
+            "seconds": seconds, "gflop": gflop, "gflop_per_s": rate, "peak": peak if rate and ref else None,
+            "of_peak": of_peak(gflop, seconds, ref) if rate and ref else None, "status": status}
+
+
+def why_not_gpu() -> str:
+    if torch.cuda.is_available():
+        return "not measured: this run is on the CPU (runtime.device)"
+    return "not measured: no GPU on this machine"
+
+
+# ------------------------------------------------------------------------------ inputs
+
+def paper_params(p: P.Params) -> P.Params:
+    """The paper-size preset (`bench.paper_params`; relative paths from the project root)."""
+    path = Path(p.bench.paper_params)
+    return P.load(path if path.is_absolute() else ROOT / path)
+
+
+def _tile(boxes: np.ndarray, n: int, width: int, height: int) -> np.ndarray:
+    """`n` boxes: `boxes` repeated (the whole image when there are none)."""
+    if len(boxes) == 0:
+        boxes = np.array([[0, 0, width, height]], np.float32)
+    return np.resize(np.asarray(boxes, np.float32), (n, 4))
+
+
+def synthetic_region_sets(n_images: int, regions: int, dim: int, n_classes: int,
+                          seed: int = 0) -> list[S.RegionSet]:
+    """SVM training images of a given shape: 1-3 ground-truth boxes (more when needed for every
+    class to have one; classes in turn) in a 500 x 375 frame, then `regions` proposals (half
+    jittered ground truth, half random boxes); features |N(0, 1)| plus, per class, the region's
+    overlap with the class's boxes times a class pattern, so that mining finds hard negatives
+    as on real features."""
+    rng = np.random.default_rng(seed)
+    pattern = rng.normal(0.0, 1.0, (n_classes, dim)).astype(np.float32)
+    sets = []
+    n_seen = 0
+    for i in range(n_images):
+        n_gt = max(int(rng.integers(1, 4)), -(-n_classes // n_images))
+        cls = (n_seen + np.arange(n_gt)) % n_classes  # in turn: every class has positives
+        n_seen += n_gt
+        xy = rng.uniform([0, 0], [400, 275], (n_gt, 2))
+        gt = np.hstack([xy, xy + rng.uniform(30, 100, (n_gt, 2))])
+        n_jit = regions // 2
+        jit = gt[rng.integers(0, n_gt, n_jit)] + rng.normal(0, 15, (n_jit, 4))
+        xy = rng.uniform([0, 0], [450, 325], (regions - n_jit, 2))
+        rand = np.hstack([xy, xy + rng.uniform(10, 150, (regions - n_jit, 2))])
+        boxes = np.vstack([gt, jit, rand])
+        overlap = S.class_overlaps(boxes, cls, n_classes).astype(np.float32)
+        feats = np.abs(rng.normal(0.0, 1.0, (len(boxes), dim))).astype(np.float32) + 2 * overlap @ pattern
+        sets.append(S.RegionSet(boxes=boxes, gt_classes=cls, feats=feats, image_id=f"synthetic-{i}"))
+    return sets
+
+
+# ------------------------------------------------------------------------------ detectors
+
+def _over_images(score: Callable[[np.ndarray, np.ndarray], Any], pixels: Sequence[np.ndarray],
+                 boxes: Sequence[np.ndarray]) -> Callable[[], list]:
+    return lambda: [score(img, b) for img, b in zip(pixels, boxes)]
+
+
+# ------------------------------------------------------------------------------ stages
+
+def _peaks(device: torch.device, full: bool, repeats: int) -> tuple[dict[str, float | None], list[dict]]:
+    n = PEAK_SIDE[(device.type, full)]
+    peaks: dict[str, float | None] = {"float32": None, "float16": None}
+    rows = []
+    for dtype, name in ((torch.float32, "float32"), (torch.float16, "float16")):
+        what = f"{name} matrix product {n} x {n} x {n}"
+        if name == "float16" and device.type != "cuda":
+            rows.append(_row(f"peak.{name}", "peak", what, "cuda", None, "GFLOP/s", status=why_not_gpu()))
+            continue
+        a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+        sec, _ = _best(lambda: a @ b, repeats, device)
+        gflop = 2 * n ** 3 / 1e9
+        peaks[name] = gflop / sec
+        rows.append(_row(f"peak.{name}", "peak", what, device, gflop / sec, "GFLOP/s", sec, gflop, name, peaks))
+    return peaks, rows
+
+
+def _proposals(p: P.Params, ims: Sequence[ImageAnn], pixels: Sequence[np.ndarray],
+               repeats: int) -> tuple[list[np.ndarray], list[dict]]:
+    cfg = ProposalConfig(p.proposals.mode, p.proposals.max_boxes, p.proposals.min_side)
+    cpu = torch.device("cpu")
+    sec, boxes = _best(lambda: [selective_search(img, cfg, seed=zlib.crc32(im.image_id.encode()))
+                                for im, img in zip(ims, pixels)], repeats, cpu)
+    n_boxes = sum(len(b) for b in boxes)
+    size = f"{np.mean([i.shape[1] for i in pixels]):.0f} x {np.mean([i.shape[0] for i in pixels]):.0f} px"
+    what = f"selective search ({cfg.mode}), {len(ims)} images of {size}, one thread"
+    return boxes, [
+        _row("proposals.images", "proposals", what, cpu, len(ims) / sec, "images/s", sec),
+        _row("proposals.boxes", "proposals", f"{what}, {n_boxes / len(ims):.0f} boxes per image", cpu,
+             n_boxes / sec, "boxes/s", sec),
+    ]
+
+
+def _features(key: str, what: str, model: CaffeNet, context: float, pixels: Sequence[np.ndarray],
+              boxes: Sequence[np.ndarray], repeats: int, peaks: dict, gpu_path: bool) -> dict:
+    """Regions per second through pool5_of_regions + fc_features (fc7). The work is the same
+    for every region (a window of the net's input size), so it is counted on one."""
+    device, size = model.mean.device, model.net.input_size
+
+    def features(img: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return F.fc_features(model, F.pool5_of_regions(model, img, b, size, context, gpu_path=gpu_path), "fc7",
+                             gpu_path=gpu_path)
+
+    n = sum(len(b) for b in boxes)
+    gflop = n * _gflop(lambda: features(pixels[0], _tile(boxes[0][:1], 1, *pixels[0].shape[1::-1])))
+    sec, _ = _best(_over_images(features, pixels, boxes), repeats, device)
+    peak = "float16" if gpu_path and device.type == "cuda" else "float32"
+    return _row(key, "warped features", f"{what}, {n} regions", device, n / sec, "regions/s", sec, gflop, peak, peaks)
+
+
+def _detector(score: Callable, pixels: Sequence[np.ndarray], boxes: Sequence[np.ndarray], per_image: int | None,
+              repeats: int, device: torch.device) -> tuple[float, float, str]:
+    """(seconds, GFLOP, status) per image of one detector. Both are linear in the regions: a
+    fixed part per image (the detector on no region: normalisation, the fast detector's conv
+    pass) plus one per region, and the work is counted so. `per_image`: the time and work at
+    that many regions per image, extrapolated along that line when `boxes` (the same number
+    for every image) has fewer."""
+    n_im = len(pixels)
+    empty = [b[:0] for b in boxes]
+    g0 = [_gflop(lambda: score(img, e)) for img, e in zip(pixels, empty)]
+    g1 = [_gflop(lambda: score(img, b[:1])) for img, b in zip(pixels, boxes)]
+    gflop = sum(a + len(b) * (c - a) for a, c, b in zip(g0, g1, boxes)) / n_im
+    sec = _best(_over_images(score, pixels, boxes), repeats, device)[0] / n_im
+    n = len(boxes[0])
+    if per_image is None or per_image == n:
+        return sec, gflop, MEASURED
+    sec0 = _best(_over_images(score, pixels, empty), repeats, device)[0] / n_im
+    k = per_image / n
+    return (sec0 + max(sec - sec0, 0.0) * k, sum(g0) / n_im + (gflop - sum(g0) / n_im) * k,
+            f"{EXTRAPOLATED} linearly from 0 and {n} regions per image")
+
+
+def _detector_rows(prefix: str, what: str, warp: Callable, fast: Callable, pixels: Sequence[np.ndarray],
+                   boxes: Sequence[np.ndarray], per_image: int | None, repeats: int, device: torch.device,
+                   peaks: dict, peak: str) -> list[dict]:
+    """Images per second of both detectors on the same images and boxes, and the speed-up."""
+    out, per = [], {}
+    for name, score, label in (("warp", warp, "warping detector (warp, net, output layer)"),
+                               ("fast", fast, "fast detector (one conv pass, SPP, head)")):
+        sec, gflop, status = _detector(score, pixels, boxes, per_image, repeats, device)
+        per[name] = sec
+        out.append(_row(f"{prefix}.{name}", "detectors", f"{label}, {what}", device, 1 / sec, "images/s", sec,
+                        gflop, peak, peaks, status))
+    status = MEASURED if out[0]["status"] == out[1]["status"] == MEASURED else EXTRAPOLATED
+    out.append(_row(f"{prefix}.speedup", "detectors", f"fast vs warping detector, {what}", device,
+                    per["warp"] / per["fast"], "x", status=status))
+    return out
+
+
+def _svm(p: P.Params, full: bool, regions: int, repeats: int) -> dict:
+    n_cls, dim = p.world.voc_classes, p.net.fc_width
+    n_images = p.world.voc_train + p.world.voc_val if full else p.bench.svm_images
+    fit = max(1, SVM_BYTES // (4 * (regions + 3) * dim))
+    capped = f" (capped from {n_images} to fit {SVM_BYTES >> 30} GiB)" if n_images > fit else ""
+    n_images = min(n_images, fit)
+    sets = synthetic_region_sets(n_images, regions, dim, n_cls, seed=p.runtime.seed)
+    sec, _ = _best(lambda: S.train_svms(sets, n_cls, p.svm, seed=p.runtime.seed), repeats, torch.device("cpu"))
+    what = (f"liblinear with hard-negative mining, {n_cls} classes, {n_images} images{capped} x ~{regions} "
+            f"regions x {dim} synthetic features")
+    return _row("svm", "SVM training", what, "cpu", sec, "s", sec)
+
+
+def _scoring(device: torch.device, n_classes: int, repeats: int, peaks: dict) -> dict:
+    x = torch.randn(RCNN_REGIONS, RCNN_DIM, device=device)
+    w = torch.randn(RCNN_DIM, n_classes, device=device)
+    sec, _ = _best(lambda: x @ w, repeats, device)
+    gflop = 2 * RCNN_REGIONS * RCNN_DIM * n_classes / 1e9
+    k = RCNN_CLASSES / n_classes
+    what = f"float32 product {RCNN_REGIONS} x {RCNN_DIM} by {RCNN_DIM} x 100k"
+    status = MEASURED if n_classes == RCNN_CLASSES else f"{EXTRAPOLATED} linearly from {n_classes} classes"
+    return _row("scoring.100k", "scoring", what, device, sec * k, "s", sec * k, gflop * k, "float32", peaks, status)
+
+
+def run(p: P.Params, images: Sequence[ImageAnn], full: bool = False) -> dict[str, Any]:
+    """Measure every stage now, reduced (the book's) or `full`, on `runtime.device`; returns
+    the run (module docstring). `images`: the test images to time (`experiments.rcnn.bench_images`).
+
+    Paper-size rows: every image with the paper preset's `proposals.max_boxes` (2000)
+    regions when `full` or on CUDA (milliseconds there); else the first image only, with
+    `bench.regions` regions (the detectors extrapolated to 2000)."""
+    t_start = time.time()
+    device = pick_device(p.runtime.device)
+    cuda = device.type == "cuda"
+    b, pp = p.bench, paper_params(p)
+    ims = list(images)
+    if not ims:
+        raise LsdaError("bench: no test images to time")
+    pixels = [np.require(load_image(im.path), requirements=["W", "C"]) for im in ims]
+    n_out = p.world.voc_classes + 1
+    with torch.inference_mode():
+        peaks, rows = _peaks(device, full, b.repeats)
+        props, found = _proposals(p, ims, pixels, b.repeats)
+        rows += found
+        small = CaffeNet(p.net, n_out).eval().to(device)
+        ctx = context_pixels(p)
+        net_small = f"embedded net ({p.net.input_size} px, fc {p.net.fc_width})"
+        rows.append(_features("features.embedded", net_small, small, ctx, pixels, props, b.repeats, peaks, True))
+        small_head = SPP.SppHead.from_model(small, p.fast.bins)
+        what = f"{net_small}, fast.scale {p.fast.scale}, the images' proposals"
+        for prefix, threads in (("detector.embedded", torch.get_num_threads()), ("detector.embedded.one_thread", 1)):
+            with _threads(threads):
+                rows += _detector_rows(prefix, f"{what}, {threads} torch thread{'s' * (threads > 1)}",
+                                       F.warp_scorer(small, ctx, True), SPP.fast_scorer(small, small_head, p, True),
+                                       pixels, props, None, b.repeats, device, peaks, "float16" if cuda else "float32")
+        rows += _paper_rows(pp, pixels, props, n_out, full, b, device, peaks)
+        n_cls = RCNN_CLASSES if full else min(b.classes_reduced, RCNN_CLASSES)
+        rows.append(_scoring(device, n_cls, b.repeats, peaks))
+    regions = max(1, round(np.mean([len(x) for x in props])))
+    rows.append(_svm(p, full, regions, b.repeats))
+    return {"device": device.type, "mode": "full" if full else "reduced", "machine": machine(),
+            "threads": torch.get_num_threads(), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "seconds": round(time.time() - t_start, 1), "params_digest": p.digest(),
+            "max_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "max_cuda_mib": round(torch.cuda.max_memory_allocated(device) / 2**20) if cuda else None,
+            "tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32}
+            if cuda else None, "peaks": peaks, "rows": rows}
+
+
+def _paper_rows(pp: P.Params, pixels: Sequence[np.ndarray], props: Sequence[np.ndarray], n_out: int, full: bool,
+                b: P.Bench, device: torch.device, peaks: dict) -> list[dict]:
+    """Warped features and both detectors at the paper size; on CUDA again with the GPU
+    path off, on the CPU those rows saying why they were not measured."""
+    cuda = device.type == "cuda"
+    target = pp.proposals.max_boxes
+    if not (full or cuda):
+        pixels, props = pixels[:1], props[:1]
+    n = target if full or cuda else min(b.regions, target)
+    tiled = [_tile(bx, n, img.shape[1], img.shape[0]) for bx, img in zip(props, pixels)]
+    model = CaffeNet(pp.net, n_out).eval().to(device)
+    head = SPP.SppHead.from_model(model, pp.fast.bins)
+    ctx = context_pixels(pp)
+    net = f"paper net ({pp.net.input_size} px, fc {pp.net.fc_width})"
+    what = f"{net}, fast.scale {pp.fast.scale}, {target} regions per image"
+    off = "GPU path off (float32, synchronous copies)"
+    rows = [_features("features.paper", net, model, ctx, pixels, tiled, b.repeats, peaks, True)]
+    rows += _detector_rows("detector.paper", what, F.warp_scorer(model, ctx, True),
+                           SPP.fast_scorer(model, head, pp, True), pixels, tiled, target, b.repeats, device, peaks,
+                           "float16" if cuda else "float32")
+    if cuda:
+        rows.append(_features("features.paper.fp32", f"{net}, {off}", model, ctx, pixels, tiled, b.repeats, peaks,
+                              False))
+        rows += _detector_rows("detector.paper.fp32", f"{what}, {off}", F.warp_scorer(model, ctx, False),
+                               SPP.fast_scorer(model, head, pp, False), pixels, tiled, target, b.repeats, device,
+                               peaks, "float32")
+        return rows
+    why = why_not_gpu()
+    rows.append(_row("features.paper.fp32", "warped features", f"{net}, {off}", "cuda", None, "regions/s",
+                     status=why))
+    for name, label, unit in (("warp", "warping detector", "images/s"), ("fast", "fast detector", "images/s"),
+                              ("speedup", "fast vs warping detector", "x")):
+        rows.append(_row(f"detector.paper.fp32.{name}", "detectors", f"{label}, {what}, {off}", "cuda", None, unit,
+                         status=why))
+    return rows
+
+
+# ------------------------------------------------------------------------------ the file
+
+def default_path(p: P.Params) -> Path:
+    return Path(p.runtime.artifacts) / "bench" / "bench.json"
+
+
+def run_key(run: dict[str, Any]) -> str:
+    """A run's place in the file: its device kind and mode, e.g. "cpu reduced"."""
+    return f"{run['device']} {run['mode']}"
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """The results file (an empty one when there is none); LsdaError if it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        return {"format": FORMAT, "runs": {}}
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise LsdaError(f"{path}: not a bench results file ({e}); move it away or delete it") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("runs"), dict):
+        raise LsdaError(f"{path}: not a bench results file of format {FORMAT}; move it away or delete it")
+    return doc
+
+
+def save(run: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """Merge `run` into the results file (replacing only the run of its device kind and mode),
+    write it atomically and return the merged document."""
+    path = Path(path)
+    doc = load(path)
+    doc["runs"][run_key(run)] = run
+    atomic_write_text(path, json.dumps(doc, indent=1, sort_keys=True))
+    return doc
+
+
+def record_fast_accuracy(path: str | Path, warping_map: float, fast_map: float, timing: dict[str, float]) -> None:
+    """Keep the LSDA chapter's fast-vs-warping comparison (mAP (%) over every category of its
+    benchmark, with trained networks; seconds per image) in the results file, for the targets."""
+    path = Path(path)
+    doc = load(path)
+    doc["fast_vs_warping"] = {"warping_map": warping_map, "fast_map": fast_map, "timing": timing,
+                              "machine": machine(), "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
+    atomic_write_text(path, json.dumps(doc, indent=1, sort_keys=True))

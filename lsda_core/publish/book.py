@@ -1,0 +1,275 @@
+"""Building the book: execute each chapter with Papermill on one validated parameter set,
+into a build folder (the sources in git stay free of outputs), then build HTML with
+Jupyter Book 1.x (which itself executes nothing), then check the HTML.
+
+Build folder layout (`out`): `src/` is a copy of the book sources with executed notebooks
+(and `src/book/figures/<chapter>/` with every figure as PNG and SVG), `run_log.json` records
+each chapter's parameters, run time and machine (the status page reads it), `html/` is the
+built site.
+"""
+from __future__ import annotations
+
+import html.parser
+import json
+import shutil
+import subprocess
+import sys
+import time
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lsda_core.core import params as P
+from lsda_core.store.cache import Cache, atomic_write_text
+from lsda_core.core.errors import LsdaError
+from lsda_core.store.runtime import machine
+
+ROOT_FILES = ("_config.yml", "_toc.yml")
+STATUS_CHAPTER = "status"
+RUN_LOG_CHAPTERS = (STATUS_CHAPTER, "performance")  # chapters given the run log (`run_log`)
+
+
+class ChapterError(LsdaError):
+    """A chapter failed to execute; the message names the chapter, the cell and the error."""
+
+
+@dataclass
+class Chapter:
+    """One entry of `_toc.yml`: a notebook (executed) or a Markdown page (copied)."""
+
+    name: str  # file stem, e.g. "world"
+    path: Path  # relative to the project root, with suffix
+
+    @property
+    def is_notebook(self) -> bool:
+        return self.path.suffix == ".ipynb"
+
+
+def project_root() -> Path:
+    """The folder holding `_toc.yml` (the current folder or one of its parents)."""
+    here = Path.cwd().resolve()
+    for d in (here, *here.parents):
+        if (d / "_toc.yml").is_file() and (d / "book").is_dir():
+            return d
+    raise LsdaError(f"{here}: not inside the lsda-study project (no _toc.yml and book/ found)")
+
+
+def chapters(root: Path) -> list[Chapter]:
+    """Chapters in book order, read from `_toc.yml` (root page first)."""
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    files = [toc["root"]]
+
+    def walk(entries: list[dict]) -> None:
+        for e in entries:
+            if "file" in e:
+                files.append(e["file"])
+            walk(e.get("sections", []))
+            for part in e.get("parts", []):
+                walk(part.get("chapters", []))
+
+    walk(toc.get("chapters", []))
+    for part in toc.get("parts", []):
+        walk(part.get("chapters", []))
+    out = []
+    for f in files:
+        matches = [root / f"{f}{ext}" for ext in (".ipynb", ".md") if (root / f"{f}{ext}").is_file()]
+        if not matches:
+            raise LsdaError(f"{root / '_toc.yml'}: entry {f!r} has no .ipynb or .md file")
+        out.append(Chapter(Path(f).name, matches[0].relative_to(root)))
+    return out
+
+
+def find_chapter(root: Path, name: str) -> Chapter:
+    chs = chapters(root)
+    for c in chs:
+        if c.name == name and c.is_notebook:
+            return c
+    raise LsdaError(f"unknown chapter {name!r}; chapters: {', '.join(c.name for c in chs if c.is_notebook)}")
+
+
+def stage_sources(root: Path, src: Path) -> None:
+    """Copy the book's sources (config, toc, pages, static files) into the build folder;
+    executed notebooks later overwrite their copies."""
+    src.mkdir(parents=True, exist_ok=True)
+    for f in ROOT_FILES:
+        shutil.copy2(root / f, src / f)
+    for p in (root / "book").rglob("*"):
+        if p.is_file() and ".ipynb_checkpoints" not in p.parts:
+            dest = src / p.relative_to(root)
+            if p.suffix == ".ipynb" and dest.exists():
+                continue  # keep an already executed copy (from an earlier run)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(p, dest)
+
+
+def _read_log(out: Path) -> dict[str, Any]:
+    path = out / "run_log.json"
+    return json.loads(path.read_text()) if path.is_file() else {"chapters": {}}
+
+
+def execute_chapter(root: Path, chapter: Chapter, params_file: Path, overrides: dict[str, Any],
+                    out: Path, progress: bool = True) -> float:
+    """Execute one chapter with Papermill into `out/src`, record it in the run log and
+    return its run time in seconds. A failure raises ChapterError naming the cell."""
+    import papermill as pm  # slow import, only for building
+
+    src = out / "src"
+    dest = src / chapter.path
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    figures = src / "book" / "figures" / chapter.name
+    injected: dict[str, Any] = {"params_file": str(params_file), "overrides": overrides,
+                                "figures_dir": str(figures)}
+    if chapter.name in RUN_LOG_CHAPTERS:
+        injected["run_log"] = str(out / "run_log.json")
+    t0 = time.time()
+    try:
+        pm.execute_notebook(str(root / chapter.path), str(dest), parameters=injected, cwd=str(root),
+                            progress_bar=progress, kernel_name="python3", log_output=False)
+    except pm.PapermillExecutionError as e:
+        first = next((ln for ln in e.source.splitlines() if ln.strip()), "")
+        raise ChapterError(f"chapter {chapter.name!r} failed in cell {e.cell_index} "
+                           f"(execution {e.exec_count}: {first[:80]}): {e.ename}: {e.evalue}") from None
+    seconds = time.time() - t0
+    log = _read_log(out)
+    log["chapters"][chapter.name] = {
+        "params_file": str(params_file), "overrides": overrides,
+        "params_digest": P.load(params_file, overrides).digest(),
+        "seconds": round(seconds, 1), "machine": machine(),
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    atomic_write_text(out / "run_log.json", json.dumps(log, indent=1, sort_keys=True))
+    return seconds
+
+
+def record_build(out: Path, p: P.Params, seconds: float, before: set[tuple[str, str]], cache: Cache) -> None:
+    """Add this full build to the run log's `builds`: its time (world and chapters, before
+    the status page and the HTML), and whether it started from an empty cache (cold) or
+    reused entries (warm), so the status page can hold both against their budgets."""
+    after = {(e["stage"], e["key"]) for e in cache.entries()}
+    log = _read_log(out)
+    log.setdefault("builds", []).append({
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "seconds": round(seconds, 1),
+        "cache": "cold" if not before else "warm", "entries_reused": len(before & after),
+        "entries_built": len(after - before), "params_digest": p.digest(), "machine": machine()})
+    atomic_write_text(out / "run_log.json", json.dumps(log, indent=1, sort_keys=True))
+
+
+def build_html(out: Path) -> Path:
+    """Jupyter Book 1.x HTML build of `out/src` into `out/html`; returns index.html."""
+    src = out / "src"
+    jb = Path(sys.executable).with_name("jupyter-book")
+    cmd = [str(jb) if jb.exists() else "jupyter-book", "build", str(src), "--builder", "html",
+           "--path-output", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        tail = (res.stdout + res.stderr).strip().splitlines()[-15:]
+        raise LsdaError("jupyter-book build failed:\n" + "\n".join(tail))
+    html_dir = out / "_build" / "html"
+    final = out / "html"
+    if final.exists():
+        shutil.rmtree(final)
+    shutil.move(str(html_dir), final)
+    shutil.rmtree(out / "_build", ignore_errors=True)
+    return final / "index.html"
+
+
+def build(params_file: Path, overrides: dict[str, Any], out: Path, only: str | None = None,
+          progress: bool = True, log=print) -> Path:
+    """Execute the chapters in order (or only one) and build the HTML book; returns the
+    path of index.html. The status chapter always runs last so it sees every run time."""
+    root = project_root()
+    p = P.load(params_file, overrides)  # validate before any work
+    out = out.resolve()
+    chs = [c for c in chapters(root) if c.is_notebook]
+    if only is not None:
+        find_chapter(root, only)
+    stage_sources(root, out / "src")
+    t_build = time.time()
+    cache = Cache(p.runtime.artifacts)
+    before = {(e["stage"], e["key"]) for e in cache.entries()} if only is None else set()
+    if only is None:
+        from lsda_core.world import ensure_world  # the world first, so chapters share it
+        if p.data.source == "embedded":
+            log("world: generating the embedded world if missing ...")
+            t0 = time.time()
+            ensure_world(p, cache)
+            log(f"world: ready ({time.time() - t0:.1f} s)")
+    todo = [c for c in chs if c.name == only or (only is None and c.name != STATUS_CHAPTER)]
+    status = [c for c in chs if c.name == STATUS_CHAPTER and only is None]
+    for i, c in enumerate(todo + status, 1):
+        if c.name == STATUS_CHAPTER:
+            record_build(out, p, time.time() - t_build, before, cache)
+        log(f"[{i}/{len(todo) + len(status)}] {c.name} ...")
+        s = execute_chapter(root, c, params_file.resolve(), overrides, out, progress)
+        log(f"[{i}/{len(todo) + len(status)}] {c.name} done in {s:.1f} s")
+    log("building HTML ...")
+    index = build_html(out)
+    problems = check_html(index.parent)
+    if problems:
+        raise LsdaError("the built HTML has problems:\n" + "\n".join(problems[:20]))
+    return index
+
+
+# ---------------------------------------------------------------------------------------
+# checking the built HTML
+
+class _Refs(html.parser.HTMLParser):
+    """Collects image sources, link targets and element ids of one page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.imgs: list[str] = []
+        self.links: list[str] = []
+        self.ids: set[str] = set()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if a.get("id"):
+            self.ids.add(a["id"])
+        if tag == "img" and a.get("src"):
+            self.imgs.append(a["src"])
+        if tag == "a" and a.get("href"):
+            self.links.append(a["href"])
+
+
+def _internal(ref: str) -> bool:
+    parsed = urllib.parse.urlparse(ref)
+    return not parsed.scheme and not parsed.netloc and not ref.startswith("data:")
+
+
+def check_html(html_dir: Path, pages: list[str] | None = None) -> list[str]:
+    """Problems in a built site: missing pages, images that do not exist, internal links
+    (including #fragments) that point nowhere. Empty list when all is well."""
+    html_dir = Path(html_dir)
+    problems = [f"missing page {p}" for p in (pages or []) if not (html_dir / p).is_file()]
+    parsed: dict[Path, _Refs] = {}
+
+    def refs(page: Path) -> _Refs:
+        if page not in parsed:
+            r = _Refs()
+            r.feed(page.read_text(errors="replace"))
+            parsed[page] = r
+        return parsed[page]
+
+    for page in sorted(html_dir.rglob("*.html")):
+        if "_static" in page.parts or page.name in ("search.html", "genindex.html"):
+            continue
+        r = refs(page)
+        for src in r.imgs:
+            if _internal(src) and not (page.parent / urllib.parse.unquote(src.split("#")[0])).is_file():
+                problems.append(f"{page.relative_to(html_dir)}: image {src} does not exist")
+        for href in r.links:
+            if not _internal(href):
+                continue
+            path, _, frag = href.partition("#")
+            target = (page.parent / urllib.parse.unquote(path)).resolve() if path else page
+            if target.is_dir():
+                target = target / "index.html"
+            if not target.is_file():
+                problems.append(f"{page.relative_to(html_dir)}: link {href} points to a missing file")
+            elif frag and target.suffix == ".html" and frag not in refs(target).ids:
+                problems.append(f"{page.relative_to(html_dir)}: link {href} points to a missing anchor")
+    return problems

@@ -1,0 +1,209 @@
+"""The performance chapter's tables and plot, read from `lsda bench`'s results file
+(`perf.bench`): every figure beside its share of peak, the papers' speed claims beside ours,
+and every speed target met or not."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pandas as pd
+from IPython.display import Markdown
+
+from lsda_core.perf.bench import FAST_TARGET, GPU_FAST_MS, GPU_WARP_MS, MEASURED, RCNN_REGIONS, run_key, why_not_gpu
+from lsda_core.publish import paper
+from lsda_core.publish import status as ST
+from lsda_core.publish import viz
+
+
+# ------------------------------------------------------------------------------ tables
+
+def machine_name(m: dict[str, Any]) -> str:
+    return f"{m['cpu']} ({m['cores']} cores)" + ("" if m["gpu"] == "none" else f", {m['gpu']}")
+
+
+def summary(run: dict[str, Any]) -> Markdown:
+    """One paragraph: where and how this run measured."""
+    gpu = "" if run["device"] != "cuda" else f", float16 peak {run['peaks']['float16']:.0f} GFLOP/s"
+    return Markdown(f"Measured on **{machine_name(run['machine'])}**, device `{run['device']}`, "
+                    f"{run['threads']} torch threads, {run['mode']} mode, in {run['seconds']} s (finished "
+                    f"{run['finished']}, host `{run['machine']['host']}`). Peak of this run: float32 matrix "
+                    f"product {run['peaks']['float32']:.0f} GFLOP/s{gpu}.")
+
+
+def table(doc: dict[str, Any], current: str | None = None) -> pd.DataFrame:
+    """Every row of every run in `doc`: the figure, its GFLOP/s and share of peak, status,
+    the machine; `current`: the run key measured by this build (the others are labelled
+    with when they were measured)."""
+    out = []
+    for key, r in doc["runs"].items():
+        when = "this build" if key == current else r["finished"]
+        for row in r["rows"]:
+            out.append({"run": f"{key} ({when})", "stage": row["stage"], "what": row["what"],
+                        "value": row["value"], "unit": row["unit"], "GFLOP/s": row["gflop_per_s"],
+                        "share of peak": row["of_peak"], "peak": row["peak"] or "", "status": row["status"],
+                        "device": row["device"], "machine": machine_name(r["machine"])})
+    if not out:
+        return pd.DataFrame()
+    df = pd.DataFrame(out).set_index(["run", "stage", "what"])
+    df = df.round({"value": 3, "GFLOP/s": 1, "share of peak": 3})
+    return df.astype(object).where(df.notna(), "")
+
+
+def _value(r: dict[str, Any], key: str) -> dict[str, Any] | None:
+    """Row `key` of run `r` when it was measured (or extrapolated)."""
+    row = next((x for x in r["rows"] if x["key"] == key), None)
+    return row if row is not None and row["value"] is not None else None
+
+
+def _extra(*rows: dict[str, Any]) -> str:
+    return " (extrapolated)" if any(r["status"] != MEASURED for r in rows) else ""
+
+
+def _rcnn_per_image(r: dict[str, Any]) -> str:
+    """Proposals plus features of 2000 regions at the paper size, seconds per image."""
+    prop, feat = _value(r, "proposals.images"), _value(r, "features.paper")
+    if prop is None or feat is None:
+        return ""
+    return f"{1 / prop['value'] + RCNN_REGIONS / feat['value']:.2f}{_extra(prop, feat)}"
+
+
+def _per_image(key: str) -> Callable[[dict[str, Any]], str]:
+    """Seconds per image of detector row `key`."""
+    def ours(r: dict[str, Any]) -> str:
+        row = _value(r, key)
+        return f"{1 / row['value']:.3f}{_extra(row)}" if row else ""
+    return ours
+
+
+def _speedup(r: dict[str, Any]) -> str:
+    row = _value(r, "detector.paper.speedup")
+    return f"{row['value']:.1f}{_extra(row)}" if row else ""
+
+
+def _scoring_seconds(r: dict[str, Any]) -> str:
+    row = _value(r, "scoring.100k")
+    return f"{row['value']:.2f} on {row['device']}{_extra(row)}" if row else ""
+
+
+def paper_table(doc: dict[str, Any]) -> pd.DataFrame:
+    """The papers' speed claims beside ours, one column per run of `doc` (device kind and
+    mode), at the paper size (227 px, fc 4096, 2000 regions per image); blank where a run
+    has no such figure (R-CNN's CPU and GPU claims go beside runs on that device only)."""
+    lsda_s = paper.LSDA_SECONDS_PER_IMAGE
+    claims: list[tuple[str, float, str | None, Callable[[dict[str, Any]], str]]] = [
+        ("R-CNN: proposals + features, s / image, CPU", paper.RCNN_SECONDS_PER_IMAGE["cpu"], "cpu", _rcnn_per_image),
+        ("R-CNN: proposals + features, s / image, GPU", paper.RCNN_SECONDS_PER_IMAGE["gpu"], "cuda", _rcnn_per_image),
+        ("LSDA: warping detector, s / image", lsda_s["warp"], None, _per_image("detector.paper.warp")),
+        ("LSDA: fast (SPP) detector, s / image", lsda_s["spp"], None, _per_image("detector.paper.fast")),
+        ("LSDA: speed-up of the fast detector", lsda_s["warp"] / lsda_s["spp"], None, _speedup),
+        ("R-CNN: 2000 x 4096 by 4096 x 100k scoring product, s (multi-core CPU)",
+         paper.RCNN_100K_CLASSES_SECONDS, None, _scoring_seconds),
+    ]
+    rows = []
+    for claim, theirs, device, ours in claims:
+        row: dict[str, Any] = {"claim": claim, "paper": theirs}
+        row.update({key: ours(r) for key, r in doc["runs"].items() if device in (None, r["device"])})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("claim").fillna("")
+
+
+def targets_table(doc: dict[str, Any], log: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Every target of issue 6 with the measured value beside it, met or not: the book's
+    build budgets from the run log (`log`, as `status.read_run_log`; the latest builds on
+    record), the speed targets from the runs of `doc`."""
+    out = []
+    builds = ST.build_table(log or {"chapters": {}})
+    for kind, what in (("cold", "the book on the embedded default, from an empty cache"),
+                       ("warm", "the book on the embedded default, warm cache")):
+        b = builds.loc[kind]
+        goal = f"<= {ST.BUDGET_SECONDS[kind] / 60:.0f} min on the 2-core CPU"
+        if b["seconds"] is None or pd.isna(b["seconds"]):
+            out.append({"target": what, "goal": goal, "measured": "no full build on record yet (the Status page "
+                        "shows this build's)", "met": "not measured", "where": ""})
+        else:
+            out.append({"target": what, "goal": goal, "measured": f"{b['seconds'] / 60:.1f} min",
+                        "met": b["met"], "where": f"{b['machine']}, {b['finished']}"})
+    out.append({"target": "make test", "goal": "<= 15 min", "measured": "not recorded by the book build",
+                "met": "not measured", "where": ""})
+    for key, r in doc["runs"].items():
+        where = f"{key}: {machine_name(r['machine'])}"
+        for prefix, size in (("detector.embedded", f"embedded size, {r['threads']} torch threads"),
+                             ("detector.embedded.one_thread", "embedded size, one torch thread"),
+                             ("detector.paper", "paper size, 2000 regions")):
+            row = _value(r, f"{prefix}.speedup")
+            if row:
+                out.append({"target": f"fast detector vs warping, same machine and proposals ({size})",
+                            "goal": f">= {FAST_TARGET:.0f}x", "measured": f"{row['value']:.1f}x{_extra(row)}",
+                            "met": _met(row["value"] >= FAST_TARGET, row), "where": where})
+    acc = doc.get("fast_vs_warping")
+    target = "fast detector within 2 mAP points of the warping one (LSDA chapter, trained networks)"
+    if acc is None:
+        out.append({"target": target, "goal": "<= 2 points", "measured": "the LSDA chapter has not run",
+                    "met": "not measured", "where": ""})
+    else:
+        d = acc["warping_map"] - acc["fast_map"]
+        t = acc["timing"]
+        out.append({"target": target, "goal": "<= 2 points",
+                    "measured": f"fast {acc['fast_map']:.1f} vs warping {acc['warping_map']:.1f} mAP "
+                                f"({-d:+.1f} points); "
+                                f"{t['speed-up']:.1f}x faster ({1000 * t['fast']:.0f} vs {1000 * t['warping']:.0f} "
+                                f"ms / image)", "met": "yes" if d <= 2 else "no",
+                    "where": f"{machine_name(acc['machine'])}, {acc['measured']}"})
+    gpu = {k: r for k, r in doc["runs"].items() if r["device"] == "cuda"}
+    for name, goal in (("warp", GPU_WARP_MS), ("fast", GPU_FAST_MS)):
+        label = "warping" if name == "warp" else "fast"
+        target = f"{label} detector on a GPU, paper size (227 px, fc 4096, 2000 proposals)"
+        rows = [(k, r, _value(r, f"detector.paper.{name}")) for k, r in gpu.items()]
+        rows = [(k, r, row) for k, r, row in rows if row is not None]
+        if not rows:
+            out.append({"target": target, "goal": f"<= {goal:.0f} ms / image", "measured": why_not_gpu(),
+                        "met": "not measured", "where": ""})
+        for k, r, row in rows:
+            ms = 1000 / row["value"]
+            out.append({"target": target, "goal": f"<= {goal:.0f} ms / image", "measured": f"{ms:.1f} ms{_extra(row)}",
+                        "met": _met(ms <= goal, row), "where": f"{k}: {machine_name(r['machine'])}"})
+    return pd.DataFrame(out).set_index("target")
+
+
+def _met(ok: bool, row: dict[str, Any]) -> str:
+    return ("yes" if ok else "no") + _extra(row)
+
+
+WORDS = {"features": "warped features", "embedded": "embedded net", "paper": "paper net", "one_thread": "one thread",
+         "fp32": "GPU path off", "scoring": "scoring", "100k": "100k classes", "warp": "warping detector",
+         "fast": "fast detector", "speedup": "speed-up", "svm": "SVM training"}
+
+
+def short(key: str) -> str:
+    """A row key in words, e.g. detector.embedded.one_thread.fast -> fast detector, embedded
+    net, one thread."""
+    parts = key.split(".")
+    if parts[0] == "detector":
+        parts = parts[-1:] + parts[1:-1]
+    return ", ".join(WORDS.get(x, x) for x in parts)
+
+
+def plot_of_peak(ax: Any, doc: dict[str, Any]) -> None:
+    """Horizontal bars: each compute-bound figure's share of its run's peak, one colour per run."""
+    labels: list[str] = []
+    for i, (key, r) in enumerate(doc["runs"].items()):
+        rows = [x for x in r["rows"] if x["of_peak"] is not None and x["stage"] != "peak"]
+        ax.barh(range(len(labels), len(labels) + len(rows)), [x["of_peak"] for x in rows],
+                color=viz.PALETTE[i % len(viz.PALETTE)], label=key)
+        labels += [short(x["key"]) for x in rows]
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    ax.set_ylim(len(labels) - 0.5, -0.5)
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_xlabel("share of the run's peak (matrix product on the same device)")
+    ax.legend(loc="lower right")
+
+
+def text(run: dict[str, Any]) -> str:
+    """The run as plain text, for the terminal (the file has the full descriptions)."""
+    df = pd.DataFrame([{"figure": short(r["key"]), "value": r["value"], "unit": r["unit"],
+                        "GFLOP/s": r["gflop_per_s"], "share of peak": r["of_peak"], "status": r["status"]}
+                       for r in run["rows"]])
+    df = df.round({"value": 3, "GFLOP/s": 1, "share of peak": 3})
+    df = df.astype(object).where(df.notna(), "")
+    head = (f"{run_key(run)} on {machine_name(run['machine'])}, {run['threads']} torch threads, "
+            f"{run['seconds']} s")
+    return head + "\n" + df.to_string(index=False)

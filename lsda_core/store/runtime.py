@@ -1,0 +1,63 @@
+"""Run-time choices that do not change results: device selection, seeding, progress bars."""
+from __future__ import annotations
+
+import os
+import platform
+import random
+import sys
+from typing import Iterable, TypeVar
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from lsda_core.store import distributed as D
+
+T = TypeVar("T")
+
+
+def pick_device(choice: str = "auto") -> torch.device:
+    """CUDA when present (or asked for), else CPU; a clear error if CUDA is asked for but absent."""
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"runtime.device is {choice!r} but this machine has no CUDA device; use auto or cpu")
+    return torch.device(choice)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) from one number."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def machine() -> dict[str, str | int]:
+    """What this code runs on, named in every timing the study reports."""
+    info: dict[str, str | int] = {
+        "host": platform.node(),
+        "cpu": _cpu_name(),
+        "cores": os.cpu_count() or 1,
+        "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
+    }
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def progress(items: Iterable[T], desc: str, enabled: bool = True, total: int | None = None) -> Iterable[T]:
+    """A progress bar over `items` on a terminal (none when disabled, or when stderr is not
+    a terminal, as inside a chapter executed by Papermill: the book shows no bars; under
+    torchrun only rank 0's, for its share)."""
+    show = enabled and sys.stderr.isatty() and D.is_main()
+    return tqdm(items, desc=desc, total=total, disable=not show, leave=False, dynamic_ncols=True)
