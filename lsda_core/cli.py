@@ -58,7 +58,7 @@ def cmd_data(args: argparse.Namespace) -> None:
 def cmd_book(args: argparse.Namespace) -> None:
     from lsda_core.publish import book
     _load(args)
-    index = book.build(args.params, _flat(args.overrides), args.out, only=args.only,
+    index = book.build(args.params, _overrides(args), args.out, only=args.only,
                        progress=not args.quiet)
     print(f"book: {index}")
 
@@ -67,17 +67,18 @@ def cmd_run(args: argparse.Namespace) -> None:
     from lsda_core.publish import book
     root = book.project_root()
     ch = book.find_chapter(root, args.chapter)
-    _load(args)
-    book.stage_sources(root, args.out.resolve() / "src")
-    s = book.execute_chapter(root, ch, args.params.resolve(), _flat(args.overrides), args.out.resolve(),
-                             progress=not args.quiet)
+    out = args.out.resolve()
+    p, resolved = book.resolve_params(args.params, _overrides(args), out)
+    book.stage_sources(root, out / "src")
+    s = book.execute_chapter(root, ch, p, resolved, out, progress=not args.quiet)
     print(f"{ch.name}: done in {s:.1f} s -> {args.out.resolve() / 'src' / ch.path}")
 
 
-def _flat(pairs: list[list[str]]) -> dict[str, object]:
-    """`-p key value` pairs as a {dotted key: YAML-parsed value} dict (what notebooks get)."""
-    import yaml
-    return {k: yaml.safe_load(v) if v.strip() else v for k, v in pairs}
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The `-p key value` pairs as {dotted key: value}, parsed once by the one override parser
+    (params.parse_overrides); the book and the notebooks take these values as they are."""
+    from lsda_core.core import params as P
+    return P.parse_overrides(args.overrides)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -126,14 +127,34 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def cmd_cache(args: argparse.Namespace) -> None:
+    from lsda_core.store import stages
     from lsda_core.store.cache import Cache, human_bytes
+    if args.action == "lock":
+        lines = stages.update_lock(args.bump or [], args.same)
+        print("\n".join(lines) if lines else "the lock already records the code of every stage")
+        print(f"lock: {stages.LOCK}")
+        return
+    if args.action == "status":
+        for name, s in stages.lock_status().items():
+            state = "locked" if s["current"] else f"code changed ({s['locked']} -> {s['live']}): run lsda cache lock"
+            print(f"{name:<14} v{s['version']}  {state}")
+        return
     cache = Cache(_load(args).runtime.artifacts)
-    if args.action == "ls":
+    if args.action == "explain":
+        if not args.entry:
+            raise stages.LsdaError("lsda cache explain: name an entry as stage/key (see lsda cache ls)")
+        print("\n".join(cache.explain(args.entry)))
+    elif args.action == "ls":
         rows = cache.entries()
         if args.stage:
             rows = [r for r in rows if r["stage"] == args.stage]
         for r in rows:
             print(f"{r['stage']:<16} {r['key']}  {human_bytes(r['bytes']):>10}  {r['seconds']:>8.1f} s  {r['created']}")
+        sizes: dict[str, int] = {}
+        for r in rows:
+            sizes[r["stage"]] = sizes.get(r["stage"], 0) + r["bytes"]
+        for stage, size in sorted(sizes.items(), key=lambda kv: -kv[1]):
+            print(f"  {stage:<16} {human_bytes(size):>10}")
         total = sum(r["bytes"] for r in rows)
         print(f"{len(rows)} entries, {human_bytes(total)} in {cache.root}")
     else:
@@ -217,9 +238,18 @@ def parser() -> argparse.ArgumentParser:
                          "whole trainval for the SVMs (minutes on a CPU)")
     sp.set_defaults(func=cmd_bench)
 
-    sp = sub.add_parser("cache", help="list or clean the artifact cache")
-    sp.add_argument("action", choices=("ls", "clean"))
-    sp.add_argument("--stage", help="only this stage (e.g. world)")
+    sp = sub.add_parser("cache", help="list, explain or clean the artifact cache; record code changes in the lock",
+                        description="ls: entries and size per stage; explain ENTRY: what made an entry's key and "
+                                    "how it differs from the stage's other entries; clean [--stage NAME]: remove "
+                                    "stage folders; status: is each stage's code the locked one; lock [--bump STAGE] "
+                                    "[--same]: record the live code of every stage in the lock file")
+    sp.add_argument("action", choices=("ls", "clean", "explain", "status", "lock"))
+    sp.add_argument("entry", nargs="?", help="explain: the entry, as stage/key (a key prefix will do)")
+    sp.add_argument("--stage", help="ls / clean: only this stage folder (e.g. world, pool5-ft)")
+    sp.add_argument("--bump", action="append", metavar="STAGE",
+                    help="lock: this stage's results change: raise its version (repeatable)")
+    sp.add_argument("--same", action="store_true",
+                    help="lock: the other changed stages give the same results: keep their versions")
     _add_params(sp)
     sp.set_defaults(func=cmd_cache)
     return ap

@@ -8,6 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from lsda_core.core import params as P
 from lsda_core.publish import book
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +62,10 @@ def test_run_log_and_status_page(smoke_build):
     assert sorted(log["chapters"]) == sorted(notebooks)
     for entry in log["chapters"].values():
         assert entry["seconds"] > 0 and entry["machine"]["cores"] >= 1
-        assert entry["params_file"].endswith("smoke.yaml")
+        assert entry["params_file"] == book.RESOLVED and entry["params_digest"] == log["params"]["digest"]
+    resolved = smoke_build / book.RESOLVED  # the parameters, resolved once for every chapter
+    assert P.load(resolved).to_dict() == log["params"]["values"]
+    assert log["params"]["digest"] == P.load(resolved).digest() and "smoke.yaml" in resolved.read_text().splitlines()[0]
     status = (smoke_build / "html" / "book" / "status.html").read_text()
     for name in notebooks:
         assert name in status
@@ -102,10 +106,20 @@ def test_failing_chapter_names_cell_and_error(tmp_path):
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, tmp_path / "book" / "bad.ipynb")
     ch = book.find_chapter(tmp_path, "bad")
+    p, resolved = book.resolve_params(ROOT / "params" / "smoke.yaml", {}, tmp_path / "out")
     with pytest.raises(book.ChapterError, match=r"chapter 'bad' failed in cell \d+ .*y = 1 / 0.*ZeroDivisionError"):
-        book.execute_chapter(tmp_path, ch, ROOT / "params" / "smoke.yaml", {}, tmp_path / "out", progress=False)
+        book.execute_chapter(tmp_path, ch, p, resolved, tmp_path / "out", progress=False)
 
 
 def test_unknown_chapter_lists_chapters():
     with pytest.raises(book.LsdaError, match="unknown chapter 'nope'; chapters: .*world"):
         book.find_chapter(ROOT, "nope")
+
+
+def test_resolved_params_round_trip(tmp_path):
+    """The one resolved file gives back exactly the validated parameters, quoted strings included."""
+    p, resolved = book.resolve_params(ROOT / "params" / "smoke.yaml", {"units.category": "007", "svm.C": 0.5},
+                                      tmp_path)
+    again = P.load(resolved)
+    assert again == p and again.units.category == "007" and again.svm.C == 0.5
+    assert resolved.read_text().startswith(f"# resolved parameters, digest {p.digest()}")

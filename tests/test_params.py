@@ -32,7 +32,7 @@ def test_smoke_inherits_embedded():
     ({"world.nope": 1}, r"unknown key 'nope' \(valid: seed, n_categories"),
     ({"nope": 1}, r"top level: unknown key 'nope'"),
     ({"world.seed": "x"}, r"world.seed: expected int, got 'x'"),
-    ({"world.seed": -1}, r"world.seed: -1 is out of range \(must be >= 0\)"),
+    ({"world.seed": -1}, r"world.seed: -1 is out of range \(must be in \[0, 4294967295\]\)"),
     ({"world.large_box_fraction": 1.5}, r"must be in \[0.0, 1.0\]"),
     ({"data.source": "coco"}, r"data.source: 'coco' is not one of"),
     ({"runtime.device": "tpu"}, r"runtime.device"),
@@ -68,4 +68,114 @@ def test_digest_tracks_only_named_sections():
 
 
 def test_overrides_parse_yaml_values():
-    assert P.parse_overrides([("a.b", "3"), ("a.c", "null"), ("d", "x y")]) == {"a": {"b": 3, "c": None}, "d": "x y"}
+    assert P.parse_overrides([("a.b", "3"), ("a.c", "null"), ("d", "x y")]) == {"a.b": 3, "a.c": None, "d": "x y"}
+
+
+@pytest.mark.parametrize("key, value", [
+    ("svm.C", ".nan"), ("finetune.lr", ".inf"), ("svm.hard_thresh", "-.inf"), ("pretrain.lr", "1" + "0" * 400),
+    ("rcnn.neg_iou_grid", "[0.1, .nan]"),
+])
+def test_non_finite_numbers_are_rejected(key, value):
+    with pytest.raises(P.ParamsError, match=rf"^overrides: {key}(\[\d\])?: .* is not a finite number$"):
+        P.load(None, [(key, value)])
+
+
+def test_non_finite_number_in_a_file_names_the_file(tmp_path):
+    (tmp_path / "nan.yaml").write_text("svm:\n  C: .nan\n")
+    with pytest.raises(P.ParamsError, match=r"nan.yaml: svm.C: nan is not a finite number"):
+        P.load(tmp_path / "nan.yaml")
+
+
+@pytest.mark.parametrize("pairs, match", [
+    ([("svm.C", "[1,")], r"^overrides: svm.C: '\[1,' is not a valid YAML value \(.*line 1, column 4\)"),
+    ([("svm.C", "!!python/object:os.system x")], r"^overrides: svm.C: .* is not a valid YAML value"),
+    ([("nosection", "3")], r"^overrides: top level: unknown key 'nosection'"),
+    ([("svm", "3")], r"^overrides: svm: is a section, not a value \(got 3\); set one of its keys, e.g. svm.C"),
+    ([("svm.C", "1"), ("svm", "3")], r"^overrides: svm: is a section"),
+    ([("", "3")], r"^overrides: '' is not a parameter key"),
+    ([("svm.", "3")], r"^overrides: 'svm.' is not a parameter key"),
+    ([("svm..C", "3")], r"^overrides: 'svm..C' is not a parameter key"),
+    ([("svm.C.x", "3")], r"^overrides: svm.C: expected float, got \{'x': 3\}"),
+    ([("world.seed", str(2**70))], r"^overrides: world.seed: .* is out of range \(must be in \[0, 4294967295\]\)"),
+    ([("rcnn.seeds", "[0, -1]")], r"^overrides: rcnn.seeds\[1\]: -1 is out of range"),
+    ([("units.units", "[[1, 2]]")], r"^overrides: units.units\[0\]: \[1, 2\] is not a pool5 unit"),
+    ([("units.units", "[[1, 2, 32]]")], r"channel in 0-31"),
+    ([("net.conv_channels", "[8, 8]")], r"^overrides: net.conv_channels: need 5 channel counts"),
+    ([("runtime.artifacts", "''")], r"^overrides: runtime.artifacts: an empty path"),
+])
+def test_malformed_overrides_name_the_key(pairs, match):
+    with pytest.raises(P.ParamsError, match=match):
+        P.load(ROOT / "params" / "smoke.yaml", pairs)
+
+
+def test_a_later_override_wins_over_an_earlier_one_it_overlaps():
+    assert P.load(None, [("world.seed", "1"), ("world.seed", "2")]).world.seed == 2
+    assert P.load(None, [("svm", "3"), ("svm.C", "0.5")]).svm.C == 0.5
+
+
+def test_overrides_are_parsed_once():
+    """Text from the command line is YAML once; what parse_overrides returns is final: a
+    notebook that gets it (as a dict) must not parse it again ('007' stays a string)."""
+    assert P.parse_overrides([("units.category", ""), ("svm.C", "1e-3")]) == {"units.category": "", "svm.C": "1e-3"}
+    over = P.parse_overrides([("units.category", "'007'"), ("world.seed", "3")])
+    assert over == {"units.category": "007", "world.seed": 3}
+    p = P.load(None, over)
+    assert p.units.category == "007" and p.world.seed == 3
+    assert P.load(None, [("units.category", "'007'")]).units.category == "007"
+    assert P.parse_overrides(over) == over  # a dict passes through unparsed
+    with pytest.raises(P.ParamsError, match="expected str or null, got 7"):
+        P.load(None, [("units.category", "007")])  # unquoted, YAML reads the number 7
+
+
+@pytest.mark.parametrize("base, match", [
+    ("[a, b]", r"b.yaml: base: expected the file name of another preset .*got \['a', 'b'\]"),
+    ("3", r"b.yaml: base: expected the file name .*got 3"),
+    ("true", r"got True"),
+    ("{a: 1}", r"got \{'a': 1\}"),
+    ("''", r"got ''"),
+    ("/no/such/preset.yaml", r"b.yaml: base: '/no/such/preset.yaml' not found \(/no/such/preset.yaml\)"),
+    ("sub", r"b.yaml: base: 'sub' is a folder \(.*sub\), not a parameter file"),
+    ("..", r"b.yaml: base: '..' is a folder"),
+])
+def test_base_must_name_a_preset_file(tmp_path, base, match):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "b.yaml").write_text(f"base: {base}\nworld:\n  seed: 1\n")
+    with pytest.raises(P.ParamsError, match=match):
+        P.load(tmp_path / "b.yaml")
+
+
+def test_bad_base_file_is_named(tmp_path):
+    (tmp_path / "bad.yaml").write_text("world: [\n")
+    (tmp_path / "b.yaml").write_text("base: bad.yaml\n")
+    with pytest.raises(P.ParamsError, match=r"bad.yaml: not valid YAML \(.* at line 2, column 1\)$"):
+        P.load(tmp_path / "b.yaml")
+
+
+def test_unusable_parameter_files(tmp_path, monkeypatch):
+    with pytest.raises(P.ParamsError, match=r"is a folder, not a parameter file"):
+        P.load(tmp_path)
+    (tmp_path / "bin.yaml").write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(P.ParamsError, match=r"bin.yaml: not a text file"):
+        P.load(tmp_path / "bin.yaml")
+    (tmp_path / "dup.yaml").write_text("world:\n  seed: 1\nworld:\n  seed: 2\n")
+    with pytest.raises(P.ParamsError, match=r"dup.yaml: not valid YAML \(found key 'world' twice at line 3"):
+        P.load(tmp_path / "dup.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(P.ParamsError, match=r"list.yaml: expected a mapping of sections at the top level, got list"):
+        P.load(tmp_path / "list.yaml")
+    (tmp_path / "locked.yaml").write_text("world:\n  seed: 1\n")
+
+    def denied(self, *a, **k):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_text", denied)  # the tests may run as root, where chmod 000 reads fine
+    with pytest.raises(P.ParamsError, match=r"locked.yaml: cannot read the parameter file \(Permission denied\)"):
+        P.load(tmp_path / "locked.yaml")
+
+
+def test_yaml_merge_keys_are_not_duplicates(tmp_path):
+    """A merge key (`<<: *anchor`) followed by a key it also brings is YAML's way to override."""
+    (tmp_path / "m.yaml").write_text("svm: &s {C: 0.5, bias: 3.0}\ndetect:\n  nms: 0.4\nhog: {}\n"
+                                     "proposals:\n  <<: {mode: quality, max_boxes: 10}\n  max_boxes: 20\n")
+    p = P.load(tmp_path / "m.yaml")
+    assert (p.proposals.mode, p.proposals.max_boxes, p.svm.C) == ("quality", 20, 0.5)

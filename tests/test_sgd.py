@@ -6,6 +6,7 @@ import pytest
 
 from lsda_core.models import solver as sgd
 from lsda_core.models.nets import CaffeNet
+from lsda_core.store.identity import dataset_identity
 from synthetic import make_classification, make_detection, params
 
 
@@ -33,9 +34,9 @@ def test_lr_multipliers_follow_caffe():
 def test_identity_changes_with_content(cls_data, det_data):
     train, _ = cls_data
     ds, _ = det_data
-    a = sgd.dataset_identity(train)
-    b = sgd.dataset_identity(dataclasses.replace(train, labels=np.roll(train.labels, 1)))
+    a = dataset_identity(train)
+    b = dataset_identity(dataclasses.replace(train, labels=np.roll(train.labels, 1)))
     assert a["n"] == b["n"] and a["content"] != b["content"]
-    c = sgd.dataset_identity(ds)
-    d = sgd.dataset_identity(dataclasses.replace(ds, images=ds.images[:-1]))
+    c = dataset_identity(ds)
+    d = dataset_identity(dataclasses.replace(ds, images=ds.images[:-1]))
     assert c != d

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import types
 import typing
@@ -23,7 +24,15 @@ from lsda_core.core.errors import LsdaError
 
 
 class ParamsError(LsdaError, ValueError):
-    """A parameter file or override that does not fit the schema."""
+    """A parameter file or override that does not fit the schema; `key` is the dotted key at
+    fault, when there is one (so `load` can say whether an override or the file set it)."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+SEED_MAX = 2**32 - 1  # seeds are 32-bit, as NumPy's legacy seeding and every library accept them
 
 
 def _p(default: Any, help: str, *, lo: float | None = None, hi: float | None = None,
@@ -39,7 +48,7 @@ def _p(default: Any, help: str, *, lo: float | None = None, hi: float | None = N
 class Runtime:
     """Where and how things run; none of it changes a result except `seed`."""
 
-    seed: int = _p(0, "master seed for every random draw of the study", lo=0)
+    seed: int = _p(0, "master seed for every random draw of the study", lo=0, hi=SEED_MAX)
     device: str = _p("auto", "auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
     workers: int = _p(2, "worker processes for parallel stages (proposals, rendering)", lo=1, hi=256)
     artifacts: str = _p("artifacts", "cache folder for every expensive stage", path=True)
@@ -50,7 +59,7 @@ class Runtime:
 class World:
     """The embedded, procedurally generated world (see lsda_core.world)."""
 
-    seed: int = _p(0, "seed of the world: categories, scenes, every pixel", lo=0)
+    seed: int = _p(0, "seed of the world: categories, scenes, every pixel", lo=0, hi=SEED_MAX)
     n_categories: int = _p(200, "categories in the world (all appear in the classification view)", lo=4, hi=5000)
     n_superclasses: int = _p(20, "superclasses; categories of one superclass share a body template", lo=1, hi=500)
     cls_size: int = _p(64, "side of the square object-centric classification images (px)", lo=16, hi=1024)
@@ -100,7 +109,8 @@ class Net:
     Defaults: the embedded size; params/paper_*.yaml set CaffeNet's (227 px, 4096-wide fc)."""
 
     input_size: int = _p(64, "side of the square network input; warped regions have this size (paper 227)", lo=16, hi=512)
-    conv_channels: list[int] = _p([16, 32, 48, 48, 32], "output channels of conv1-5 (CaffeNet 96, 256, 384, 384, 256)")
+    conv_channels: list[int] = _p([16, 32, 48, 48, 32], "output channels of conv1-5 (CaffeNet 96, 256, 384, 384, 256)",
+                                   lo=1, hi=8192)
     conv1_kernel: int = _p(8, "conv1 kernel (CaffeNet 11)", lo=1, hi=15)
     conv1_stride: int = _p(2, "conv1 stride (CaffeNet 4)", lo=1, hi=8)
     conv1_pad: int = _p(1, "conv1 padding (CaffeNet 0)", lo=0, hi=8)
@@ -121,7 +131,8 @@ class Pretrain:
     epochs: int = _p(24, "passes over the classification training images (CaffeNet 90)", lo=1)
     batch_size: int = _p(128, "images per SGD step", lo=1)
     lr: float = _p(0.02, "base learning rate, biases 2x (CaffeNet 0.01)", lo=0.0)
-    lr_steps: list[int] = _p([16, 21], "epochs after which the learning rate is divided by 10 (CaffeNet 20, 40, 60)")
+    lr_steps: list[int] = _p([16, 21], "epochs after which the learning rate is divided by 10 (CaffeNet 20, 40, 60)",
+                              lo=0)
     momentum: float = _p(0.9, "SGD momentum", lo=0.0, hi=1.0)
     weight_decay: float = _p(5e-4, "L2 weight decay", lo=0.0)
 
@@ -183,11 +194,12 @@ class Hog:
 class Rcnn:
     """The R-CNN chapter's experiments."""
 
-    neg_iou_grid: list[float] = _p([0.0, 0.1, 0.2, 0.3, 0.4, 0.5], "SVM negative-IoU thresholds to compare (the paper's grid)")
+    neg_iou_grid: list[float] = _p([0.0, 0.1, 0.2, 0.3, 0.4, 0.5], "SVM negative-IoU thresholds to compare (the paper's grid)",
+                                 lo=0.0, hi=1.0)
     bootstrap: int = _p(100, "bootstrap resamples of the test images for the spread of mAP", lo=2)
     timing_images: int = _p(10, "test images timed for seconds per image", lo=1)
     seeds: list[int] = _p([0, 1, 2], "SVM seeds (liblinear's order, the feature-scale sample) of the seed-spread "
-                                     "table; the networks stay those of runtime.seed")
+                                     "table; the networks stay those of runtime.seed", lo=0, hi=SEED_MAX)
 
 
 @dataclass
@@ -201,11 +213,12 @@ class Lsda:
     train_per_class: int = _p(1000, "most ILSVRC train images per set-B category added to val1 for detection "
                                     "fine-tuning (the paper: 1000)", lo=0)
     knn: list[int] = _p([5, 10, 0], "k of the category-specific transfer rows (nearest B categories; 0 means |B|, "
-                                    "the plain average; the paper: 5, 10, 100)")
+                                    "the plain average; the paper: 5, 10, 100)", lo=0)
     k: int = _p(10, "k of the full LSDA model in Figure 3, the seeds and the large-scale detector (paper 10; 0: |B|)",
                 lo=0)
     seeds: list[int] = _p([0, 1, 2], "seeds of the detection fine-tuning in the headline comparison (classification "
-                                     "network vs LSDA, held-out mAP); the first should be runtime.seed")
+                                     "network vs LSDA, held-out mAP); the first should be runtime.seed",
+                    lo=0, hi=SEED_MAX)
     large_row: str = _p("fcbgrnd,layers1-7,fcB", "Table 1 row whose layers the large-scale detector adapts (the paper: "
                                                 "all, layers1-7)", choices=("fcbgrnd", "fcbgrnd,fc6", "fcbgrnd,fc7",
                                                                             "fcbgrnd,fcB", "fcbgrnd,fc6,fc7",
@@ -222,7 +235,8 @@ class Analysis:
     """Hoiem et al.'s diagnosis of detections (lsda_core.evaluation.hoiem)."""
 
     trend_fps: list[int] = _p([25, 50, 100, 200, 400, 800, 1600, 3200],
-                              "numbers of top false positives at which the FP-type shares are shown (Hoiem, R-CNN Fig. 4)")
+                              "numbers of top false positives at which the FP-type shares are shown (Hoiem, R-CNN Fig. 4)",
+                              lo=1)
     norm_fraction: float = _p(0.15, "normalised AP: every class counts as having this fraction of the images as positives",
                               lo=0.0, hi=10.0)
     weak_iou: float = _p(0.1, "IoU at which a false positive counts as touching an object (Loc / Sim / Oth)", lo=0.0, hi=0.5)
@@ -237,7 +251,7 @@ class Units:
     montage_top: int = _p(96, "top regions in the one-unit montage (R-CNN Figure 6: 96)", lo=1)
     nms: float = _p(0.1, "NMS within each image on the unit's activation (R-CNN: 0.1)", lo=0.0, hi=1.0)
     units: list[list[int]] = _p([], "explicit units as [y, x, channel] of the 6 x 6 pool5 map; "
-                                    "empty: chosen from a category's pool5 SVM")
+                                    "empty: chosen from a category's pool5 SVM", lo=0)
     category: str | None = _p(None, "category whose pool5 SVM weights pick units (null: the first class)")
     positive: int = _p(2, "units with the category SVM's largest positive weights", lo=0, hi=64)
     negative: int = _p(1, "units with the category SVM's most negative weights", lo=0, hi=64)
@@ -251,7 +265,7 @@ class Fast:
     pooling over each proposal (SPP-net), instead of warping each proposal."""
 
     bins: list[int] = _p([6, 3, 2, 1], "pyramid levels, b x b max-pooling bins each (SPP-net 6, 3, 2, 1); "
-                                       "must include 6, the level initialised from pool5's fc6")
+                                       "must include 6, the level initialised from pool5's fc6", lo=1, hi=64)
     scale: int = _p(176, "shorter image side of the one conv pass (px); 176 shows the embedded world's median "
                          "proposal at the size warping gives it (SPP-net single-scale: 688)", lo=16, hi=4096)
 
@@ -323,7 +337,7 @@ def _describe(cls: type) -> str:
         if m.get("choices"):
             rng = f", one of {list(m['choices'])}"
         elif m.get("lo") is not None or m.get("hi") is not None:
-            rng = f", {_range_rule(m)}"
+            rng = f", {'each ' if typing.get_origin(hints[f.name]) is list else ''}{_range_rule(m)}"
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
         lines.append(f"  {f.name} ({_type_name(hints[f.name])}{rng}, default {default!r}): {m.get('help', '')}")
     return "\n".join(lines)
@@ -345,6 +359,12 @@ def _type_name(tp: Any) -> str:
     return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
 
 
+def _show(value: Any, width: int = 60) -> str:
+    """A value's repr for an error message, shortened to `width` characters."""
+    r = repr(value)
+    return r if len(r) <= width else r[:width - 3] + "..."
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check `value` against type `tp`; ints are accepted where floats are expected."""
     if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
@@ -353,7 +373,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return _coerce(value, arg, where)
             except ParamsError:
                 pass
-        raise ParamsError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        raise ParamsError(f"{where}: expected {_type_name(tp)}, got {_show(value)}")
     if tp is type(None):
         if value is None:
             return None
@@ -369,39 +389,64 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                number = float(value)
+            except OverflowError:  # an int too large for a float
+                number = math.inf
+            if not math.isfinite(number):
+                raise ParamsError(f"{where}: {_show(value)} is not a finite number", key=where)
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value
-    raise ParamsError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    raise ParamsError(f"{where}: expected {_type_name(tp)}, got {_show(value)}")
+
+
+def _check_range(value: Any, m: Any, key: str) -> None:
+    """A number (or every number of a list, at any depth) against the field's `lo` / `hi`."""
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_range(v, m, f"{key}[{i}]")
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        if m.get("lo") is not None and value < m["lo"] or m.get("hi") is not None and value > m["hi"]:
+            raise ParamsError(f"{key}: {_show(value)} is out of range (must be {_range_rule(m)})")
 
 
 def _build(cls: type, data: Any, where: str) -> Any:
     """Build dataclass `cls` from a mapping, validating every key and value."""
-    if not isinstance(data, dict):
-        raise ParamsError(f"{where}: expected a mapping of keys, got {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
+    if not isinstance(data, dict):
+        if not where:
+            raise ParamsError(f"expected a mapping of sections at the top level, got {_show(data)}")
+        first = next(iter(fields))
+        raise ParamsError(f"{where}: is a section, not a value (got {_show(data)}); set one of its keys, e.g. "
+                          f"{where}.{first} (keys: {', '.join(fields)})", key=where)
+    unknown = sorted(set(data) - set(fields), key=str)
     if unknown:
         valid = ", ".join(fields)
         raise ParamsError(f"{where or 'top level'}: unknown key {unknown[0]!r} (valid: {valid}; "
-                          f"'lsda params --schema' explains each)")
+                          f"'lsda params --schema' explains each)",
+                          key=f"{where}.{unknown[0]}" if where else str(unknown[0]))
     kwargs = {}
     for name, value in data.items():
         f, tp, key = fields[name], hints[name], f"{where}.{name}" if where else name
         if dataclasses.is_dataclass(tp):
             kwargs[name] = _build(tp, value, key)
             continue
-        value = _coerce(value, tp, key)
-        m = f.metadata
-        if m.get("choices") and value not in m["choices"]:
-            raise ParamsError(f"{key}: {value!r} is not one of {list(m['choices'])}")
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if m.get("lo") is not None and value < m["lo"] or m.get("hi") is not None and value > m["hi"]:
-                raise ParamsError(f"{key}: {value!r} is out of range (must be {_range_rule(m)})")
-        if m.get("path") and isinstance(value, str):
-            value = os.path.expanduser(os.path.expandvars(value))
+        try:
+            value = _coerce(value, tp, key)
+            m = f.metadata
+            if m.get("choices") and value not in m["choices"]:
+                raise ParamsError(f"{key}: {_show(value)} is not one of {list(m['choices'])}")
+            _check_range(value, m, key)
+            if m.get("path") and isinstance(value, str):
+                if not value.strip():
+                    raise ParamsError(f"{key}: an empty path names no file or folder"
+                                      + (" (null: none)" if type(None) in typing.get_args(tp) else ""))
+                value = os.path.expanduser(os.path.expandvars(value))
+        except ParamsError as e:
+            raise ParamsError(str(e), key=key) from None
         kwargs[name] = value
     return cls(**kwargs)
 
@@ -419,7 +464,14 @@ def _check(p: Params) -> None:
         raise ParamsError(f"fast.bins: need distinct positive bin counts including 6 (pool5's grid), got {bins}")
     dev = p.runtime.device
     if dev not in ("auto", "cpu", "cuda") and not (dev.startswith("cuda:") and dev[5:].isdigit()):
-        raise ParamsError(f"runtime.device: {dev!r} is not auto, cpu, cuda or cuda:N")
+        raise ParamsError(f"runtime.device: {dev!r} is not auto, cpu, cuda or cuda:N", key="runtime.device")
+    ch = p.net.conv_channels
+    if len(ch) != 5:
+        raise ParamsError(f"net.conv_channels: need 5 channel counts (conv1-5), got {ch}", key="net.conv_channels")
+    for i, u in enumerate(p.units.units):
+        if len(u) != 3 or u[0] > 5 or u[1] > 5 or u[2] >= ch[-1]:
+            raise ParamsError(f"units.units[{i}]: {u} is not a pool5 unit [y, x, channel] (y, x in 0-5, channel in "
+                              f"0-{ch[-1] - 1}: net.conv_channels[4] is {ch[-1]})", key="units.units")
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -430,52 +482,133 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error (plain
+    YAML keeps the last one silently, so a preset's second `world:` would hide its first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                again = key in seen
+            except TypeError:  # unhashable: the safe loader's own error follows
+                continue
+            if again:
+                raise yaml.constructor.ConstructorError("while constructing a mapping", node.start_mark,
+                                                        f"found key {key!r} twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """A YAML error in one line: the problem and where it is."""
+    if isinstance(e, yaml.MarkedYAMLError) and e.problem:
+        mark = e.problem_mark
+        return e.problem + (f" at line {mark.line + 1}, column {mark.column + 1}" if mark else "")
+    return " ".join(str(e).split())
+
+
 def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
-    """Read a preset, resolving its `base:` chain (relative to the preset's folder)."""
+    """Read a preset, resolving its `base:` chain (a file name relative to the preset's folder)."""
     path = Path(path).resolve()
     if path in _seen:
-        raise ParamsError(f"{path}: circular 'base:' chain")
+        raise ParamsError(f"{path}: circular 'base:' chain ({' -> '.join(str(s) for s in _seen + (path,))})")
+    if path.is_dir():
+        raise ParamsError(f"{path}: is a folder, not a parameter file (a YAML preset such as params/embedded.yaml)")
     if not path.is_file():
         raise ParamsError(f"{path}: parameter file not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ParamsError(f"{path}: not a text file (byte {e.start} is not UTF-8), so not a parameter file") from None
+    except OSError as e:
+        raise ParamsError(f"{path}: cannot read the parameter file ({e.strerror or e})") from None
+    try:
+        data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as e:
-        raise ParamsError(f"{path}: not valid YAML ({e})".replace("\n", " ")) from None
+        raise ParamsError(f"{path}: not valid YAML ({_yaml_problem(e)})") from None
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
-        raise ParamsError(f"{path}: expected a mapping of sections at the top level")
+        raise ParamsError(f"{path}: expected a mapping of sections at the top level, got {type(data).__name__}")
     base = data.pop("base", None)
     if base is not None:
-        data = _merge(read_yaml(path.parent / base, _seen + (path,)), data)
+        if not isinstance(base, str) or not base.strip():
+            raise ParamsError(f"{path}: base: expected the file name of another preset (relative to this file's "
+                              f"folder), got {base!r}")
+        target = (path.parent / base).resolve()
+        if target.is_dir():
+            raise ParamsError(f"{path}: base: {base!r} is a folder ({target}), not a parameter file")
+        if not target.is_file():
+            raise ParamsError(f"{path}: base: {base!r} not found ({target})")
+        data = _merge(read_yaml(target, _seen + (path,)), data)
     return data
 
 
-def parse_overrides(pairs: list[tuple[str, str]] | dict[str, Any] | None) -> dict:
-    """Turn dotted overrides (`world.seed 3`, values parsed as YAML) into a nested dict."""
+def parse_overrides(pairs: list[tuple[str, str]] | dict[str, Any] | None) -> dict[str, Any]:
+    """The one parser of overrides: {dotted key: value}, in the order given.
+
+    `pairs` is either `(dotted key, text)` pairs as the command line gives them
+    (`-p world.seed 3`): each text is parsed as YAML here, exactly once (`'007'` stays the
+    string 007, `007` is the number 7, an empty text is the empty string); or a
+    {dotted key: value} dict of values already parsed (a notebook's `overrides`, which the
+    CLI fills from this function): those values are taken as they are, never parsed again.
+    A key given twice keeps its last value. Keys are checked for their form here and
+    against the schema by `load`.
+    """
     if not pairs:
         return {}
-    items = pairs.items() if isinstance(pairs, dict) else pairs
+    from_text = not isinstance(pairs, dict)
+    out: dict[str, Any] = {}
+    for key, value in (pairs.items() if isinstance(pairs, dict) else pairs):
+        if not isinstance(key, str) or not all(part.strip() for part in key.split(".")):
+            raise ParamsError(f"overrides: {key!r} is not a parameter key (section.key, e.g. svm.C)")
+        if from_text and isinstance(value, str) and value.strip():
+            try:
+                value = yaml.load(value, Loader=_Loader)
+            except yaml.YAMLError as e:
+                raise ParamsError(f"overrides: {key}: {_show(value)} is not a valid YAML value ({_yaml_problem(e)}); "
+                                  "a string with YAML's special characters needs quotes, e.g. \"'a: b'\"",
+                                  key=key) from None
+        out.pop(key, None)
+        out[key] = value
+    return out
+
+
+def _nest(flat: dict[str, Any]) -> dict:
+    """{dotted key: value} as nested mappings; a later key wins over an earlier one it overlaps."""
     nested: dict = {}
-    for key, value in items:
-        if isinstance(value, str):
-            value = yaml.safe_load(value) if value.strip() else value
-        parts = key.split(".")
-        d = nested
-        for part in parts[:-1]:
-            d = d.setdefault(part, {})
-        d[parts[-1]] = value
+    for key, value in flat.items():
+        for part in reversed(key.split(".")):
+            value = {part: value}
+        nested = _merge(nested, value)
     return nested
 
 
+def _overlaps(key: str, other: str) -> bool:
+    """Whether two dotted keys name the same parameter, or one holds the other."""
+    key = key.split("[")[0]
+    return key == other or key.startswith(other + ".") or other.startswith(key + ".")
+
+
 def load(path: str | Path | None = None, overrides: list[tuple[str, str]] | dict | None = None) -> Params:
-    """Load and validate a preset (None: the schema defaults) with dotted overrides on top."""
+    """Load and validate a preset (None: the schema defaults) with dotted overrides on top
+    (see `parse_overrides`). An error names its source: the preset's path, or `overrides`
+    when an override set the key at fault."""
     data = read_yaml(path) if path is not None else {}
-    data = _merge(data, parse_overrides(overrides))
+    over = parse_overrides(overrides)
+    data = _merge(data, _nest(over))
     where = str(path) if path is not None else "params"
     try:
         p = _build(Params, data, "")
         _check(p)
     except ParamsError as e:
-        raise ParamsError(f"{where}: {e}") from None
+        if e.key is not None and any(_overlaps(e.key, k) for k in over):
+            where = "overrides"
+        raise ParamsError(f"{where}: {e}", key=e.key) from None
     return p
 
 

@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from lsda_core.store.cache import atomic_write_text
+from lsda_core.store.files import atomic_write_text
 from lsda_core.core.errors import DataError
 from lsda_core.core.structures import from_voc, to_voc
 

@@ -22,6 +22,8 @@ from lsda_core.core.errors import DataError
 
 def _reason(e: BaseException) -> str:
     msg = str(e).strip() or type(e).__name__
+    if isinstance(e, UnidentifiedImageError):  # Pillow's message repeats the path
+        return "empty, or not an image file Pillow can identify"
     return msg.splitlines()[0]
 
 
@@ -36,7 +38,7 @@ def _opened(path: Path) -> Iterator[Image.Image]:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 yield im
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
         raise DataError(f"{path}: cannot read image ({_reason(e)})") from e
 
 
@@ -66,6 +68,24 @@ def image_size(path: Path | str) -> tuple[int, int]:
     """(width, height) of an image file, read from its header only (no decoding)."""
     path = Path(path)
     with _opened(path) as im:
+        w, h = im.size
+    if w <= 0 or h <= 0:
+        raise DataError(f"{path}: cannot read image (size {w}x{h})")
+    return int(w), int(h)
+
+
+def check_image(path: Path | str) -> tuple[int, int]:
+    """(width, height) of an image file after checking that the whole file decodes: its
+    structure (Pillow's `verify`) and then every pixel on a fresh open (`verify` alone does
+    not decode JPEG data, so it passes a truncated JPEG). Slower than `image_size`: this is
+    `lsda data --check-images`. A missing, empty, truncated, corrupt or non-image file ->
+    `DataError("<path>: ...")`.
+    """
+    path = Path(path)
+    with _opened(path) as im:
+        im.verify()  # leaves the image unusable, hence the second open
+    with _opened(path) as im:
+        im.load()
         w, h = im.size
     if w <= 0 or h <= 0:
         raise DataError(f"{path}: cannot read image (size {w}x{h})")

@@ -30,8 +30,9 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from lsda_core.store.cache import atomic_write_bytes
+from lsda_core.store.files import atomic_write_bytes
 from lsda_core.core.errors import DataError
+from lsda_core.data.images import check_image
 from lsda_core.core.structures import DetectionDataset, ImageAnn, ObjectAnn, to_voc
 
 # The 20 classes in devkit order (VOCinit.m).
@@ -306,7 +307,8 @@ def read_voc(root: Path, split: str, classes: Sequence[str] | None = None,
     `root` holds `Annotations/`, `JPEGImages/` and `ImageSets/Main/<split>.txt`.
     `classes`: None -> `VOC_CLASSES` if every object is a VOC class, else the sorted set
     of class names seen; given -> an object of any other class is a `DataError`.
-    `check_images`: also require every image file to exist (no decoding).
+    `check_images`: also decode every image file completely (`images.check_image`) and
+    require its size to be the annotation's; any failure is a DataError naming the file.
     """
     root = Path(root)
     if not root.is_dir():
@@ -335,6 +337,10 @@ def read_voc(root: Path, split: str, classes: Sequence[str] | None = None,
         for ann in images:
             if not ann.path.is_file():
                 raise DataError(f"{ann.path}: image file not found (image {ann.image_id!r} of {split_file})")
+            size = check_image(ann.path)
+            if size != (ann.width, ann.height):
+                raise DataError(f"{ann.path}: image is {size[0]}x{size[1]} px but {ann_dir / (ann.image_id + '.xml')} "
+                                f"says {ann.width}x{ann.height}")
     cls = list(classes) if classes is not None else infer_classes(
         o.cls for im in images for o in im.objects)
     return DetectionDataset(name="voc", split=split, classes=cls, images=images, root=root)

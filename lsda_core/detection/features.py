@@ -23,7 +23,6 @@ path computed them, so cache keys do not distinguish the paths (nor the device).
 from __future__ import annotations
 
 import contextlib
-import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -33,14 +32,16 @@ import torch
 from lsda_core.core import boxes as B
 from lsda_core.store import distributed as D
 from lsda_core.models import nets
-from lsda_core.store.cache import Cache, atomic_save_npy
+from lsda_core.store.cache import Cache
+from lsda_core.store.files import atomic_save_npy
 from lsda_core.data.images import load_image
 from lsda_core.models.nets import CaffeNet
 from lsda_core.core.params import Params
 from lsda_core.store.runtime import pick_device, progress as progress_bar
 from lsda_core.core.structures import DetectionDataset
 from lsda_core.models.finetune import context_pixels
-from lsda_core.models.solver import array_digest, dataset_identity, model_key
+from lsda_core.store.identity import array_digest, dataset_identity, model_key
+
 
 CHUNK = 512  # regions per forward pass
 
@@ -140,7 +141,7 @@ def extract_pool5(model: CaffeNet, dataset: DetectionDataset, regions: dict[str,
         finally:
             model.to(dev0).train(was)
 
-    return cache.entry(f"pool5-{tag}", config, build, modules=[nets, B, sys.modules[__name__]], resumable=True,
+    return cache.entry(f"pool5-{tag}", config, build, resumable=True,
                        ranks="shard")
 
 

@@ -39,7 +39,6 @@ per chunk; with 2 threads on the busy VM it was far slower (thread oversubscript
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -50,13 +49,15 @@ import torch.nn.functional as F
 
 from lsda_core.core import boxes as B
 from lsda_core.store import distributed as D
-from lsda_core.store.cache import Cache, atomic_save_npy
+from lsda_core.store.cache import Cache
+from lsda_core.store.files import atomic_save_npy
 from lsda_core.data.images import load_image
 from lsda_core.detection.features import file_stem
 from lsda_core.core.params import Params
 from lsda_core.store.runtime import progress as progress_bar
-from lsda_core.models.solver import array_digest
+
 from lsda_core.core.structures import DetectionDataset
+from lsda_core.store.identity import array_digest, images_identity
 
 INTERPOLATIONS = ("trilinear", "orientation", "none")
 
@@ -226,7 +227,7 @@ def extract_hog(dataset: DetectionDataset, regions: dict[str, np.ndarray], p: Pa
     resumable in `hog/<key>` (keyed on this module and the warp's, not on their callers'),
     under torchrun each rank its share of the images. Returns the folder."""
     ctx = p.hog.context * p.hog.window / 227
-    config = {"root": str(dataset.root), "split": dataset.split, "hog": asdict(p.hog),
+    config = {"images": images_identity(dataset), "hog": asdict(p.hog),
               "regions": array_digest(regions[im.image_id] for im in dataset.images)}
 
     def build(out: Path) -> None:
@@ -238,4 +239,4 @@ def extract_hog(dataset: DetectionDataset, regions: dict[str, np.ndarray], p: Pa
             win = B.warp_regions(img, regions[im.image_id], p.hog.window, ctx)
             atomic_save_npy(dest, hog_params_features(win, p.hog).numpy().astype(np.float16))
 
-    return cache.entry("hog", config, build, modules=[sys.modules[__name__], B], resumable=True, ranks="shard")
+    return cache.entry("hog", config, build, resumable=True, ranks="shard")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -20,15 +19,17 @@ from lsda_core.evaluation import ap as E
 from lsda_core.detection import features as F
 from lsda_core.detection import hog as H
 from lsda_core.detection import svm as S
-from lsda_core.store.cache import Cache, atomic_write_bytes, atomic_write_text
+from lsda_core.store.cache import Cache
+from lsda_core.store.files import atomic_write_bytes, atomic_write_text
 from lsda_core.data.comp4 import Detections, write_detections
 from lsda_core.data.images import load_image
 from lsda_core.detection.detect import detect
 from lsda_core.models.nets import CaffeNet
 from lsda_core.core.params import Params
 from lsda_core.detection.proposals import ProposalConfig, compute_proposals, proposal_recall
-from lsda_core.models.solver import array_digest, dataset_identity
+
 from lsda_core.core.structures import DetectionDataset
+from lsda_core.store.identity import array_digest, dataset_identity, images_identity
 
 
 @dataclass
@@ -96,7 +97,7 @@ def grayscale(ds: DetectionDataset, cache: Cache) -> DetectionDataset:
     under torchrun each rank its share)."""
     from PIL import Image
 
-    config = {"root": str(ds.root), "split": ds.split, "images": [im.image_id for im in ds.images]}
+    config = {"images": images_identity(ds)}
 
     def build(out: Path) -> None:
         for im in D.shard(ds.images):
@@ -107,7 +108,7 @@ def grayscale(ds: DetectionDataset, cache: Cache) -> DetectionDataset:
             Image.fromarray(load_image(im.path)).convert("L").convert("RGB").save(buf, format="PNG")
             atomic_write_bytes(dest, buf.getvalue())
 
-    folder = cache.entry("grayscale", config, build, modules=[sys.modules[__name__]], resumable=True,
+    folder = cache.entry("grayscale", config, build, resumable=True,
                          ranks="shard")
     images = [replace(im, path=folder / f"{F.file_stem(im.image_id)}.png") for im in ds.images]
     return replace(ds, images=images, name=ds.name + "-gray")
@@ -196,7 +197,7 @@ def train_svm_detector(p: Params, cache: Cache, fs: FeatureSet, bench: Benchmark
         atomic_write_text(out / "history.json", json.dumps({k: v for k, v in hist.items() if k != "retrains"},
                                                           default=_jsonable))
 
-    folder = cache.entry("svm", config, build, modules=[S, sys.modules[__name__]])
+    folder = cache.entry("svm", config, build)
     z = np.load(folder / "svm.npz")
     return {"W": z["W"], "b": z["b"], "history": json.loads((folder / "history.json").read_text()),
             "key": f"{folder.parent.name}/{folder.name}"}
@@ -241,7 +242,7 @@ def cached_detections(cache: Cache, bench: Benchmark, config: dict[str, Any],
         np.savez(buf, **arrays)
         atomic_write_bytes(out / "detections.npz", buf.getvalue())
 
-    folder = cache.entry("detections", config, build, modules=[sys.modules[__name__], sys.modules[detect.__module__]])
+    folder = cache.entry("detections", config, build)
     z = np.load(folder / "detections.npz")
     return {c: Detections(z[f"ids{i}"].tolist(), z[f"scores{i}"], z[f"boxes{i}"]) for i, c in enumerate(bench.classes)}
 

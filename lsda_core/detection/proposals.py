@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ctypes
 import multiprocessing as mp
-import sys
 import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -19,10 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from lsda_core.store import distributed as D
-from lsda_core.store.cache import Cache, atomic_save_npy
+from lsda_core.store.cache import Cache
+from lsda_core.store.files import atomic_save_npy
 from lsda_core.data.images import load_image
 from lsda_core.store.runtime import progress as progress_bar
 from lsda_core.core.structures import DetectionDataset
+from lsda_core.store.identity import images_identity
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,7 @@ def compute_proposals(dataset: DetectionDataset, cache: Cache, cfg: ProposalConf
     processes (per rank under torchrun, each rank its share of the images); one .npy file
     per image, written atomically, so a rerun resumes."""
     images = {im.image_id: str(im.path) for im in dataset.images}
-    config = {"root": str(dataset.root), "split": dataset.split, "mode": cfg.mode, "max_boxes": cfg.max_boxes, "min_side": cfg.min_side,
-              "images": sorted((i, Path(p).name, Path(p).stat().st_size) for i, p in images.items())}
+    config = {"images": images_identity(dataset), "mode": cfg.mode, "max_boxes": cfg.max_boxes, "min_side": cfg.min_side}
 
     def build(folder: Path) -> None:
         todo = [i for i in D.shard(sorted(images)) if not (folder / f"{i}.npy").is_file()]
@@ -80,7 +80,7 @@ def compute_proposals(dataset: DetectionDataset, cache: Cache, cfg: ProposalConf
             for i, job in progress_bar(zip(todo, jobs), "proposals", progress, total=len(todo)):
                 atomic_save_npy(folder / f"{i}.npy", _one(job))
 
-    folder = cache.entry("proposals", config, build, modules=[sys.modules[__name__]], resumable=True,
+    folder = cache.entry("proposals", config, build, resumable=True,
                          ranks="shard")
     return {i: np.load(folder / f"{i}.npy") for i in sorted(images)}
 

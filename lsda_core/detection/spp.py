@@ -49,7 +49,6 @@ import copy
 import io
 import json
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -63,7 +62,8 @@ import torch.nn.functional as F
 from lsda_core.models import finetune as FT
 from lsda_core.models import nets
 from lsda_core.models import solver as sgd
-from lsda_core.store.cache import Cache, atomic_save_npy, atomic_write_bytes, atomic_write_text
+from lsda_core.store.cache import Cache
+from lsda_core.store.files import atomic_save_npy, atomic_write_bytes, atomic_write_text
 from lsda_core.data.images import load_image
 from lsda_core.core.errors import DataError
 from lsda_core.detection.features import autocast, file_stem, load_regions, regions_with_gt, to_device
@@ -71,6 +71,7 @@ from lsda_core.models.nets import GRID, CaffeNet
 from lsda_core.core.params import Params
 from lsda_core.store.runtime import machine, pick_device, progress as progress_bar
 from lsda_core.core.structures import DetectionDataset
+from lsda_core.store.identity import array_digest, dataset_identity, derived_key, model_key
 
 BINS = (6, 3, 2, 1)  # SPP-net's pyramid
 FC_LAYERS = ("fc6", "fc7", "head")
@@ -331,7 +332,7 @@ class SppHead(nn.Module):
             for name in ("fc7", "head"):
                 getattr(head, name).weight.copy_(getattr(model, name).weight)
                 getattr(head, name).bias.copy_(getattr(model, name).bias)
-        head.cache_key = f"{sgd.model_key(model)}+spp{list(bins)}"
+        head.cache_key = derived_key(model_key(model), f"spp{list(bins)}", "lsda_core.detection.spp:SppHead")
         return head.eval()
 
 
@@ -350,8 +351,8 @@ def extract_spp(model: CaffeNet, dataset: DetectionDataset, regions: dict[str, n
     missing = [i for i in ids if i not in regions]
     if missing:
         raise KeyError(f"extract_spp: no regions for {len(missing)} image(s), e.g. {missing[0]!r}")
-    config = {"model": sgd.model_key(model), "dataset": sgd.dataset_identity(dataset), "fast": asdict(p.fast),
-              "regions": sgd.array_digest(np.asarray(regions[i], np.float32).reshape(-1, 4) for i in ids),
+    config = {"model": model_key(model), "dataset": dataset_identity(dataset), "fast": asdict(p.fast),
+              "regions": array_digest(np.asarray(regions[i], np.float32).reshape(-1, 4) for i in ids),
               "mirror": mirror}
 
     def build(out: Path) -> None:
@@ -374,7 +375,7 @@ def extract_spp(model: CaffeNet, dataset: DetectionDataset, regions: dict[str, n
         finally:
             model.to(dev0).train(was)
 
-    return cache.entry(f"spp-{tag}", config, build, modules=[nets, sys.modules[__name__]], resumable=True)
+    return cache.entry(f"spp-{tag}", config, build, resumable=True)
 
 
 def load_spp(folder: Path, image_id: str, flip: bool = False, mmap: bool = False) -> np.ndarray:
@@ -494,9 +495,9 @@ def finetune_head(p: Params, head: SppHead, dataset: DetectionDataset, proposals
     seed = p.runtime.seed if seed is None else int(seed)
     device = pick_device(p.runtime.device)
     ids = [im.image_id for im in dataset.images]
-    config = {"head": sgd.model_key(head), "features": f"{features.parent.name}/{features.name}",
-              "dataset": sgd.dataset_identity(dataset), "classes": classes, "finetune": asdict(p.finetune),
-              "proposals": sgd.array_digest(np.asarray(proposals.get(i, np.zeros((0, 4))), np.float32) for i in ids),
+    config = {"head": model_key(head), "features": f"{features.parent.name}/{features.name}",
+              "dataset": dataset_identity(dataset), "classes": classes, "finetune": asdict(p.finetune),
+              "proposals": array_digest(np.asarray(proposals.get(i, np.zeros((0, 4))), np.float32) for i in ids),
               "seed": seed, "frozen": frozen, "head_rows": rows, "mirror": mirror}
 
     def build(out: Path) -> None:
@@ -507,7 +508,7 @@ def finetune_head(p: Params, head: SppHead, dataset: DetectionDataset, proposals
         atomic_write_bytes(out / "head.pt", buf.getvalue())
         atomic_write_text(out / "history.json", json.dumps(history, indent=1))
 
-    folder = cache.entry("finetune-spp", config, build, modules=[sgd, FT, sys.modules[__name__]])
+    folder = cache.entry("finetune-spp", config, build)
     history = json.loads((folder / "history.json").read_text())
     history["key"] = f"{folder.parent.name}/{folder.name}"
     tuned = copy.deepcopy(head).cpu()

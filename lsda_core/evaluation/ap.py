@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from lsda_core.core.boxes import box_iou_pairs
-from lsda_core.store.cache import atomic_write_text
+from lsda_core.store.files import atomic_write_text
 from lsda_core.data.comp4 import Detections, read_comp4
 from lsda_core.core.errors import DataError, LsdaError
 from lsda_core.core.structures import DetectionDataset

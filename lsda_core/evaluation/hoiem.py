@@ -40,7 +40,7 @@ import torch
 import yaml
 
 from lsda_core.core.boxes import box_iou_pairs
-from lsda_core.store.cache import atomic_write_text
+from lsda_core.store.files import atomic_write_text
 from lsda_core.data.comp4 import Detections, read_comp4
 from lsda_core.core.errors import DataError
 from lsda_core.evaluation.ap import Matching, ground_truth, GroundTruth, match_detections, voc_ap

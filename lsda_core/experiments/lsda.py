@@ -46,8 +46,9 @@ from lsda_core.data.voc import read_voc
 from lsda_core.core.errors import DataError
 from lsda_core.models.nets import CONVS, CaffeNet
 from lsda_core.core.params import Params
-from lsda_core.models.solver import model_key, stage_seed
+from lsda_core.models.solver import stage_seed
 from lsda_core.core.structures import DetectionDataset, concat, keep_classes, subset_classes
+from lsda_core.store.identity import derived_key, digest, model_key
 
 CLS_ROW = "No Adapt (Classification Network)"
 ORACLE_ROW = "Oracle: Full Detection Network"
@@ -205,7 +206,7 @@ def transfer(det_model: CaffeNet, cls_model: CaffeNet, lb: LsdaBenchmark, k: int
     with torch.no_grad():
         out.head.weight.copy_(torch.as_tensor(wd))
         out.head.bias.copy_(torch.as_tensor(bd))
-    out.cache_key = f"{det_model.cache_key}+knn{k}"
+    out.cache_key = derived_key(det_model.cache_key, f"knn{k}", "lsda_core.experiments.lsda:transfer")
     return out
 
 
@@ -359,8 +360,9 @@ def large_scale(p: Params, cache: Cache, pre: CaffeNet, pre_classes: list[str]) 
     names = dict(read_synset_mapping(sources.classification_root(p, cache) / "LOC_synset_mapping.txt"))
     by_name = {names.get(w, w): i for i, w in enumerate(pre_classes)}
     bench, boxed = load_large(p, cache, sorted(by_name))
-    cls_model = _reorder_head(pre, [by_name[c] for c in bench.classes])
-    cls_model.cache_key = f"{pre.cache_key}+large-order"
+    order = [by_name[c] for c in bench.classes]
+    cls_model = _reorder_head(pre, order)
+    cls_model.cache_key = derived_key(pre.cache_key, f"order-{digest(order)}", "lsda_core.experiments.lsda:_reorder_head")
     unboxed = [c for c in bench.classes if c not in boxed]
     lb = LsdaBenchmark(bench, boxed, unboxed, bench.train, None, None, {})
     row = next(r for r in ROWS if r.name == p.lsda.large_row)

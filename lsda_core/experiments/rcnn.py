@@ -9,9 +9,10 @@ built from `DetectorResult`s.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 import torch
 
 from lsda_core.detection import features as F
@@ -28,6 +29,12 @@ from lsda_core.core.params import Params
 from lsda_core.detection.pipeline import (Benchmark, FeatureSet, cnn_features, hog_features, proposal_config, proposals_of,
                                           svm_detector)
 from lsda_core.detection.proposals import selective_search
+from lsda_core.detection.pipeline import (DetectorResult, bbox_refiner, bbox_regressor, softmax_detector,
+                                          train_svm_detector)
+from lsda_core.evaluation import hoiem as A
+from lsda_core.evaluation import stats
+from lsda_core.evaluation import units as U
+from lsda_core.models import nets as N
 
 
 def load_benchmark(p: Params, cache: Cache, train_split: str = "trainval", test_split: str = "test") -> Benchmark:
@@ -76,11 +83,11 @@ def prepare(p: Params, cache: Cache, stage: str = "features") -> list[str]:
     lines.append(f"networks: {nets['pretrained'].cache_key}, {nets['finetuned'].cache_key}")
     if upto < 2:
         return lines
-    for tag, model, gray in (("pre", nets["pretrained"], False), ("ft", nets["finetuned"], False),
-                             ("pre", nets["pretrained"], True)):
-        fs = cnn_features(p, cache, model, bench, "pool5", tag, gray=gray)
-        lines.append(f"features: pool5-{tag}{' grayscale' if gray else ''} {fs.key.rsplit('/', 1)[0]}")
-    lines.append(f"features: hog {hog_features(p, cache, bench).key.rsplit('/', 1)[0]}")
+    feats = {**table2_features(p, cache, bench, nets), GRAY_ROW: grayscale_features(p, cache, bench, nets)}
+    rows_of: dict[str, list[str]] = {}  # one extraction (pool5 or HOG) serves several rows
+    for name, fs in feats.items():
+        rows_of.setdefault(fs.key.rsplit("/", 1)[0], []).append(name)
+    lines += [f"features: {', '.join(names)}: {folders}" for folders, names in rows_of.items()]
     return lines
 
 
@@ -130,3 +137,159 @@ def bench_images(p: Params, cache: Cache) -> list:
     """The first `bench.images` test images of the R-CNN benchmark (the embedded world's
     VOC view, or VOC 2007 by path): what `lsda bench` times."""
     return read_voc(sources.voc_root(p, cache), "test").images[:p.bench.images]
+
+
+# ---------------------------------------------------------------------------------------
+# the chapter's tables and ablations, each defined once (the chapter and `prepare` call them)
+
+HOG_ROW = "HOG + linear SVM (stand-in for DPM HOG)"
+BBOX_ROW = "FT fc7 + box regression"
+GRAY_ROW = "fc6, grayscale"
+SOFTMAX_ROW = "FT softmax"
+# Table 2's CNN rows: the row prefix, network and feature tag of each network, then its layers
+TABLE2_NETWORKS = (("", "pretrained", "pre"), ("FT ", "finetuned", "ft"))
+TABLE2_LAYERS = ("pool5", "fc6", "fc7")
+# Figures 4 and 5: the detectors diagnosed (label -> Table 2 row), and how many superclasses are shown
+DIAGNOSED = {"fc7 (no FT)": "fc7", "FT fc7": "FT fc7", "HOG": HOG_ROW}
+DIAGNOSED_GROUPS = 3
+
+
+@dataclass
+class Comparison:
+    """Detectors compared on the same test set: each one's result and its mAP on the same bootstrap
+    resamples of the test images (`stats.bootstrap_map`), so differences are paired."""
+
+    results: dict[str, DetectorResult]
+    spread: dict[str, np.ndarray]
+
+
+@dataclass
+class Table2(Comparison):
+    """Table 2's detectors, with the feature set of each row (later sections reuse them)."""
+
+    features: dict[str, FeatureSet]
+
+
+def table2_features(p: Params, cache: Cache, bench: Benchmark, nets: dict[str, Any]) -> dict[str, FeatureSet]:
+    """The features of Table 2's rows by row name: pool5, fc6 and fc7 of the pre-trained and the
+    fine-tuned network (pool5 extracted once per network, cached), and HOG for the DPM stand-in."""
+    feats = {prefix + layer: cnn_features(p, cache, nets[net], bench, layer, tag)
+             for prefix, net, tag in TABLE2_NETWORKS for layer in TABLE2_LAYERS}
+    feats[HOG_ROW] = hog_features(p, cache, bench)
+    return feats
+
+
+def table2(p: Params, cache: Cache, bench: Benchmark, nets: dict[str, Any]) -> Table2:
+    """R-CNN's Table 2: one SVM detector per feature set of `table2_features`, plus box regression
+    (on FT pool5) applied to FT fc7's detections, with the bootstrap spread of every row's mAP."""
+    feats = table2_features(p, cache, bench, nets)
+    results = {name: svm_detector(p, cache, fs, bench, name) for name, fs in feats.items()}
+    bbreg = bbox_regressor(p, feats["FT pool5"], bench)
+    results[BBOX_ROW] = svm_detector(p, cache, feats["FT fc7"], bench, BBOX_ROW,
+                                     refine=bbox_refiner(bbreg, feats["FT pool5"], bench))
+    spread = stats.bootstrap_map(bench, list(results.values()), n=p.rcnn.bootstrap, seed=p.runtime.seed)
+    return Table2(results, spread, feats)
+
+
+def svm_seeds(p: Params, cache: Cache, bench: Benchmark, t2: Table2) -> list[dict[str, Any]]:
+    """The headline comparison (fc7 with and without fine-tuning) retrained with each of
+    `rcnn.seeds`: one row per seed (`seed_spread`)."""
+    return seed_spread(p, cache, {"fc7": t2.features["fc7"], "FT fc7": t2.features["FT fc7"]}, bench, p.rcnn.seeds)
+
+
+@dataclass
+class Diagnosis:
+    """Hoiem et al.'s diagnosis of the `DIAGNOSED` detectors: the similarity groups (superclasses),
+    the largest ones (shown per group), and `hoiem.analyze`'s result per detector label."""
+
+    groups: dict[str, list[str]]
+    shown: list[str]
+    results: dict[str, dict[str, Any]]
+
+
+def diagnosis(p: Params, bench: Benchmark, t2: Table2) -> Diagnosis:
+    """Figures 4 and 5: every false positive of the diagnosed detectors typed (Loc, Sim, Oth, BG),
+    and their normalised AP per object characteristic."""
+    groups = A.similarity_groups(bench.test)
+    shown = A.largest_groups(groups, DIAGNOSED_GROUPS)
+    return Diagnosis(groups, shown, {label: A.analyze(bench.test, t2.results[row].detections, groups, p.analysis)
+                                     for label, row in DIAGNOSED.items()})
+
+
+@dataclass
+class Pool5Units:
+    """Figures 3 and 6: the pool5 units shown, their top test regions, the colour the network saw
+    outside an image (its mean), and a pool5 unit's receptive field (size, stride) in input pixels."""
+
+    units: list[U.Unit]
+    tops: list[U.UnitTop]
+    fill: tuple[float, ...]
+    receptive_field: int
+    stride: int
+
+
+def pool5_units(p: Params, cache: Cache, bench: Benchmark, nets: dict[str, Any], t2: Table2) -> Pool5Units:
+    """The units of the fine-tuned network's pool5 chosen from its pool5 SVMs (Table 2's, cached) or
+    by hand (`units`), and the test regions exciting each most (NMS `units.nms` within an image)."""
+    fs5 = t2.features["FT pool5"]
+    svm5 = train_svm_detector(p, cache, fs5, bench)
+    units = U.choose_units(p, svm5, bench.classes)
+    tops = U.top_regions(fs5, units, max(p.units.top, p.units.montage_top), p.units.nms, progress=p.runtime.progress)
+    fill = tuple(nets["finetuned"].mean.flatten().tolist())
+    size, stride, _ = N.receptive_field(p.net, "pool5")
+    return Pool5Units(units, tops, fill, size, stride)
+
+
+@dataclass
+class NegIouGrid:
+    """The negative-overlap grid: the FT fc7 detector per threshold, and the bootstrap spread."""
+
+    results: dict[float, DetectorResult]
+    spread: dict[str, np.ndarray]
+
+
+def neg_iou_grid(p: Params, cache: Cache, bench: Benchmark, t2: Table2) -> NegIouGrid:
+    """R-CNN's grid search of the IoU below which a proposal is an SVM negative (`rcnn.neg_iou_grid`)
+    on FT fc7, with one feature scale (the default detector's) for the whole grid."""
+    fs = t2.features["FT fc7"]
+    scale = train_svm_detector(p, cache, fs, bench)["history"]["scale"]
+    grid = {t: svm_detector(p, cache, fs, bench, f"neg IoU {t:.1f}", neg_iou=t, scale=scale)
+            for t in p.rcnn.neg_iou_grid}
+    return NegIouGrid(grid, stats.bootstrap_map(bench, list(grid.values()), n=p.rcnn.bootstrap, seed=p.runtime.seed))
+
+
+def grayscale_features(p: Params, cache: Cache, bench: Benchmark, nets: dict[str, Any]) -> FeatureSet:
+    """fc6 of the pre-trained network on grayscale copies of every image (the colour ablation)."""
+    return cnn_features(p, cache, nets["pretrained"], bench, "fc6", "pre", gray=True)
+
+
+def grayscale_ablation(p: Params, cache: Cache, bench: Benchmark, nets: dict[str, Any], t2: Table2) -> Comparison:
+    """R-CNN's "grayscale world": SVMs on fc6 of grayscale images, tested on grayscale images,
+    beside Table 2's fc6 row."""
+    gray = svm_detector(p, cache, grayscale_features(p, cache, bench, nets), bench, GRAY_ROW)
+    rows = {"fc6": t2.results["fc6"], GRAY_ROW: gray}
+    return Comparison(rows, stats.bootstrap_map(bench, list(rows.values()), n=p.rcnn.bootstrap, seed=p.runtime.seed))
+
+
+def softmax_ablation(p: Params, bench: Benchmark, nets: dict[str, Any], t2: Table2) -> Comparison:
+    """The fine-tuned network's own softmax as the scorer instead of SVMs, beside FT fc7's SVMs."""
+    soft = softmax_detector(p, nets["finetuned"], t2.features["FT fc7"], bench, SOFTMAX_ROW)
+    rows = {"FT fc7": t2.results["FT fc7"], SOFTMAX_ROW: soft}
+    return Comparison(rows, stats.bootstrap_map(bench, list(rows.values()), n=p.rcnn.bootstrap, seed=p.runtime.seed))
+
+
+def merged(*parts: Comparison) -> Comparison:
+    """Every detector of `parts` in one comparison (all share the bootstrap resamples of one seed,
+    so a detector in several parts has the same spread in each)."""
+    out = Comparison({}, {})
+    for part in parts:
+        out.results.update(part.results)
+        out.spread.update(part.spread)
+    return out
+
+
+def timing(p: Params, cache: Cache, bench: Benchmark, nets: dict[str, Any], t2: Table2) -> dict[str, float]:
+    """Seconds per test image of the FT fc7 detector (Table 2's SVMs, cached), measured now on
+    `rcnn.timing_images` images (`time_per_image`)."""
+    svm = train_svm_detector(p, cache, t2.features["FT fc7"], bench)
+    return time_per_image(p, nets["finetuned"], bench, svm, n_images=p.rcnn.timing_images)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,15 +28,16 @@ import torch.nn.functional as F
 from lsda_core.core import boxes as B
 from lsda_core.store import distributed as D
 from lsda_core.models import nets
-from lsda_core.models import solver as sgd
-from lsda_core.store.cache import Cache, atomic_write_text
+from lsda_core.store.cache import Cache
+from lsda_core.store.files import atomic_write_text
 from lsda_core.data.images import load_image
 from lsda_core.core.errors import DataError
 from lsda_core.models.nets import CaffeNet, LAYERS
 from lsda_core.core.params import Params, ParamsError
 from lsda_core.store.runtime import machine, pick_device, progress as progress_bar
-from lsda_core.models.solver import (FixedRows, array_digest, dataset_identity, fork_rng, freeze_statistics, load_model,
-                           model_key, net_config, param_groups, save_model, set_lr, stage_seed, step)
+from lsda_core.models.solver import (FixedRows, fork_rng, freeze_statistics, load_model, net_config, param_groups,
+                                     save_model, set_lr, stage_seed, step)
+from lsda_core.store.identity import array_digest, dataset_identity, model_key
 from lsda_core.core.structures import DetectionDataset
 
 # (the embedded VOC-like train set: ~60 MB; real VOC 2007 trainval: ~2.8 GB).
@@ -296,7 +296,7 @@ def finetune(p: Params, model: CaffeNet, dataset: DetectionDataset, proposals: d
         save_model(tuned, out)
         atomic_write_text(out / "history.json", json.dumps(history, indent=1))
 
-    folder = cache.entry("finetune", config, build, modules=[nets, B, sgd, sys.modules[__name__]], ranks="all")
+    folder = cache.entry("finetune", config, build, ranks="all")
     history = json.loads((folder / "history.json").read_text())
     history["key"] = f"{folder.parent.name}/{folder.name}"
     return load_model(p, folder, n_out, device), history

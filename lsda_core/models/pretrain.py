@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, replace
@@ -18,16 +17,17 @@ import torch
 import torch.nn.functional as F
 
 from lsda_core.models import nets
-from lsda_core.models import solver as sgd
-from lsda_core.store.cache import Cache, atomic_write_text
+from lsda_core.store.cache import Cache
+from lsda_core.store.files import atomic_write_text
 from lsda_core.data.images import load_image
 from lsda_core.core.errors import DataError
 from lsda_core.models.nets import CaffeNet
 from lsda_core.core.params import Params, ParamsError, Pretrain
 from lsda_core.store.runtime import machine, pick_device, progress as progress_bar
-from lsda_core.models.solver import (dataset_identity, fork_rng, load_model, model_key, net_config, param_groups, save_model,
-                           set_lr, stage_seed, step)
+from lsda_core.models.solver import (fork_rng, load_model, net_config, param_groups, save_model, set_lr, stage_seed,
+                                     step)
 from lsda_core.core.structures import ClassificationDataset
+from lsda_core.store.identity import dataset_identity, file_digest, model_key
 
 # batch instead of held in memory (real ImageNet at 227 px would be about 190 GB).
 IN_MEMORY_BYTES = 4 << 30
@@ -58,7 +58,7 @@ def load_classification_tensor(ds: ClassificationDataset, size: int, cache: Cach
             arr[i] = _resize(load_image(path), size)
         np.save(out / "images.npy", arr, allow_pickle=False)
 
-    folder = cache.entry("cls-images", config, build, modules=[sys.modules[__name__]])
+    folder = cache.entry("cls-images", config, build)
     return torch.from_numpy(np.load(folder / "images.npy"))
 
 
@@ -171,13 +171,12 @@ def pretrain(p: Params, train: ClassificationDataset | None, val: Classification
                               "(net: conv_channels [64, 192, 384, 256, 256], conv1_kernel 11, conv1_stride 4, "
                               "conv1_pad 2, pool1 true, conv2_kernel 5, groups false, lrn false, fc_width 4096)")
         wpath = Path(weights)
-        stat = wpath.stat() if wpath.is_file() else None
         for ds in (train, val):
             if ds is not None and len(ds.classes) != 1000:
                 raise DataError(f"{ds.root}: torchvision AlexNet has 1000 ILSVRC2012 outputs, but this {ds.split} "
                                 f"split has {len(ds.classes)} classes")
         classes = list(train.classes) if train is not None else (list(val.classes) if val is not None else None)
-        config = {"weights": str(wpath), "bytes": stat.st_size if stat else None, "net": net_config(p, with_context=False),
+        config = {"weights": file_digest(wpath), "net": net_config(p, with_context=False),
                   "val": dataset_identity(val)}
         n_classes = 1000
     else:
@@ -197,7 +196,7 @@ def pretrain(p: Params, train: ClassificationDataset | None, val: Classification
         save_model(model, out)
         atomic_write_text(out / "history.json", json.dumps(history, indent=1))
 
-    folder = cache.entry("pretrain", config, build, modules=[nets, sgd, sys.modules[__name__]])
+    folder = cache.entry("pretrain", config, build)
     history = json.loads((folder / "history.json").read_text())
     history["key"] = f"{folder.parent.name}/{folder.name}"
     return load_model(p, folder, n_classes, device), history
@@ -235,7 +234,7 @@ def retrain(p: Params, model: CaffeNet, train: ClassificationDataset, val: Class
         save_model(tuned, out)
         atomic_write_text(out / "history.json", json.dumps(history, indent=1))
 
-    folder = cache.entry("retrain", config, build, modules=[nets, sgd, sys.modules[__name__]])
+    folder = cache.entry("retrain", config, build)
     history = json.loads((folder / "history.json").read_text())
     history["key"] = f"{folder.parent.name}/{folder.name}"
     return load_model(p, folder, len(train.classes), device), history

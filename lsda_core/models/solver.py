@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable
@@ -25,45 +24,9 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from lsda_core.store.cache import atomic_write_bytes
+from lsda_core.store.files import atomic_write_bytes
 from lsda_core.models.nets import CaffeNet, LAYERS
 from lsda_core.core.params import Params
-from lsda_core.core.structures import ClassificationDataset, DetectionDataset
-
-
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def array_digest(arrays: Iterable[np.ndarray | torch.Tensor]) -> str:
-    """Hash of the bytes, shapes and dtypes of a sequence of arrays."""
-    h = hashlib.sha256()
-    for a in arrays:
-        a = a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
-        a = np.ascontiguousarray(a)
-        h.update(f"{a.dtype}{a.shape}".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()[:16]
-
-
-def dataset_identity(ds: ClassificationDataset | DetectionDataset | None) -> dict[str, Any] | None:
-    """What identifies a dataset split in a cache key: name, root, split, size, and a digest
-    of its content listing (file names and labels, or image ids and annotations)."""
-    if ds is None:
-        return None
-    if isinstance(ds, ClassificationDataset):
-        listing = [[Path(pth).name for pth in ds.paths], np.asarray(ds.labels).tolist(), list(ds.classes)]
-    else:
-        listing = [list(ds.classes), [[im.image_id, Path(im.path).name, im.width, im.height,
-                                       [[o.cls, np.asarray(o.box).tolist(), bool(o.difficult)] for o in im.objects]]
-                                      for im in ds.images]]
-    return {"name": ds.name, "root": str(ds.root), "split": ds.split, "n": len(ds), "content": _digest(listing)}
-
-
-def model_key(model: CaffeNet) -> str:
-    """The cache key of the stage that produced `model`, or a digest of its weights."""
-    key = getattr(model, "cache_key", None)
-    return key if key else "weights-" + array_digest(v for _, v in sorted(model.state_dict().items()))
 
 
 def stage_seed(seed: int, stage: str) -> int:

@@ -70,7 +70,7 @@ from lsda_core.detection import features as F
 from lsda_core.core import params as P
 from lsda_core.detection import spp as SPP
 from lsda_core.detection import svm as S
-from lsda_core.store.cache import atomic_write_text
+from lsda_core.store.files import atomic_write_text
 from lsda_core.data.images import load_image
 from lsda_core.core.errors import LsdaError
 from lsda_core.models.finetune import context_pixels

@@ -23,7 +23,8 @@ from typing import Any
 import yaml
 
 from lsda_core.core import params as P
-from lsda_core.store.cache import Cache, atomic_write_text
+from lsda_core.store.cache import Cache
+from lsda_core.store.files import atomic_write_text
 from lsda_core.core.errors import LsdaError
 from lsda_core.store.runtime import machine
 
@@ -110,18 +111,34 @@ def _read_log(out: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {"chapters": {}}
 
 
-def execute_chapter(root: Path, chapter: Chapter, params_file: Path, overrides: dict[str, Any],
-                    out: Path, progress: bool = True) -> float:
-    """Execute one chapter with Papermill into `out/src`, record it in the run log and
-    return its run time in seconds. A failure raises ChapterError naming the cell."""
+RESOLVED = "params.resolved.yaml"
+
+
+def resolve_params(params_file: Path, overrides: dict[str, Any], out: Path) -> tuple[P.Params, Path]:
+    """Validate the preset with its overrides once and write the resolved values to
+    `out/params.resolved.yaml` (every key, with its digest in the first line); every chapter of
+    the build is given that one file."""
+    p = P.load(params_file, overrides)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / RESOLVED
+    head = (f"# resolved parameters, digest {p.digest()}: {params_file}"
+            + (f" with {', '.join(f'{k}={v!r}' for k, v in sorted(overrides.items()))}" if overrides else "") + "\n")
+    atomic_write_text(path, head + yaml.safe_dump(p.to_dict(), sort_keys=False))
+    return p, path
+
+
+def execute_chapter(root: Path, chapter: Chapter, p: P.Params, resolved: Path, out: Path,
+                    progress: bool = True) -> float:
+    """Execute one chapter with Papermill into `out/src` on the resolved parameter file, record
+    it in the run log and return its run time in seconds. A failure raises ChapterError naming
+    the cell."""
     import papermill as pm  # slow import, only for building
 
     src = out / "src"
     dest = src / chapter.path
     dest.parent.mkdir(parents=True, exist_ok=True)
     figures = src / "book" / "figures" / chapter.name
-    injected: dict[str, Any] = {"params_file": str(params_file), "overrides": overrides,
-                                "figures_dir": str(figures)}
+    injected: dict[str, Any] = {"params_file": str(resolved), "overrides": {}, "figures_dir": str(figures)}
     if chapter.name in RUN_LOG_CHAPTERS:
         injected["run_log"] = str(out / "run_log.json")
     t0 = time.time()
@@ -134,9 +151,9 @@ def execute_chapter(root: Path, chapter: Chapter, params_file: Path, overrides: 
                            f"(execution {e.exec_count}: {first[:80]}): {e.ename}: {e.evalue}") from None
     seconds = time.time() - t0
     log = _read_log(out)
+    log["params"] = {"file": RESOLVED, "digest": p.digest(), "values": p.to_dict()}
     log["chapters"][chapter.name] = {
-        "params_file": str(params_file), "overrides": overrides,
-        "params_digest": P.load(params_file, overrides).digest(),
+        "params_file": RESOLVED, "overrides": {}, "params_digest": p.digest(),
         "seconds": round(seconds, 1), "machine": machine(),
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
@@ -181,8 +198,8 @@ def build(params_file: Path, overrides: dict[str, Any], out: Path, only: str | N
     """Execute the chapters in order (or only one) and build the HTML book; returns the
     path of index.html. The status chapter always runs last so it sees every run time."""
     root = project_root()
-    p = P.load(params_file, overrides)  # validate before any work
     out = out.resolve()
+    p, resolved = resolve_params(params_file, overrides, out)  # validated once, before any work
     chs = [c for c in chapters(root) if c.is_notebook]
     if only is not None:
         find_chapter(root, only)
@@ -203,7 +220,7 @@ def build(params_file: Path, overrides: dict[str, Any], out: Path, only: str | N
         if c.name == STATUS_CHAPTER:
             record_build(out, p, time.time() - t_build, before, cache)
         log(f"[{i}/{len(todo) + len(status)}] {c.name} ...")
-        s = execute_chapter(root, c, params_file.resolve(), overrides, out, progress)
+        s = execute_chapter(root, c, p, resolved, out, progress)
         log(f"[{i}/{len(todo) + len(status)}] {c.name} done in {s:.1f} s")
     log("building HTML ...")
     index = build_html(out)

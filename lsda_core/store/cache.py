@@ -1,13 +1,15 @@
-"""The artifact cache: every expensive stage stored under one folder, keyed by a hash of
-exactly the parameters and code it depends on, and written atomically (temp, then rename),
-so nothing half-written is ever reused and an interrupted run resumes where it stopped.
+"""The artifact cache: every expensive stage stored under one folder, keyed by a digest of its
+name, version, code state (`store.stages`) and the parameters and upstream entries it is given
+(its `config`, built from content digests, `store.identity`, never paths), and written
+atomically (work folder, then rename), so nothing half-written is ever reused, an interrupted
+run resumes where it stopped, and a cache copied to another folder stays warm.
 
-Layout: `<root>/<stage>/<key>/` holding the stage's files and a `meta.json`.
+Layout: `<root>/<stage>/<key>/` holding the stage's files and a `meta.json` that records what
+made the key (`lsda cache explain` prints it).
 """
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import os
 import shutil
@@ -15,57 +17,31 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
-from typing import Any, Callable, Iterable, Literal
+from typing import Any, Callable, Literal
 
+from lsda_core.core.errors import LsdaError
 from lsda_core.store import distributed as D
+from lsda_core.store.files import TMP_MARK, atomic_write_text
+from lsda_core.store.identity import META
+from lsda_core.store.stages import code_state, stage_of
 
-META = "meta.json"
-TMP_MARK = ".tmp-"
 PARTIAL = ".partial"
 
 
-def code_digest(modules: Iterable[ModuleType]) -> str:
-    """Hash of the source of the given modules: a stage's key changes when its code does."""
-    h = hashlib.sha256()
-    for m in sorted(modules, key=lambda m: m.__name__):
-        h.update(m.__name__.encode())
-        h.update(inspect.getsource(m).encode())
-    return h.hexdigest()[:16]
+def key_inputs(stage: str, config: dict[str, Any]) -> dict[str, Any]:
+    """Everything a stage's key is made of: stage name, its version and code state, its config."""
+    version, code = code_state(stage_of(stage).name)
+    return {"stage": stage, "version": version, "code": code, "config": config}
 
 
-def stage_key(config: dict[str, Any], modules: Iterable[ModuleType] = ()) -> str:
-    """The cache key of a stage: its exact parameters plus the source of its code."""
-    blob = json.dumps(config, sort_keys=True, default=str)
-    return hashlib.sha256((blob + code_digest(modules)).encode()).hexdigest()[:20]
+def stage_key(stage: str, config: dict[str, Any]) -> str:
+    """The cache key of `stage` for `config` (`key_inputs`, digested)."""
+    blob = json.dumps(key_inputs(stage, config), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file so readers see the old version or the whole new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + TMP_MARK, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def atomic_save_npy(path: Path, array: Any) -> None:
-    """Save one array as .npy atomically (no pickles)."""
-    import io
-
-    import numpy as np
-
-    buf = io.BytesIO()
-    np.save(buf, np.asarray(array), allow_pickle=False)
-    atomic_write_bytes(path, buf.getvalue())
+class CacheError(LsdaError):
+    """A cache folder or entry that cannot be used as asked."""
 
 
 @dataclass
@@ -80,8 +56,7 @@ class Cache:
     def path(self, stage: str, key: str) -> Path:
         return self.root / stage / key
 
-    def entry(self, stage: str, config: dict[str, Any], build: Callable[[Path], None],
-              modules: Iterable[ModuleType] = (), resumable: bool = False,
+    def entry(self, stage: str, config: dict[str, Any], build: Callable[[Path], None], resumable: bool = False,
               ranks: Literal["main", "shard", "all"] = "main") -> Path:
         """Folder of `stage` for `config`; if absent, `build(work_dir)` fills a work folder
         that is then renamed into place, so no half-built entry is ever returned.
@@ -98,9 +73,9 @@ class Cache:
         Every rank returns the complete entry."""
         if ranks not in ("main", "shard", "all"):
             raise ValueError(f"{stage}: ranks must be main, shard or all, got {ranks!r}")
-        key = stage_key(config, modules)
+        key = stage_key(stage, config)
         final = self.path(stage, key)
-        if D.broadcast((final / META).is_file()):  # rank 0's view: every rank takes the same branch
+        if D.broadcast(read_meta(final).get("key") == key):  # rank 0's view: every rank takes the same branch
             return final
         final.parent.mkdir(parents=True, exist_ok=True)
         if D.world() > 1 and ranks == "main":
@@ -130,10 +105,10 @@ class Cache:
             build(work)
             D.barrier()
             if finish:
-                meta = {"stage": stage, "key": key, "config": config, "seconds": round(time.time() - t0, 3),
+                meta = {**key_inputs(stage, config), "key": key, "seconds": round(time.time() - t0, 3),
                         "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
                 atomic_write_text(work / META, json.dumps(meta, indent=1, sort_keys=True, default=str))
-                if final.exists():  # a stale entry without meta.json: replace it
+                if final.exists():  # an entry whose meta.json is missing or damaged: replace it
                     shutil.rmtree(final)
                 os.replace(work, final)
             elif not resumable:  # another rank's copy of a collective build
@@ -145,29 +120,109 @@ class Cache:
             raise
 
     def entries(self) -> list[dict[str, Any]]:
-        """Every complete entry with its stage, key, size and creation time."""
+        """Every complete entry with its stage, key, size and creation time (an entry whose
+        meta.json cannot be read is not complete: it is rebuilt when next needed)."""
         out = []
         if not self.root.is_dir():
             return out
         for meta in sorted(self.root.glob(f"*/*/{META}")):
-            info = json.loads(meta.read_text())
+            info = read_meta(meta.parent)
+            if not info:
+                continue
             size = sum(p.stat().st_size for p in meta.parent.rglob("*") if p.is_file())
             out.append({"stage": info["stage"], "key": info["key"], "bytes": size,
                         "created": info.get("created", ""), "seconds": info.get("seconds", 0.0)})
         return out
 
-    def clean(self, stage: str | None = None) -> int:
-        """Remove the entries of one stage (all stages when None) and any leftover temp
-        folders; returns how many folders were removed."""
+    def stage_folders(self) -> list[Path]:
+        """The cache's stage folders: its direct subfolders named after a stage of the study."""
         if not self.root.is_dir():
-            return 0
-        removed = 0
-        stages = [self.root / stage] if stage else [p for p in self.root.iterdir() if p.is_dir()]
-        for s in stages:
-            if s.is_dir():
-                shutil.rmtree(s)
-                removed += 1
-        return removed
+            return []
+        out = []
+        for d in sorted(self.root.iterdir()):
+            try:
+                stage_of(d.name)
+            except LsdaError:
+                continue
+            if d.is_dir() and not d.is_symlink():
+                out.append(d)
+        return out
+
+    def clean(self, stage: str | None = None) -> int:
+        """Remove the entries of one stage folder (every stage folder when None), work folders
+        included; returns how many folders were removed. Only stage folders directly under the
+        cache root are ever removed: `stage` must be the name of one (as `lsda cache ls` shows)."""
+        folders = self.stage_folders()
+        if stage is not None:
+            names = {d.name: d for d in folders}
+            if stage not in names:
+                known = ", ".join(sorted(names)) or "none"
+                raise CacheError(f"--stage {stage!r}: not a stage folder of the cache {self.root} "
+                                 f"(its stage folders: {known})")
+            folders = [names[stage]]
+        for d in folders:
+            shutil.rmtree(d)
+        return len(folders)
+
+    def find(self, name: str) -> Path:
+        """An entry by 'stage/key' (or a key prefix, or the entry's folder path)."""
+        path = Path(name)
+        if path.is_absolute() or name.startswith("."):
+            path = path.resolve()
+            if path.parent.parent != self.root:
+                raise CacheError(f"{name}: not an entry of the cache {self.root}")
+            name = f"{path.parent.name}/{path.name}"
+        stage, _, key = name.partition("/")
+        stage_of(stage)
+        found = [e for e in self.entries() if e["stage"] == stage and e["key"].startswith(key)] if key else []
+        if len(found) != 1:
+            raise CacheError(f"{name}: {'no' if not found else 'more than one'} entry of the cache {self.root} "
+                             "matches (give stage/key as `lsda cache ls` shows)")
+        return self.path(stage, found[0]["key"])
+
+    def explain(self, name: str) -> list[str]:
+        """What made an entry's key, whether the code would give the same key now, and how its
+        config differs from the stage's other entries (why something rebuilt)."""
+        folder = self.find(name)
+        info = read_meta(folder)
+        stage = info["stage"]
+        version, code = code_state(stage_of(stage).name)
+        now = "the same" if (version, code) == (info.get("version"), info.get("code")) else \
+            f"v{version}, code {code}: this entry is no longer used"
+        lines = [f"entry {stage}/{info['key']} ({stage_of(stage).what})",
+                 f"  built {info.get('created', '?')} in {info.get('seconds', '?')} s",
+                 f"  version {info.get('version')}, code {info.get('code')} (now: {now})", "  config:"]
+        flat = _flatten(info.get("config", {}))
+        lines += [f"    {k} = {v}" for k, v in flat.items()]
+        for other in self.entries():
+            if other["stage"] != stage or other["key"] == info["key"]:
+                continue
+            o = read_meta(self.path(stage, other["key"]))
+            of = _flatten(o.get("config", {}))
+            diff = sorted(k for k in set(flat) | set(of) if flat.get(k) != of.get(k))
+            if (o.get("version"), o.get("code")) != (info.get("version"), info.get("code")):
+                diff.insert(0, "version/code")
+            lines.append(f"  differs from {stage}/{other['key']} in: {', '.join(diff) if diff else 'nothing'}")
+        return lines
+
+
+def read_meta(folder: Path) -> dict[str, Any]:
+    """An entry's meta.json ({} when it is missing or cannot be read: the entry is incomplete)."""
+    try:
+        info = json.loads((Path(folder) / META).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return info if isinstance(info, dict) and "stage" in info and "key" in info else {}
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, str]:
+    """Nested config as dotted keys with JSON values."""
+    if isinstance(d, dict) and d:
+        out: dict[str, str] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: json.dumps(d, sort_keys=True, default=str)}
 
 
 def human_bytes(n: float) -> str:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from lsda_core.core.errors import LsdaError
 from lsda_core.store import distributed as D
 
 T = TypeVar("T")
@@ -21,7 +22,10 @@ def pick_device(choice: str = "auto") -> torch.device:
     if choice == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if choice.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"runtime.device is {choice!r} but this machine has no CUDA device; use auto or cpu")
+        raise LsdaError(f"runtime.device is {choice!r} but this machine has no CUDA device; use auto or cpu")
+    if choice.startswith("cuda:") and int(choice[5:]) >= torch.cuda.device_count():
+        raise LsdaError(f"runtime.device is {choice!r} but this machine has {torch.cuda.device_count()} CUDA "
+                        f"device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return torch.device(choice)
 
 

@@ -13,10 +13,6 @@ from typing import Any
 
 from lsda_core.store.cache import Cache
 from lsda_core.core.params import Params
-from lsda_core.world import categories
-from lsda_core.world import render
-from lsda_core.world import scenes
-from lsda_core.world import write
 from lsda_core.world.write import generate
 
 __all__ = ["WorldLayout", "ensure_world", "generate"]
@@ -57,6 +53,5 @@ def ensure_world(params: Params, cache: Cache) -> WorldLayout:
     """The world of `params.world`, generated into the cache unless already there."""
     w = params.world
     root = cache.entry("world", config=dataclasses.asdict(w),
-                       build=lambda out: generate(w, out, params.runtime.workers, params.runtime.progress),
-                       modules=[categories, render, scenes, write])
+                       build=lambda out: generate(w, out, params.runtime.workers, params.runtime.progress))
     return WorldLayout(root)

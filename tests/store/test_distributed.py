@@ -27,7 +27,7 @@ from lsda_core.core.structures import ImageAnn
 from test_proposals import scene
 from synthetic import make_detection, params
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WORLD = 2
 # no dropout and no batch norm: the split batch then gives one process's run up to float sums;
 # an odd batch (8 + 23 windows) splits unevenly (16 + 15), which the loss scaling must handle
@@ -74,10 +74,10 @@ def _stages(out: Path, data: dict) -> None:
 
     # a stage built by rank 0 alone, with a nested stage inside it
     def solo(work: Path) -> None:
-        inner = cache.entry("inner", {"k": 1}, lambda w: (w / "x").write_text("1"))
+        inner = cache.entry("hog", {"k": 1}, lambda w: (w / "x").write_text("1"))
         done["main"].append(D.world())
         (work / "by").write_text(f"{rank} {inner.name}")
-    done["main_entry"] = (cache.entry("solo", {"k": 1}, solo) / "by").read_text()
+    done["main_entry"] = (cache.entry("svm", {"k": 1}, solo) / "by").read_text()
 
     one = PR._one
 
@@ -131,7 +131,7 @@ def test_helpers_are_identities_in_one_process(tmp_path):
     D.check_shared(tmp_path)
     assert not D.init("cpu")  # not launched: no process group
     with pytest.raises(ValueError, match="ranks must be main, shard or all"):
-        Cache(tmp_path).entry("stage", {}, lambda work: None, ranks="every")
+        Cache(tmp_path).entry("svm", {}, lambda work: None, ranks="every")
 
 
 def test_stages_built_by_rank_0_alone(spawned):
