@@ -12,6 +12,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 DEFAULT_PARAMS = Path("params/embedded.yaml")
 
@@ -168,8 +169,16 @@ def _add_build(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--quiet", action="store_true", help="no per-cell progress bars")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that a usage error is one line, like every other error of the command
+    (`lsda: error: ...`, exit status 2), pointing at the command's --help."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"lsda: error: {message} (see `{self.prog} --help`)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="lsda", description=__doc__.splitlines()[0])
+    ap = _Parser(prog="lsda", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
 
     sp = sub.add_parser("params", help="print the validated parameters (or the schema)")
@@ -183,7 +192,9 @@ def parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("data", help="read and check every dataset the preset uses; print their sizes")
     _add_params(sp)
-    sp.add_argument("--check-images", action="store_true", help="also check that every image file exists")
+    sp.add_argument("--check-images", action="store_true",
+                    help="also decode every image file of the VOC-layout views completely and compare its "
+                         "size with its annotation (slower)")
     sp.set_defaults(func=cmd_data)
 
     sp = sub.add_parser("book", help="execute every chapter with Papermill and build the HTML book")

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from lsda_core.core import yamltext
 from lsda_core.core.errors import LsdaError
 
 
@@ -482,35 +483,6 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-class _Loader(yaml.SafeLoader):
-    """YAML's safe loader, except that a key given twice in one mapping is an error (plain
-    YAML keeps the last one silently, so a preset's second `world:` would hide its first)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: set = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=deep)
-            try:
-                again = key in seen
-            except TypeError:  # unhashable: the safe loader's own error follows
-                continue
-            if again:
-                raise yaml.constructor.ConstructorError("while constructing a mapping", node.start_mark,
-                                                        f"found key {key!r} twice", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def _yaml_problem(e: yaml.YAMLError) -> str:
-    """A YAML error in one line: the problem and where it is."""
-    if isinstance(e, yaml.MarkedYAMLError) and e.problem:
-        mark = e.problem_mark
-        return e.problem + (f" at line {mark.line + 1}, column {mark.column + 1}" if mark else "")
-    return " ".join(str(e).split())
-
-
 def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     """Read a preset, resolving its `base:` chain (a file name relative to the preset's folder)."""
     path = Path(path).resolve()
@@ -527,9 +499,9 @@ def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     except OSError as e:
         raise ParamsError(f"{path}: cannot read the parameter file ({e.strerror or e})") from None
     try:
-        data = yaml.load(text, Loader=_Loader)
+        data = yamltext.load(text)
     except yaml.YAMLError as e:
-        raise ParamsError(f"{path}: not valid YAML ({_yaml_problem(e)})") from None
+        raise ParamsError(f"{path}: not valid YAML ({yamltext.problem(e)})") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -568,9 +540,9 @@ def parse_overrides(pairs: list[tuple[str, str]] | dict[str, Any] | None) -> dic
             raise ParamsError(f"overrides: {key!r} is not a parameter key (section.key, e.g. svm.C)")
         if from_text and isinstance(value, str) and value.strip():
             try:
-                value = yaml.load(value, Loader=_Loader)
+                value = yamltext.load(value)
             except yaml.YAMLError as e:
-                raise ParamsError(f"overrides: {key}: {_show(value)} is not a valid YAML value ({_yaml_problem(e)}); "
+                raise ParamsError(f"overrides: {key}: {_show(value)} is not a valid YAML value ({yamltext.problem(e)}); "
                                   "a string with YAML's special characters needs quotes, e.g. \"'a: b'\"",
                                   key=key) from None
         out.pop(key, None)

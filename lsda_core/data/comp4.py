@@ -18,6 +18,7 @@ import numpy as np
 from lsda_core.store.files import atomic_write_text
 from lsda_core.core.errors import DataError
 from lsda_core.core.structures import from_voc, to_voc
+from lsda_core.data.text import list_folder, read_text
 
 
 def _numpy(x: Any, dtype: Any = np.float64) -> np.ndarray:
@@ -83,10 +84,7 @@ def write_detections(folder: Path, split: str, detections: dict[str, Detections]
 def read_comp4_file(path: Path) -> Detections:
     """Parse one comp4 file; a malformed line raises DataError naming the file and line."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read results file: {e}") from e
+    text = read_text(path, "results file")
     ids: list[str] = []
     scores: list[float] = []
     boxes: list[np.ndarray] = []
@@ -115,12 +113,26 @@ def read_comp4_file(path: Path) -> Detections:
 
 def read_comp4(folder: Path, split: str, classes: Iterable[str]) -> dict[str, Detections]:
     """The detections of each class from `folder`; a class without a file gets an empty
-    `Detections` (it then scores AP 0). A missing folder is a DataError."""
+    `Detections` (it then scores AP 0). A missing folder, and a results file of this split
+    for a class not in `classes` (a typo, or results of another dataset, that would
+    otherwise be silently left out), are DataErrors naming the folder or file."""
     folder = Path(folder)
-    if not folder.is_dir():
+    classes = list(classes)
+    if not folder.exists():
         raise DataError(f"{folder}: results folder does not exist")
+    if not folder.is_dir():
+        raise DataError(f"{folder}: is a file, not a results folder (of comp4_det_{split}_<class>.txt files)")
+    prefix, known = f"comp4_det_{split}_", set(classes)
+    for path in sorted(folder / e.name for e in list_folder(folder)):
+        cls = path.name[len(prefix):-len(".txt")]
+        if path.name.startswith(prefix) and path.name.endswith(".txt") and cls not in known:
+            shown = ", ".join(classes[:12]) + (f", ... ({len(classes)} in all)" if len(classes) > 12 else "")
+            raise DataError(f"{path}: results for class {cls!r}, which the dataset does not have "
+                            f"(its classes: {shown or 'none'})")
     out: dict[str, Detections] = {}
     for c in classes:
         path = comp4_path(folder, split, c)
-        out[c] = read_comp4_file(path) if path.is_file() else Detections(source=str(path))
+        if path.exists() and not path.is_file():
+            raise DataError(f"{path}: is not a file (the results of class {c!r})")
+        out[c] = read_comp4_file(path) if path.exists() else Detections(source=str(path))
     return out

@@ -52,6 +52,7 @@ from typing import Sequence
 import numpy as np
 
 from lsda_core.data.images import image_size
+from lsda_core.data.text import list_folder, read_text
 from lsda_core.data.voc import parse_annotation
 from lsda_core.core.errors import DataError
 from lsda_core.core.structures import DetectionDataset, ImageAnn
@@ -95,10 +96,7 @@ def read_synsets(root: Path) -> list[tuple[str, str]]:
 
 def _synsets_from_txt(path: Path) -> list[tuple[str, str]]:
     rows = []
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    lines = read_text(path).splitlines()
     for lineno, line in enumerate(lines, start=1):
         parts = line.split(None, 2)
         if not parts:
@@ -153,11 +151,10 @@ def _synsets_from_mat(path: Path) -> list[tuple[str, str]]:
 def _images_in(folder: Path) -> dict[str, str]:
     """stem -> file name of the image files directly in `folder`."""
     out = {}
-    with os.scandir(folder) as it:
-        for e in it:
-            stem, ext = os.path.splitext(e.name)
-            if ext.lower() in IMAGE_EXTS and not e.name.startswith(".") and e.is_file():
-                out[stem] = e.name
+    for e in list_folder(folder):
+        stem, ext = os.path.splitext(e.name)
+        if ext.lower() in IMAGE_EXTS and not e.name.startswith(".") and e.is_file():
+            out[stem] = e.name
     return out
 
 
@@ -192,15 +189,14 @@ def _read_train(root: Path, wanted: set[str], one_based: bool) -> list[ImageAnn]
         raise DataError(f"{img_root}: train image folder not found ({ROOT_HINT})")
     if not bbox_root.is_dir():
         raise DataError(f"{bbox_root}: train annotation folder not found ({ROOT_HINT})")
-    with os.scandir(img_root) as it:
-        folders = sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
+    folders = sorted(e.name for e in list_folder(img_root) if e.is_dir() and not e.name.startswith("."))
     if not folders:
         raise DataError(f"{img_root}: no class folders (expected ILSVRC2013_DET_train/<wnid>/<image>.JPEG)")
     images = []
     for folder in folders:
         files = _images_in(img_root / folder)
         xml_dir = bbox_root / folder
-        xmls = set(os.listdir(xml_dir)) if xml_dir.is_dir() else set()
+        xmls = {e.name for e in list_folder(xml_dir)} if xml_dir.is_dir() else set()
         for stem in sorted(files):
             path = img_root / folder / files[stem]
             if f"{stem}.xml" in xmls:
@@ -216,10 +212,7 @@ def _read_train(root: Path, wanted: set[str], one_based: bool) -> list[ImageAnn]
 def _read_list(path: Path) -> list[tuple[int, str]]:
     """(index, image name) per line of a det_lists file; the index is the line number
     when the line has none."""
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    lines = read_text(path).splitlines()
     out = []
     for lineno, line in enumerate(lines, start=1):
         parts = line.split()
@@ -288,10 +281,7 @@ def _read_blacklist(root: Path, names: set[str]) -> set[tuple[str, str]]:
     if path is None:
         return set()
     index = _val_index(root)
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    lines = read_text(path).splitlines()
     pairs = set()
     for lineno, line in enumerate(lines, start=1):
         parts = line.split()

@@ -20,6 +20,7 @@ import numpy as np
 
 from lsda_core.core.errors import DataError
 from lsda_core.core.structures import ClassificationDataset
+from lsda_core.data.text import list_folder, read_text
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 MAPPING = "LOC_synset_mapping.txt"
@@ -28,10 +29,7 @@ ROOT_HINT = "data.imagenet_root must point at an ImageNet-style folder holding <
 
 def read_synset_mapping(path: Path) -> list[tuple[str, str]]:
     """(wnid, name) per line of a `LOC_synset_mapping.txt`, in file order."""
-    try:
-        lines = Path(path).read_text().splitlines()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    lines = read_text(path).splitlines()
     rows, seen = [], set()
     for lineno, line in enumerate(lines, start=1):
         parts = line.split(None, 1)
@@ -48,10 +46,9 @@ def read_synset_mapping(path: Path) -> list[tuple[str, str]]:
 
 
 def _list_images(folder: Path) -> list[str]:
-    with os.scandir(folder) as it:
-        return sorted(e.name for e in it
-                      if os.path.splitext(e.name)[1].lower() in IMAGE_EXTS
-                      and not e.name.startswith(".") and e.is_file())
+    return sorted(e.name for e in list_folder(folder)
+                  if os.path.splitext(e.name)[1].lower() in IMAGE_EXTS
+                  and not e.name.startswith(".") and e.is_file())
 
 
 def read_image_folder(root: Path, split: str, classes: Sequence[str] | None = None) -> ClassificationDataset:
@@ -69,8 +66,7 @@ def read_image_folder(root: Path, split: str, classes: Sequence[str] | None = No
     if not split_dir.is_dir():
         raise DataError(f"{split_dir}: split folder not found ({ROOT_HINT}; split {split!r} "
                         f"needs {split}/<class>/<images>)")
-    with os.scandir(split_dir) as it:
-        folders = sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
+    folders = sorted(e.name for e in list_folder(split_dir) if e.is_dir() and not e.name.startswith("."))
     if not folders:
         raise DataError(f"{split_dir}: no class folders (images must be sorted into "
                         f"{split}/<class>/ folders)")

@@ -33,6 +33,7 @@ import numpy as np
 from lsda_core.store.files import atomic_write_bytes
 from lsda_core.core.errors import DataError
 from lsda_core.data.images import check_image
+from lsda_core.data.text import read_text
 from lsda_core.core.structures import DetectionDataset, ImageAnn, ObjectAnn, to_voc
 
 # The 20 classes in devkit order (VOCinit.m).
@@ -273,10 +274,7 @@ def _ann_from_root(root: ET.Element, xml: Path, image_id: str, image_path: Path,
 
 def read_id_list(path: Path) -> list[str]:
     """Image ids of a split list: the first token of each non-empty line."""
-    try:
-        text = Path(path).read_text()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read split list ({e.strerror or e})") from None
+    text = read_text(path, "split list")
     return [line.split()[0] for line in text.splitlines() if line.strip()]
 
 

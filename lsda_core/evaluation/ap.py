@@ -39,8 +39,8 @@ import numpy as np
 import torch
 
 from lsda_core.core.boxes import box_iou_pairs
-from lsda_core.store.files import atomic_write_text
 from lsda_core.data.comp4 import Detections, read_comp4
+from lsda_core.data.text import check_output_file, write_output
 from lsda_core.core.errors import DataError, LsdaError
 from lsda_core.core.structures import DetectionDataset
 
@@ -314,6 +314,8 @@ def eval_command(dataset_dir: Path, split: str, results_dir: Path, metric: str =
     from lsda_core.data.voc import read_voc  # noqa: PLC0415  (reader lives beside the writer)
 
     _check_metric(metric)
+    if out is not None:
+        check_output_file(out, "scores file (--out)")
     dataset = read_voc(Path(dataset_dir), split)
     dets = read_comp4(Path(results_dir), split, dataset.classes)
     if dataset.classes and not any(Path(d.source or "").is_file() for d in dets.values()):
@@ -324,5 +326,5 @@ def eval_command(dataset_dir: Path, split: str, results_dir: Path, metric: str =
     if out is not None:
         payload = {"metric": metric, "ap": {c: _json_float(v) for c, v in result["ap"].items()},
                    "map": _json_float(result["map"])}
-        atomic_write_text(Path(out), json.dumps(payload, indent=1) + "\n")
+        write_output(out, json.dumps(payload, indent=1) + "\n", "scores file (--out)")
     return result

@@ -37,11 +37,11 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
-import yaml
 
 from lsda_core.core.boxes import box_iou_pairs
-from lsda_core.store.files import atomic_write_text
 from lsda_core.data.comp4 import Detections, read_comp4
+from lsda_core.data.text import check_output_file, read_text, write_output
+from lsda_core.core import yamltext
 from lsda_core.core.errors import DataError
 from lsda_core.evaluation.ap import Matching, ground_truth, GroundTruth, match_detections, voc_ap
 from lsda_core.core.params import Analysis
@@ -72,18 +72,29 @@ __all__ = ["FP_TYPES", "VOC_GROUPS", "ClassDiagnosis", "read_groups", "similarit
 
 # ------------------------------------------------------------------ similarity groups
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as a dict; a key given twice is an error (json keeps the last silently)."""
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"key {k!r} given twice")
+        out[k] = v
+    return out
+
+
 def read_groups(path: Path, classes: Iterable[str] | None = None) -> dict[str, list[str]]:
     """A similarity-group file (YAML or JSON): a mapping group name -> list of classes. With
     `classes`, naming any other class is an error (a typo would silently change the types)."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, not a groups file (YAML or JSON {{group: [class, ...]}})")
+    text = read_text(path, "groups file")
     try:
-        text = path.read_text()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read groups file ({e.strerror or e})") from None
-    try:
-        raw = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as e:
-        raise DataError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'} ({e})") from None
+        raw = json.loads(text, object_pairs_hook=_unique_keys) if path.suffix.lower() == ".json" else yamltext.load(text)
+    except ValueError as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from None
+    except yamltext.YAMLError as e:
+        raise DataError(f"{path}: not valid YAML ({yamltext.problem(e)})") from None
     if not isinstance(raw, dict) or not raw:
         raise DataError(f"{path}: expected a mapping of group name to a list of classes")
     groups: dict[str, list[str]] = {}
@@ -471,6 +482,8 @@ def analyze_command(dataset_dir: Path, split: str, results_dir: Path, groups_fil
     for the split at all is an error."""
     from lsda_core.data.voc import read_voc  # noqa: PLC0415  (as in evaluate.eval_command)
 
+    if out is not None:
+        check_output_file(out, "diagnosis file (--out)")
     dataset = read_voc(Path(dataset_dir), split)
     groups = read_groups(Path(groups_file), dataset.classes) if groups_file is not None else None
     dets = read_comp4(Path(results_dir), split, dataset.classes)
@@ -479,7 +492,7 @@ def analyze_command(dataset_dir: Path, split: str, results_dir: Path, groups_fil
                         f"{len(dataset.classes)} classes of {dataset_dir}")
     result = analyze(dataset, dets, groups)
     if out is not None:
-        atomic_write_text(Path(out), json.dumps(_jsonable(result), indent=1) + "\n")
+        write_output(out, json.dumps(_jsonable(result), indent=1) + "\n", "diagnosis file (--out)")
     else:
         print(format_report(result))
     return result

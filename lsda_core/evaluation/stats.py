@@ -60,3 +60,24 @@ def bootstrap_map(bench: Benchmark, results: list[DetectorResult], n: int = 100,
             maps[k] = np.mean(aps) if aps else np.nan
         out[r.name] = maps
     return out
+
+
+def difference(spread: dict[str, np.ndarray], a: str, b: str) -> tuple[float, float]:
+    """Mean and std over bootstrap resamples of mAP(a) - mAP(b), in points."""
+    d = 100 * (spread[a] - spread[b])
+    return float(d.mean()), float(d.std())
+
+
+def verdict(ours: float, noise: float, paper_delta: float) -> str:
+    """Whether a difference of `ours` points (bootstrap std `noise`) agrees in sign with the
+    paper's `paper_delta`, and whether it stands out from the noise (|d| > 2 std). The book's
+    verdict rule on each claim's difference (the findings tables)."""
+    clear = abs(ours) > 2 * noise
+    same = np.sign(ours) == np.sign(paper_delta)
+    if same and clear:
+        return "replicates"
+    if same:
+        return "same direction, within noise"
+    if clear:
+        return "does not replicate (opposite, beyond noise)"
+    return "does not replicate (opposite, within noise)"

@@ -48,6 +48,10 @@ from lsda_core.models.nets import CONVS, CaffeNet
 from lsda_core.core.params import Params
 from lsda_core.models.solver import stage_seed
 from lsda_core.core.structures import DetectionDataset, concat, keep_classes, subset_classes
+from lsda_core.core.structures import ImageAnn
+from lsda_core.evaluation import hoiem as An
+from lsda_core.evaluation.stats import bootstrap_map
+from lsda_core.perf import bench as BM
 from lsda_core.store.identity import derived_key, digest, model_key
 
 CLS_ROW = "No Adapt (Classification Network)"
@@ -521,3 +525,95 @@ def prepare(p: Params, cache: Cache, stage: str = "features") -> list[str]:
     for tag, model in (("lsda-cls", cls_model), ("lsda-full", full), ("lsda-oracle", top)):
         lines.append(f"features: {tag} {proposal_features(p, cache, model, lb.bench, tag).key}")
     return lines
+
+
+# ---------------------------------------------------------------------------------------
+# the chapter's figures and comparisons, each defined once
+
+# Figure 3's bars (the paper's labels) and the Table 1 row of each; "LSDA" is `lsda_row(p, lb)`
+FIGURE3 = {"Classification Net": CLS_ROW, "LSDA (bg only)": "fcbgrnd", "LSDA (bg+ft)": FULL_ROW}
+
+
+def lsda_k(p: Params, lb: LsdaBenchmark) -> int:
+    """k of full LSDA as the chapter reports it: `lsda.k`, or |B| when that is 0 (every B category)."""
+    return p.lsda.k if p.lsda.k > 0 else len(lb.B)
+
+
+def lsda_row(p: Params, lb: LsdaBenchmark) -> str:
+    """Table 1's row of full LSDA: every layer adapted, then the transfer with k = `lsda_k`."""
+    return knn_row(lsda_k(p, lb))
+
+
+def table1_maps(t1: Table1, lb: LsdaBenchmark) -> dict[str, dict[str, float]]:
+    """mAP (%) over set B, set A and all categories of every Table 1 row (`split_maps`)."""
+    return {name: split_maps(r, lb) for name, r in t1.results.items()}
+
+
+@dataclass
+class HeldOut:
+    """Figure 3 and the significance test: full LSDA's row, Figure 3's rows (label -> row), each
+    row's mAP over the three sets, the bootstrap mAP over set A of every Table 1 row (paired), and
+    the paired t-test of LSDA against the classification network over set A's APs."""
+
+    lsda: str
+    figure3: dict[str, str]
+    maps: dict[str, dict[str, float]]
+    spread: dict[str, np.ndarray]
+    ttest: dict[str, float]
+
+
+def held_out(p: Params, lb: LsdaBenchmark, t1: Table1) -> HeldOut:
+    """How Table 1's detectors do on the held-out categories, with their noise (bootstrap over
+    the test images, `rcnn.bootstrap` resamples) and the paper's t-test."""
+    row = lsda_row(p, lb)
+    spread = bootstrap_map(lb.bench, list(t1.results.values()), n=p.rcnn.bootstrap, seed=p.runtime.seed,
+                           classes=lb.A)
+    return HeldOut(row, {**FIGURE3, "LSDA": row}, table1_maps(t1, lb), spread,
+                   paired_t_test(t1.results[row], t1.results[CLS_ROW], lb.A))
+
+
+@dataclass
+class FastVsWarping:
+    """LSDA's fast variant beside its warping detector (the row `warping` of Table 1, k = `k`):
+    mAP (%) of each over set B, set A and all, and the seconds per image of both."""
+
+    warping: str
+    k: int
+    warping_maps: dict[str, float]
+    fast_maps: dict[str, float]
+    timing: dict[str, float]
+
+
+def fast_vs_warping(p: Params, cache: Cache, lb: LsdaBenchmark, t1: Table1) -> FastVsWarping:
+    """The fast variant (`fast_variant`, timed on `rcnn.timing_images` images) beside full LSDA;
+    both mAPs and the timing also go to the performance results file (`perf.bench`), whose
+    targets include the fast detector's accuracy."""
+    row = lsda_row(p, lb)
+    fast = fast_variant(p, cache, lb, t1.full_model, t1.cls_model, n_timing=p.rcnn.timing_images)
+    warping, fm = split_maps(t1.results[row], lb), split_maps(fast.result, lb)
+    BM.record_fast_accuracy(BM.default_path(p), warping["all"], fm["all"], fast.timing)
+    return FastVsWarping(row, lsda_k(p, lb), warping, fm, fast.timing)
+
+
+def held_out_fps(p: Params, lb: LsdaBenchmark, t1: Table1) -> dict[str, dict[str, Any]]:
+    """Figure 5: the held-out categories' false positives of the classification network and of
+    full LSDA, typed by Hoiem et al.'s analysis: per detector the share of each type among the top
+    N (`trend`, N over `analysis.trend_fps`) and the count of each type over all (`counts`)."""
+    groups = An.similarity_groups(lb.bench.test)
+    out = {}
+    for name, row in (("classification network", CLS_ROW), ("LSDA", lsda_row(p, lb))):
+        d = An.diagnose(lb.bench.test, t1.results[row].detections, groups, p.analysis.weak_iou)
+        per_class = An.fp_counts({c: d[c] for c in lb.A if c in d})
+        out[name] = {"trend": An.fp_trend(d, lb.A, p.analysis.trend_fps),
+                     "counts": {t: sum(per_class.get(c, {}).get(t, 0) for c in lb.A) for t in An.FP_TYPES}}
+    return out
+
+
+def large_examples(p: Params, ls: LargeScale) -> list[tuple[ImageAnn, list[tuple[str, np.ndarray, float]]]]:
+    """Figure 6: `lsda.large_images` test scenes of the large view drawn with `runtime.seed`, each
+    with LSDA's `lsda.large_top` best detections after NMS across categories (`top_detections`)."""
+    images = ls.bench.test.images
+    rng = np.random.default_rng(p.runtime.seed)
+    pick = sorted(rng.choice(len(images), min(p.lsda.large_images, len(images)), replace=False))
+    return [(images[i], top_detections(ls.lsda, images[i].image_id, p.lsda.large_cross_nms, p.lsda.large_top))
+            for i in pick]

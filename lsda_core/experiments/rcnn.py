@@ -35,6 +35,7 @@ from lsda_core.evaluation import hoiem as A
 from lsda_core.evaluation import stats
 from lsda_core.evaluation import units as U
 from lsda_core.models import nets as N
+from lsda_core.perf.bench import paper_params
 
 
 def load_benchmark(p: Params, cache: Cache, train_split: str = "trainval", test_split: str = "test") -> Benchmark:
@@ -219,13 +220,16 @@ def diagnosis(p: Params, bench: Benchmark, t2: Table2) -> Diagnosis:
 @dataclass
 class Pool5Units:
     """Figures 3 and 6: the pool5 units shown, their top test regions, the colour the network saw
-    outside an image (its mean), and a pool5 unit's receptive field (size, stride) in input pixels."""
+    outside an image (its mean), a pool5 unit's receptive field (size, stride) in pixels of the
+    `input_size` px input, and the same three for CaffeNet (the paper-size network)."""
 
     units: list[U.Unit]
     tops: list[U.UnitTop]
     fill: tuple[float, ...]
     receptive_field: int
     stride: int
+    input_size: int
+    caffenet: tuple[int, int, int]
 
 
 def pool5_units(p: Params, cache: Cache, bench: Benchmark, nets: dict[str, Any], t2: Table2) -> Pool5Units:
@@ -237,7 +241,9 @@ def pool5_units(p: Params, cache: Cache, bench: Benchmark, nets: dict[str, Any],
     tops = U.top_regions(fs5, units, max(p.units.top, p.units.montage_top), p.units.nms, progress=p.runtime.progress)
     fill = tuple(nets["finetuned"].mean.flatten().tolist())
     size, stride, _ = N.receptive_field(p.net, "pool5")
-    return Pool5Units(units, tops, fill, size, stride)
+    caffenet = paper_params(p).net
+    big, big_stride, _ = N.receptive_field(caffenet, "pool5")
+    return Pool5Units(units, tops, fill, size, stride, p.net.input_size, (big, big_stride, caffenet.input_size))
 
 
 @dataclass

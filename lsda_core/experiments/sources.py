@@ -6,10 +6,14 @@ clear error that names the parameter to set.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lsda_core.store.cache import Cache
 from lsda_core.core.errors import DataError
 from lsda_core.core.params import Params
+
+if TYPE_CHECKING:
+    from lsda_core.world import WorldLayout
 
 HINTS = {
     "voc_root": "the VOC folder holding Annotations/, JPEGImages/ and ImageSets/ (e.g. VOCdevkit/VOC2007)",
@@ -97,3 +101,10 @@ def summary(p: Params, cache: Cache, check_images: bool = False) -> list[dict[st
         for split in ("train", "test"):
             det("large", read_voc(root, split, check_images=check_images))
     return rows
+
+
+def world(p: Params, cache: Cache) -> WorldLayout:
+    """The embedded world's files (generated into the cache on first use), for the chapter that
+    shows the world itself."""
+    from lsda_core.world import ensure_world
+    return ensure_world(p, cache)

@@ -72,6 +72,7 @@ from lsda_core.detection import spp as SPP
 from lsda_core.detection import svm as S
 from lsda_core.store.files import atomic_write_text
 from lsda_core.data.images import load_image
+from lsda_core.data.text import check_output_file, read_text, write_output
 from lsda_core.core.errors import LsdaError
 from lsda_core.models.finetune import context_pixels
 from lsda_core.models.nets import CaffeNet
@@ -409,12 +410,13 @@ def run_key(run: dict[str, Any]) -> str:
 
 
 def load(path: str | Path) -> dict[str, Any]:
-    """The results file (an empty one when there is none); LsdaError if it is not one."""
-    path = Path(path)
-    if not path.is_file():
+    """The results file (an empty one when there is none); LsdaError if it is not one, or if
+    `path` cannot be one (a folder, or under a file)."""
+    path = check_output_file(path, "bench results file")
+    if not path.exists():
         return {"format": FORMAT, "runs": {}}
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(read_text(path, "bench results file"))
     except json.JSONDecodeError as e:
         raise LsdaError(f"{path}: not a bench results file ({e}); move it away or delete it") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("runs"), dict):
@@ -428,7 +430,7 @@ def save(run: dict[str, Any], path: str | Path) -> dict[str, Any]:
     path = Path(path)
     doc = load(path)
     doc["runs"][run_key(run)] = run
-    atomic_write_text(path, json.dumps(doc, indent=1, sort_keys=True))
+    write_output(path, json.dumps(doc, indent=1, sort_keys=True), "bench results file")
     return doc
 
 

@@ -94,6 +94,7 @@ def find_chapter(root: Path, name: str) -> Chapter:
 def stage_sources(root: Path, src: Path) -> None:
     """Copy the book's sources (config, toc, pages, static files) into the build folder;
     executed notebooks later overwrite their copies."""
+    check_build_folder(src)
     src.mkdir(parents=True, exist_ok=True)
     for f in ROOT_FILES:
         shutil.copy2(root / f, src / f)
@@ -114,12 +115,23 @@ def _read_log(out: Path) -> dict[str, Any]:
 RESOLVED = "params.resolved.yaml"
 
 
+def check_build_folder(out: Path) -> Path:
+    """`out` if it is a folder or can be made one; a build folder (`--out`) that is, or would
+    be inside, a file is an LsdaError naming that file."""
+    for d in (out, *out.parents):
+        if d.exists():
+            if not d.is_dir():
+                raise LsdaError(f"{d}: is a file, so the build folder (--out) {out} cannot be made; name a folder")
+            break
+    return out
+
+
 def resolve_params(params_file: Path, overrides: dict[str, Any], out: Path) -> tuple[P.Params, Path]:
     """Validate the preset with its overrides once and write the resolved values to
     `out/params.resolved.yaml` (every key, with its digest in the first line); every chapter of
     the build is given that one file."""
     p = P.load(params_file, overrides)
-    out.mkdir(parents=True, exist_ok=True)
+    check_build_folder(out).mkdir(parents=True, exist_ok=True)
     path = out / RESOLVED
     head = (f"# resolved parameters, digest {p.digest()}: {params_file}"
             + (f" with {', '.join(f'{k}={v!r}' for k, v in sorted(overrides.items()))}" if overrides else "") + "\n")

@@ -207,3 +207,11 @@ def text(run: dict[str, Any]) -> str:
     head = (f"{run_key(run)} on {machine_name(run['machine'])}, {run['threads']} torch threads, "
             f"{run['seconds']} s")
     return head + "\n" + df.to_string(index=False)
+
+
+def of_peak_figure(doc: dict[str, Any]):
+    """`plot_of_peak` in a figure tall enough for every compute-bound row of every run."""
+    n = sum(r["of_peak"] is not None for x in doc["runs"].values() for r in x["rows"])
+    fig, ax = viz.figure(width=7, height=0.22 * n + 0.8)
+    plot_of_peak(ax, doc)
+    return fig

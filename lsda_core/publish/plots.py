@@ -8,8 +8,13 @@ import matplotlib.patches
 import numpy as np
 import pandas as pd
 
+from IPython.display import Markdown
+
 from lsda_core.evaluation import units as U
+from lsda_core.experiments import lsda as L
+from lsda_core.experiments import rcnn as R
 from lsda_core.publish import viz
+from lsda_core.publish.paper import LSDA_FIGURE3, RCNN_NEG_IOU_CHOSEN
 from lsda_core.data.images import load_image
 
 
@@ -58,7 +63,8 @@ def threshold_grid(ax, grid: dict[float, Any], spread: dict[str, np.ndarray]) ->
     m = [100 * grid[k].map for k in t]
     s = [100 * float(np.std(spread[grid[k].name])) for k in t]
     ax.errorbar(t, m, yerr=s, marker="o", capsize=3, label="ours")
-    ax.axvline(0.3, color=viz.PALETTE[1], linestyle="--", label="paper's choice (0.3)")
+    ax.axvline(RCNN_NEG_IOU_CHOSEN, color=viz.PALETTE[1], linestyle="--",
+               label=f"paper's choice ({RCNN_NEG_IOU_CHOSEN})")
     ax.set_xlabel("negatives: IoU below")
     ax.set_ylabel("mAP (%)")
     ax.legend()
@@ -244,4 +250,87 @@ def large_scale_detections(items: list[tuple[Any, list[tuple[str, np.ndarray, fl
     handles = [matplotlib.patches.Patch(color=viz.PALETTE[2], label="category with training boxes"),
                matplotlib.patches.Patch(color=viz.PALETTE[1], label="category from classification data only")]
     fig.legend(handles=handles, loc="lower center", ncol=2, bbox_to_anchor=(0.5, -0.02))
+    return fig
+
+
+# ---------------------------------------------------------------------------------------
+# the chapters' whole figures: one call each, laid out here
+
+MONTAGE_COLS = 12  # Figure 6's crops per row
+
+
+def training_figure(nets: dict[str, Any]):
+    """Pre-training and fine-tuning curves side by side (`training_curves`)."""
+    fig, axes = viz.figure(1, 2, width=8)
+    training_curves(axes, nets["pretrain_history"], nets["finetune_history"])
+    return fig
+
+
+def table2_figure(table: pd.DataFrame):
+    """Table 2's mAP per detector beside the paper's (`map_bars`)."""
+    fig, ax = viz.figure(width=7)
+    map_bars(ax, table)
+    return fig
+
+
+def fp_trend_figure(diag: R.Diagnosis):
+    """R-CNN Figure 4: one row of FP-type trends per diagnosed detector, one panel per largest superclass."""
+    sets, n = diag.shown, len(diag.results)
+    fig, axes = viz.figure(n, len(sets), width=3.2 * len(sets) + 0.8, height=2.4 * n, squeeze=False)
+    for row, (label, r) in zip(axes, diag.results.items()):
+        for k, (ax, g) in enumerate(zip(row, sets)):
+            fp_trend(ax, r["trend"][g], f"{label}: {g}", legend=k == len(sets) - 1)
+    fig.tight_layout()
+    return fig
+
+
+def sensitivity_figure(diag: R.Diagnosis):
+    """R-CNN Figure 5: one sensitivity panel per diagnosed detector."""
+    n = len(diag.results)
+    fig, axes = viz.figure(1, n, width=4.2 * n, height=3.2, squeeze=False)
+    for ax, (label, r) in zip(axes[0], diag.results.items()):
+        sensitivity(ax, r["characteristics"])
+        ax.set_title(label)
+    fig.tight_layout()
+    return fig
+
+
+def pool5_units_figure(units: R.Pool5Units, dataset, p):
+    """R-CNN Figure 3: one row of `units.top` top regions per chosen unit."""
+    return unit_montage(units.tops, dataset, p, n=p.units.top, fill=units.fill)
+
+
+def pool5_montage_figure(units: R.Pool5Units, dataset, p):
+    """R-CNN Figure 6: the first unit's `units.montage_top` top regions, `MONTAGE_COLS` to a row."""
+    return unit_montage(units.tops[:1], dataset, p, n=p.units.montage_top, cols=MONTAGE_COLS, fill=units.fill)
+
+
+def threshold_figure(grid: R.NegIouGrid):
+    """mAP against the negatives' IoU threshold (`threshold_grid`)."""
+    fig, ax = viz.figure(width=5)
+    threshold_grid(ax, grid.results, grid.spread)
+    return fig
+
+
+def held_out_figure(held: L.HeldOut):
+    """LSDA Figure 3: held-out mAP of its four detectors with bootstrap std, beside the paper's."""
+    fig, ax = viz.figure(width=6)
+    held_out_bars(ax, {k: held.maps[row]["held-out (A)"] for k, row in held.figure3.items()}, LSDA_FIGURE3,
+                  {k: 100 * float(np.std(held.spread[row])) for k, row in held.figure3.items()})
+    return fig
+
+
+def lsda_examples(examples: list[dict[str, Any]], names: dict[str, str]):
+    """LSDA Figure 4 (`before_after`), or a note when this run has no such image."""
+    if not examples:
+        return Markdown("No held-out test image has LSDA right and the classification network wrong in this run.")
+    return before_after(examples, names)
+
+
+def held_out_fp_figure(fps: dict[str, dict[str, Any]]):
+    """LSDA Figure 5: the held-out FP-type trend of each detector (`lsda.held_out_fps`)."""
+    fig, axes = viz.figure(1, len(fps), width=4 * len(fps), height=3.0, squeeze=False)
+    for k, (ax, (name, f)) in enumerate(zip(axes[0], fps.items())):
+        fp_trend(ax, f["trend"], f"{name}: held-out", legend=k == len(fps) - 1)
+    fig.tight_layout()
     return fig

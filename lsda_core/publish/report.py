@@ -2,19 +2,26 @@
 statements of which of the paper's findings replicate, each with its size and its noise."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
-from lsda_core.publish import paper
-from lsda_core.detection.pipeline import DetectorResult
+from IPython.display import Markdown
 
-# Our Table 2 rows and the paper's row each corresponds to.
-TABLE2_PAPER_ROW = {
+from lsda_core.publish import paper
+from lsda_core.detection import pipeline as DP
+from lsda_core.detection.pipeline import DetectorResult
+from lsda_core.evaluation import hoiem as An
+from lsda_core.evaluation import stats
+from lsda_core.experiments import lsda as L
+from lsda_core.experiments import rcnn as R
+
+# Our R-CNN rows and the paper's row each corresponds to (its mAP: paper.RCNN_MAP).
+RCNN_PAPER_ROW = {
     "pool5": "R-CNN pool5", "fc6": "R-CNN fc6", "fc7": "R-CNN fc7",
     "FT pool5": "R-CNN FT pool5", "FT fc6": "R-CNN FT fc6", "FT fc7": "R-CNN FT fc7",
-    "HOG + linear SVM (stand-in for DPM HOG)": "DPM HOG",
+    R.HOG_ROW: "DPM HOG", R.GRAY_ROW: "R-CNN fc6, grayscale",
 }
 
 
@@ -29,63 +36,47 @@ def ap_table(results: Sequence[DetectorResult], classes: Sequence[str],
         row["mAP"] = 100 * r.map
         if spread is not None:
             row["± (bootstrap std)"] = 100 * float(np.std(spread[r.name])) if r.name in spread else np.nan
-        ref = TABLE2_PAPER_ROW.get(r.name)
-        row["paper mAP (VOC 2007)"] = paper.RCNN_TABLE2[ref][1] if ref else np.nan
+        ref = RCNN_PAPER_ROW.get(r.name)
+        row["paper mAP (VOC 2007)"] = paper.RCNN_MAP[ref] if ref else np.nan
         rows.append(row)
     return pd.DataFrame(rows).set_index("detector").round(1)
 
 
-def paper_per_class(classes: Sequence[str]) -> pd.DataFrame | None:
-    """The paper's per-class Table 2 for the classes we evaluate, when they are VOC's."""
+def paper_per_class(classes: Sequence[str]) -> pd.DataFrame | Markdown:
+    """The paper's per-class Table 2 for the classes we evaluate, when they are VOC's (else a note)."""
     idx = [paper.VOC_CLASSES.index(c) for c in classes if c in paper.VOC_CLASSES]
     if len(idx) != len(classes):
-        return None
+        return Markdown("The benchmark's classes are not VOC's, so the paper's per-class APs have no counterpart "
+                        "here; its mAP per row is in the last column above.")
     return pd.DataFrame({row: [aps[i] for i in idx] + [m] for row, (aps, m) in paper.RCNN_TABLE2.items()},
                         index=list(classes) + ["mAP"]).T
 
 
-def difference(spread: dict[str, np.ndarray], a: str, b: str) -> tuple[float, float]:
-    """Mean and std over bootstrap resamples of mAP(a) - mAP(b), in points."""
-    d = 100 * (spread[a] - spread[b])
-    return float(d.mean()), float(d.std())
-
-
-def verdict(ours: float, noise: float, paper_delta: float) -> str:
-    """Whether a difference of `ours` points (bootstrap std `noise`) agrees in sign with the
-    paper's `paper_delta`, and whether it stands out from the noise (|d| > 2 std)."""
-    clear = abs(ours) > 2 * noise
-    same = np.sign(ours) == np.sign(paper_delta)
-    if same and clear:
-        return "replicates"
-    if same:
-        return "same direction, within noise"
-    if clear:
-        return "does not replicate (opposite, beyond noise)"
-    return "does not replicate (opposite, within noise)"
-
-
-def findings(results: dict[str, DetectorResult], spread: dict[str, np.ndarray],
-             claims: Sequence[tuple[str, str, str, float]], maps: dict[str, float] | None = None) -> pd.DataFrame:
-    """One row per claim (text, detector a, detector b, the paper's mAP(a) - mAP(b)): ours
-    with its bootstrap std, the paper's, and the verdict. `maps`: mAP (%) per detector to
-    compare instead of each result's own (e.g. over LSDA's held-out categories only)."""
+def findings(results: dict[str, DetectorResult], spread: dict[str, np.ndarray], claims: Sequence[paper.Claim],
+             maps: dict[str, float] | None = None, ours: dict[str, str] | None = None) -> pd.DataFrame:
+    """One row per claim (`paper.Claim`: the paper's rows a and b, its mAP(a) - mAP(b)): ours
+    with its bootstrap std, the paper's, and the verdict. `ours`: our detector of each paper row
+    (the row's own name when absent). `maps`: mAP (%) per detector to compare instead of each
+    result's own (e.g. over LSDA's held-out categories only)."""
     m = maps if maps is not None else {k: 100 * r.map for k, r in results.items()}
+    ours = ours or {}
     rows = []
-    for text, a, b, paper_delta in claims:
+    for claim in claims:
+        text, a, b, paper_delta = claim.text, ours.get(claim.a, claim.a), ours.get(claim.b, claim.b), claim.delta
         if a not in m or b not in m:
             continue
-        _, s = difference(spread, a, b)
+        _, s = stats.difference(spread, a, b)
         rows.append({"finding": text, "ours (points)": round(m[a] - m[b], 1),
                      "bootstrap std": round(s, 1), "paper (points)": round(paper_delta, 2),
-                     "verdict": verdict(m[a] - m[b], s, paper_delta)})
+                     "verdict": stats.verdict(m[a] - m[b], s, paper_delta)})
     return pd.DataFrame(rows)
 
 
-def rcnn_discussion(results: dict[str, DetectorResult], grid: dict[float, DetectorResult],
-                    grid_spread: dict[str, np.ndarray], classes: Sequence[str]) -> "Markdown":
-    """The chapter's closing discussion, written from this run's numbers."""
-    from IPython.display import Markdown
-
+def rcnn_discussion(parts: Sequence[R.Comparison], neg_iou: R.NegIouGrid, classes: Sequence[str]) -> Markdown:
+    """The chapter's closing discussion, written from this run's numbers (every detector of `parts`)
+    and the paper's."""
+    results, grid, pm, chosen = R.merged(*parts).results, neg_iou.results, paper.RCNN_MAP, paper.RCNN_NEG_IOU_CHOSEN
+    cost = {t: f"{-c:.0f}" for t, c in paper.RCNN_NEG_IOU_COST.items()}
     m = {k: 100 * r.map for k, r in results.items()}
     cnn = {k: v for k, v in m.items() if k in ("pool5", "fc6", "fc7", "FT pool5", "FT fc6", "FT fc7")}
     best = max(cnn, key=cnn.get)
@@ -95,15 +86,17 @@ def rcnn_discussion(results: dict[str, DetectorResult], grid: dict[float, Detect
     aps = aps[~np.isnan(aps)]
     lines = [
         f"* **Best features.** The best CNN row here is *{best}* at {cnn[best]:.1f} mAP; in the paper it is "
-        f"FT fc7 at 48.0. Fine-tuning moved fc7 by {m['FT fc7'] - m['fc7']:+.1f} points (paper +5.4) and pool5 by "
-        f"{m['FT pool5'] - m['pool5']:+.1f} (paper +2.0).",
+        f"FT fc7 at {pm['R-CNN FT fc7']:.1f}. Fine-tuning moved fc7 by {m['FT fc7'] - m['fc7']:+.1f} points (paper "
+        f"{pm['R-CNN FT fc7'] - pm['R-CNN fc7']:+.1f}) and pool5 by {m['FT pool5'] - m['pool5']:+.1f} (paper "
+        f"{pm['R-CNN FT pool5'] - pm['R-CNN pool5']:+.1f}).",
         f"* **Against HOG.** The HOG + linear SVM stand-in scores {hog:.1f}, {m['FT fc7'] - hog:+.1f} points from FT fc7 "
-        f"(paper: DPM HOG 33.7, {48.0 - 33.7:+.1f}). Our stand-in has none of DPM's parts or deformations, so it "
-        "is a weaker baseline than the paper's DPM.",
-        f"* **Negatives.** The grid's best threshold here is {best_t:.1f} (paper 0.3); "
+        f"(paper: DPM HOG {pm['DPM HOG']:.1f}, {pm['R-CNN FT fc7'] - pm['DPM HOG']:+.1f}). Our stand-in has none of "
+        "DPM's parts or deformations, so it is a weaker baseline than the paper's DPM.",
+        f"* **Negatives.** The grid's best threshold here is {best_t:.1f} (paper {chosen:.1f}); "
         f"0.5 is {100 * (grid[0.5].map - grid[best_t].map):+.1f} and 0 is {100 * (grid[0.0].map - grid[best_t].map):+.1f} "
-        "points from the best (paper: -5 and -4)." if 0.0 in grid and 0.5 in grid else
-        f"* **Negatives.** The grid's best threshold here is {best_t:.1f} (paper 0.3).",
+        f"points from the best (paper: {cost[0.5]} and {cost[0.0]})."
+        if 0.0 in grid and 0.5 in grid else
+        f"* **Negatives.** The grid's best threshold here is {best_t:.1f} (paper {chosen:.1f}).",
         f"* **Per class.** FT fc7's AP ranges from {aps.min():.1f} to {aps.max():.1f} over the {len(aps)} classes "
         "(median {:.1f}).".format(float(np.median(aps)))
         if len(aps) else "",
@@ -140,11 +133,14 @@ def lsda_table(maps: dict[str, dict[str, float]], n_b: int) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("detector").round(2)
 
 
-def lsda_discussion(table: pd.DataFrame, ttest: dict[str, float], seeds: pd.DataFrame, full: str, lsda: str,
-                    cls: str, oracle: str, n_b: int, n_a: int) -> "Markdown":
-    """The LSDA chapter's closing discussion, written from this run's numbers."""
-    from IPython.display import Markdown
-
+def lsda_discussion(table: pd.DataFrame, held: L.HeldOut, seed_rows: list[dict[str, Any]], n_b: int,
+                    n_a: int) -> Markdown:
+    """The LSDA chapter's closing discussion, written from this run's numbers and the paper's
+    (`seed_rows`: `lsda.headline`'s)."""
+    full, lsda, cls, oracle, ttest = L.FULL_ROW, held.lsda, L.CLS_ROW, L.ORACLE_ROW, held.ttest
+    pa = {row: v[1] for row, v in paper.LSDA_TABLE1.items()}  # the paper's held-out mAP per row
+    pb = {row: v[0] for row, v in paper.LSDA_TABLE1.items()}  # and its trained-categories mAP
+    seeds = pd.DataFrame(seed_rows)
     a = table["held-out (A)"]
     b = table["trained (B)"]
     gain = seeds["LSDA"] - seeds["classification network"]
@@ -152,24 +148,26 @@ def lsda_discussion(table: pd.DataFrame, ttest: dict[str, float], seeds: pd.Data
     best = max(adapt_rows, key=lambda r: a[r])
     lines = [
         f"* **Held-out categories.** The classification network detects the {n_a} held-out categories at "
-        f"{a[cls]:.1f} mAP; full LSDA (k from the parameters) at {a[lsda]:.1f} (paper: 10.31 to 16.15). "
+        f"{a[cls]:.1f} mAP; full LSDA (k from the parameters) at {a[lsda]:.1f} (paper: {pa[cls]:.2f} to "
+        f"{pa[paper.LSDA_ROW]:.2f}). "
         f"Over {len(seeds)} seeds the gain is {gain.mean():+.1f} ± {gain.std(ddof=1) if len(gain) > 1 else float('nan'):.1f} "
         f"points (mean ± std); the paired t-test over per-category AP in the main run gives p = {ttest['p']:.3g} "
         f"(paper p = {paper.LSDA_T_TEST_P}).",
         f"* **Which layers matter.** Among the adaptations, *{best}* gives the held-out categories the most "
-        f"({a[best]:.1f}); the background output alone gives {a['fcbgrnd']:.1f} (paper 12.22) and adapting "
-        f"every layer {a[full]:.1f} (paper 15.85). On the {n_b} trained categories, the rows that also adapt "
-        f"their own classifiers (+fcB) reach {b['fcbgrnd,fc6,fc7,fcB']:.1f} against {b['fcbgrnd,fc6,fc7']:.1f} "
-        "without (paper 26.33 and 25.78).",
+        f"({a[best]:.1f}); the background output alone gives {a['fcbgrnd']:.1f} (paper {pa['fcbgrnd']:.2f}) and "
+        f"adapting every layer {a[full]:.1f} (paper {pa[full]:.2f}). On the {n_b} trained categories, the rows that "
+        f"also adapt their own classifiers (+fcB) reach {b['fcbgrnd,fc6,fc7,fcB']:.1f} against "
+        f"{b['fcbgrnd,fc6,fc7']:.1f} without (paper {pb['fcbgrnd,fc6,fc7,fcB']:.2f} and {pb['fcbgrnd,fc6,fc7']:.2f}).",
         f"* **Category-specific transfer.** Moving each held-out classifier by its neighbours' change takes "
-        f"the held-out mAP from {a[full]:.1f} to {a[lsda]:.1f} (paper +0.30 for k = 10)."
+        f"the held-out mAP from {a[full]:.1f} to {a[lsda]:.1f} (paper {pa[paper.LSDA_ROW] - pa[full]:+.2f} for "
+        f"k = {paper.LSDA_K})."
         + (f" Here adapting every layer without that step *lowers* held-out mAP below the classification "
            f"network's ({a[cls]:.1f} to {a[full]:.1f}): the shared layers move towards detection while set A's "
            "classifiers still read the features they were trained on, and the transfer is what moves them along."
            if a[full] < a[cls] else ""),
         f"* **Oracle.** With boxes for every category the same network reaches {a[oracle]:.1f} on the "
-        f"held-out half (paper 26.25): the gap LSDA leaves is {a[oracle] - a[lsda]:.1f} points "
-        "(paper 10.1).",
+        f"held-out half (paper {pa[oracle]:.2f}): the gap LSDA leaves is {a[oracle] - a[lsda]:.1f} points "
+        f"(paper {pa[oracle] - pa[paper.LSDA_ROW]:.1f}).",
         "",
         "Why results may differ from the paper's: the network is small and pre-trained on synthetic images; "
         "the benchmark has far fewer categories, images and boxes, so per-category APs are noisy and a "
@@ -181,10 +179,8 @@ def lsda_discussion(table: pd.DataFrame, ttest: dict[str, float], seeds: pd.Data
     return Markdown("\n".join(lines))
 
 
-def large_discussion(maps: list[dict[str, float]], n_boxed: int, n_unboxed: int) -> "Markdown":
+def large_discussion(maps: list[dict[str, float]], n_boxed: int, n_unboxed: int) -> Markdown:
     """The large-scale chapter's closing lines, from this run's numbers."""
-    from IPython.display import Markdown
-
     by = {m["detector"]: m for m in maps}
     cls, lsda = by["classification network"], by["LSDA"]
     return Markdown(
@@ -192,7 +188,183 @@ def large_discussion(maps: list[dict[str, float]], n_boxed: int, n_unboxed: int)
         f"{lsda['without boxes']:.1f} mAP against {cls['without boxes']:.1f} for the classification network "
         f"({lsda['without boxes'] - cls['without boxes']:+.1f} points); on the {n_boxed} categories with boxes, "
         f"{lsda['with boxes']:.1f} against {cls['with boxes']:.1f}. The paper gives no such number for its "
-        "7604-category detector (ImageNet has no boxes for most of its categories); the world does, so this "
-        "chapter can say how much of the detection quality on box-less categories the adaptation buys. The "
-        "large view's training set is small and most categories appear in few test scenes, so per-category APs "
-        "here are noisy.")
+        f"{paper.LSDA_LARGE_CATEGORIES}-category detector (ImageNet has no boxes for most of its categories); the "
+        "world does, so this chapter can say how much of the detection quality on box-less categories the "
+        "adaptation buys. The large view's training set is small and most categories appear in few test scenes, "
+        "so per-category APs here are noisy.")
+
+
+# ---------------------------------------------------------------------------------------
+# the chapters' smaller tables and notes (so that a chapter holds no table-building code)
+
+def seed_table(rows: list[dict[str, Any]], a: str, b: str, diff: str | None = None) -> pd.DataFrame:
+    """One row per seed (rows with a "seed" key) with the difference `a` - `b` (column `diff`),
+    then the mean and the standard deviation over the seeds."""
+    t = pd.DataFrame(rows).set_index("seed")
+    t[diff or f"{a} - {b}"] = t[a] - t[b]
+    return pd.concat([t, pd.DataFrame({"mean": t.mean(), "std": t.std(ddof=1)}).T]).round(2)
+
+
+def rcnn_benchmark(bench: DP.Benchmark) -> Markdown:
+    """One line: the R-CNN benchmark's classes and splits."""
+    return Markdown(f"{len(bench.classes)} classes; {len(bench.train)} {bench.train.split} and {len(bench.test)} "
+                    f"{bench.test.split} images")
+
+
+def recall_table(bench: DP.Benchmark) -> pd.DataFrame:
+    """Proposal recall at IoU 0.5 and 0.7 and proposals per image, per split (`recall_table`)."""
+    return pd.DataFrame(DP.recall_table(bench)).round(3)
+
+
+def training_note(nets: dict[str, Any]) -> Markdown:
+    """One line: where the pre-trained network came from, and how long both trainings took."""
+    pre_h, ft_h = nets["pretrain_history"], nets["finetune_history"]
+    return Markdown(f"pre-training: {pre_h.get('source')}, {pre_h.get('seconds')} s; "
+                    f"fine-tuning: {ft_h.get('seconds')} s")
+
+
+def pretraining_epochs(nets: dict[str, Any], last: int = 5) -> pd.DataFrame:
+    """The last epochs of pre-training: loss and validation accuracy."""
+    return pd.DataFrame(nets["pretrain_history"].get("epochs", [])).round(3).tail(last)
+
+
+def fp_impact_table(diag: R.Diagnosis) -> pd.DataFrame:
+    """mAP points gained per detector if each false-positive type were removed (Figure 4's table)."""
+    return pd.DataFrame({label: {f"{t} (mAP +)": 100 * r["ap_impact"]["gain"][t] for t in An.FP_TYPES}
+                         for label, r in diag.results.items()}).round(1)
+
+
+def sensitivity_table(diag: R.Diagnosis) -> pd.DataFrame:
+    """Sensitivity and impact (normalised AP points) per object characteristic and detector (Figure 5)."""
+    return pd.DataFrame({label: {f"{k} {m}": 100 * v[m] for k, v in r["characteristics"]["per_characteristic"].items()
+                                 for m in ("sensitivity", "impact")} for label, r in diag.results.items()}).round(1)
+
+
+def receptive_field(units: R.Pool5Units) -> Markdown:
+    """One line: a pool5 unit's receptive field here, beside CaffeNet's (the paper-size network)."""
+    size, stride, input_size = units.caffenet
+    return Markdown(f"pool5 receptive field: {units.receptive_field} x {units.receptive_field} px of the "
+                    f"{units.input_size} px input, stride {units.stride} px (CaffeNet: {size} px of {input_size}, "
+                    f"stride {stride})")
+
+
+def neg_iou_table(grid: R.NegIouGrid) -> pd.DataFrame:
+    """mAP and its bootstrap std per negative-overlap threshold, with the paper's cost of each
+    threshold against its chosen one (where the paper gives it)."""
+    paper_cost = {paper.RCNN_NEG_IOU_CHOSEN: 0.0, **{t: -c for t, c in paper.RCNN_NEG_IOU_COST.items()}}
+    return pd.DataFrame({"mAP": {t: 100 * r.map for t, r in grid.results.items()},
+                         "± (bootstrap std)": {t: 100 * grid.spread[r.name].std() for t, r in grid.results.items()},
+                         "paper (points from its best)": paper_cost}).round(1)
+
+
+def grayscale_table(gray: R.Comparison) -> pd.DataFrame:
+    """fc6 on colour and on grayscale images, ours beside the paper's mAP."""
+    return pd.DataFrame({"ours mAP": [100 * r.map for r in gray.results.values()],
+                         "paper mAP": [paper.RCNN_MAP[RCNN_PAPER_ROW[name]] for name in gray.results]},
+                        index=["fc6, colour", "fc6, grayscale"]).round(1)
+
+
+def softmax_table(soft: R.Comparison) -> pd.DataFrame:
+    """FT fc7 scored by its SVMs and by the network's own softmax."""
+    return pd.DataFrame({"mAP": [100 * r.map for r in soft.results.values()]},
+                        index=["FT fc7 + SVMs", "FT softmax"]).round(1)
+
+
+def rcnn_timing_table(timing: dict[str, float]) -> pd.DataFrame:
+    """Seconds per image of each step, ours, beside the paper's totals on a GPU and a CPU."""
+    return pd.DataFrame({"ours (s / image)": {k: timing[k] for k in ("proposals", "features", "scoring", "total")},
+                         "paper GPU (s / image)": {"total": paper.RCNN_SECONDS_PER_IMAGE["gpu"]},
+                         "paper CPU (s / image)": {"total": paper.RCNN_SECONDS_PER_IMAGE["cpu"]}}).round(3)
+
+
+def rcnn_findings(parts: Sequence[R.Comparison]) -> pd.DataFrame:
+    """`findings` for R-CNN's claims (`paper.RCNN_CLAIMS`) on every detector of `parts` (`rcnn.merged`)."""
+    rows = R.merged(*parts)
+    return findings(rows.results, rows.spread, paper.RCNN_CLAIMS, ours={v: k for k, v in RCNN_PAPER_ROW.items()})
+
+
+def lsda_sets(lb: L.LsdaBenchmark) -> pd.DataFrame:
+    """Images and boxes of the LSDA benchmark's training, oracle-training and test sets."""
+    bench = lb.bench
+    return pd.DataFrame([
+        {"set": "detection training (val1 + train, B boxes only)", "images": len(bench.train),
+         "boxes": sum(len(im.objects) for im in bench.train.images)},
+        {"set": "oracle training (same images, every box)", "images": len(lb.train_all),
+         "boxes": sum(len(im.objects) for im in lb.train_all.images)},
+        {"set": "test (val2, every box)", "images": len(bench.test),
+         "boxes": sum(len(im.objects) for im in bench.test.images)},
+        {"set": f"classification images of the {len(bench.classes)} categories", "images": len(lb.cls_train),
+         "boxes": 0},
+    ]).set_index("set").assign(categories=f"{len(lb.B)} in B, {len(lb.A)} in A")
+
+
+def classification_note(t1: L.Table1, n_classes: int) -> Markdown:
+    """One line: the classification network's re-training (epochs, seconds, validation top-1)."""
+    h = t1.cls_history
+    if not h.get("epochs"):
+        return Markdown("classification network: no re-training epochs")
+    return Markdown(f"classification network: re-trained {len(h['epochs'])} epochs in {h.get('seconds')} s; "
+                    f"val top-1 {h['epochs'][-1].get('val_top1', float('nan')):.3f} over {n_classes} categories")
+
+
+def adaptation_table(t1: L.Table1) -> pd.DataFrame:
+    """Per Table 1 adaptation: how its windows were fed, its seconds and its final loss."""
+    return pd.DataFrame([{"row": k, "windows": v.get("windows"), "seconds": v.get("seconds"),
+                          "final loss": v["log"][-1]["loss"] if v.get("log") else np.nan}
+                         for k, v in t1.histories.items()]).set_index("row").round(3)
+
+
+def ttest_table(held: L.HeldOut) -> pd.DataFrame:
+    """The paired t-test of LSDA against the classification network, beside the paper's p."""
+    t = held.ttest
+    return pd.DataFrame([{"comparison": "LSDA vs classification network, held-out AP", "categories": t["n"],
+                          "mean difference (points)": t["mean_diff"], "t": t["t"], "p": t["p"],
+                          "paper p": paper.LSDA_T_TEST_P}]).set_index("comparison").round(4)
+
+
+def fast_table(fast: L.FastVsWarping) -> pd.DataFrame:
+    """The warping and the fast detector: mAP on B, A and all, seconds per image, ours and the paper's."""
+    s = paper.LSDA_SECONDS_PER_IMAGE
+    return pd.DataFrame([
+        {"detector": f"LSDA, warping (k = {fast.k})", **fast.warping_maps, "s / image": fast.timing["warping"],
+         "paper s / image": s["warp"]},
+        {"detector": "LSDA, fast (SPP)", **fast.fast_maps, "s / image": fast.timing["fast"],
+         "paper s / image": s["spp"]},
+    ]).set_index("detector").round(3).assign(**{"speed-up": [1.0, round(fast.timing["speed-up"], 1)]})
+
+
+def lsda_findings(results: dict[str, DetectorResult], held: L.HeldOut) -> pd.DataFrame:
+    """`findings` for LSDA's claims (`paper.LSDA_CLAIMS`) on the held-out categories; the paper's
+    full LSDA (k = 10) is compared as our full LSDA row."""
+    return findings(results, held.spread, paper.LSDA_CLAIMS, maps={k: m["held-out (A)"] for k, m in held.maps.items()},
+                    ours={paper.LSDA_ROW: held.lsda})
+
+
+def fp_type_table(fps: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """False positives of each type on the held-out categories, per detector (`held_out_fps`)."""
+    return pd.DataFrame({name: f["counts"] for name, f in fps.items()}).T
+
+
+def large_summary(ls: L.LargeScale, adapted: str) -> Markdown:
+    """One line: the large view's categories (with and without boxes, beside the paper's), its
+    scenes, and the adapted layers (`adapted`: a Table 1 row)."""
+    boxed, total = paper.LSDA_LARGE_BOXED, paper.LSDA_LARGE_CATEGORIES
+    return Markdown(f"{len(ls.bench.classes)} categories: {len(ls.boxed)} with training boxes, {len(ls.unboxed)} from "
+                    f"classification data only (the paper: {boxed} and {total - boxed}); {len(ls.bench.train)} "
+                    f"training and {len(ls.bench.test)} test scenes; adapted layers: {adapted}")
+
+
+def large_table(ls: L.LargeScale) -> pd.DataFrame:
+    """mAP of the classification network and LSDA on the categories with and without boxes."""
+    return pd.DataFrame(ls.maps).set_index("detector").round(2)
+
+
+def world_rules(facts: dict[str, Any]) -> pd.DataFrame:
+    """The rules that set VOC's flags in the world (`world_figures.describe`)."""
+    return pd.Series(facts["rules"], name="rule").to_frame()
+
+
+def world_sets(facts: dict[str, Any]) -> pd.DataFrame:
+    """The ILSVRC-like view's categories: set B (boxes in training) beside set A (none)."""
+    return pd.DataFrame({"set B (boxes in training)": pd.Series(facts["set_b"]),
+                         "set A (no boxes)": pd.Series(facts["set_a"])})

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import matplotlib.patches
@@ -70,9 +71,13 @@ def draw_boxes(ax, image, boxes, labels, colors=None, dashed=None) -> None:
                 bbox={"facecolor": color, "alpha": 0.8, "pad": 1, "linewidth": 0})
 
 
-def show(fig: plt.Figure, name: str, folder: str | Path) -> None:
-    """In a notebook: save `fig` (PNG and SVG, see `savefig`), display the PNG, close it."""
+def show(fig: plt.Figure | Any, name: str, folder: str | Path) -> None:
+    """In a notebook: save `fig` (PNG and SVG, see `savefig`), display the PNG, close it. Anything
+    else (a note saying why this run has no such figure) is displayed as it is."""
     from IPython.display import Image, display
 
+    if not isinstance(fig, plt.Figure):
+        display(fig)
+        return
     display(Image(filename=str(savefig(fig, name, folder)[0])))
     plt.close(fig)

@@ -53,6 +53,15 @@ class Cache:
     def __post_init__(self) -> None:
         self.root = Path(self.root).resolve()
 
+    def check_root(self) -> None:
+        """Make the cache folder if needed; CacheError (one line) if it cannot be one."""
+        if self.root.exists() and not self.root.is_dir():
+            raise CacheError(f"runtime.artifacts: {self.root} is a file, not a cache folder")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CacheError(f"runtime.artifacts: cannot make the cache folder {self.root} ({e.strerror})") from None
+
     def path(self, stage: str, key: str) -> Path:
         return self.root / stage / key
 
@@ -74,6 +83,7 @@ class Cache:
         if ranks not in ("main", "shard", "all"):
             raise ValueError(f"{stage}: ranks must be main, shard or all, got {ranks!r}")
         key = stage_key(stage, config)
+        self.check_root()
         final = self.path(stage, key)
         if D.broadcast(read_meta(final).get("key") == key):  # rank 0's view: every rank takes the same branch
             return final

@@ -57,14 +57,19 @@ def is_module(module: str) -> bool:
     return module.split(".")[0] == PACKAGE and any(p.is_file() for p in _candidates(module))
 
 
+def _is_text(stmt: ast.stmt) -> bool:
+    return isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str)
+
+
 def _strip_docstrings(tree: ast.AST) -> ast.AST:
-    """Remove the docstring of every module, class and function in `tree` (in place)."""
+    """Remove every statement that is only a string (docstrings of modules, classes, functions
+    and attributes: they do nothing), in place."""
     for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            body = node.body
-            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
-                    and isinstance(body[0].value.value, str):
-                node.body = body[1:] or [ast.Pass()]
+        for name in ("body", "orelse", "finalbody"):
+            body = getattr(node, name, None)
+            if isinstance(body, list) and body and any(isinstance(s, ast.stmt) and _is_text(s) for s in body):
+                kept = [s for s in body if not _is_text(s)]
+                setattr(node, name, kept or [ast.Pass()])
     return tree
 
 

@@ -90,3 +90,34 @@ def test_read_single_file(tmp_path):
     p.write_text("im 1.5 2 3 4 5\n")
     d = read_comp4_file(p)
     np.testing.assert_array_equal(d.boxes, [[1, 2, 4, 5]])
+
+
+def test_results_for_a_class_the_dataset_lacks_are_an_error(tmp_path):
+    """A results file of the split for another class (a typo, another dataset's results) is
+    named, not silently left out of the scores; other splits' files are not this split's."""
+    write_comp4(tmp_path, "test", "dog", ["a"], [1.0], [[0, 0, 5, 5]])
+    write_comp4(tmp_path, "val", "horse", ["a"], [1.0], [[0, 0, 5, 5]])  # another split: fine
+    (tmp_path / "notes.txt").write_text("not a results file\n")
+    assert len(read_comp4(tmp_path, "test", ["dog", "cat"])["dog"]) == 1
+    typo = write_comp4(tmp_path, "test", "dgo", ["a"], [1.0], [[0, 0, 5, 5]])
+    with pytest.raises(DataError) as e:
+        read_comp4(tmp_path, "test", ["dog", "cat"])
+    assert str(e.value) == f"{typo}: results for class 'dgo', which the dataset does not have (its classes: dog, cat)"
+
+
+def test_results_paths_that_are_not_files_or_folders(tmp_path):
+    (tmp_path / "comp4_det_test_dog.txt").mkdir()
+    with pytest.raises(DataError, match=r"comp4_det_test_dog.txt: is not a file \(the results of class 'dog'\)"):
+        read_comp4(tmp_path, "test", ["dog"])
+    f = tmp_path / "results.txt"
+    f.write_text("")
+    with pytest.raises(DataError, match=rf"^{f}: is a file, not a results folder"):
+        read_comp4(f, "test", ["dog"])
+
+
+def test_results_file_that_is_not_text(tmp_path):
+    p = tmp_path / "comp4_det_test_dog.txt"
+    p.write_bytes(b"\xff\xfe\x00\x01")
+    with pytest.raises(DataError) as e:
+        read_comp4(tmp_path, "test", ["dog"])
+    assert str(e.value) == f"{p}: cannot read results file (not UTF-8 text: byte 0xff at offset 0)"

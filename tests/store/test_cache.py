@@ -155,3 +155,10 @@ def test_copied_cache_and_dataset_stay_warm(tmp_path, monkeypatch):
     monkeypatch.setattr(PR, "selective_search", lambda *a, **k: (_ for _ in ()).throw(AssertionError("rebuilt")))
     again = PR.compute_proposals(moved, C.Cache(tmp_path / "moved" / "cache"), cfg, workers=1, progress=False)
     assert first.keys() == again.keys() and all((first[k] == again[k]).all() for k in first)
+
+
+def test_cache_folder_that_cannot_be_one(tmp_path):
+    (tmp_path / "file").write_text("x")
+    for root in (tmp_path / "file", tmp_path / "file" / "below"):
+        with pytest.raises(C.CacheError, match="runtime.artifacts: "):
+            C.Cache(root).entry("svm", {}, lambda d: None)

@@ -25,14 +25,14 @@ def all_modules() -> dict[str, str]:
 
 
 def digests(sources: dict[str, str] | None = None) -> dict[str, str]:
-    cb = K.CodeBase(sources)
+    cb = K.CodeBase(sources) if sources else K.shared()
     return {name: cb.digest(st.roots) for name, st in stages.STAGES.items()}
 
 
 def test_lock_records_the_code_of_every_stage():
     """Fails while a stage's code differs from the lock: run `lsda cache lock --bump STAGE`
     (its results change) or `lsda cache lock --same` (they do not)."""
-    status = stages.lock_status(K.CodeBase())
+    status = stages.lock_status(K.shared())
     stale = [f"{n} (lock {s['locked']}, code {s['live']})" for n, s in status.items() if not s["current"]]
     assert not stale, ("stage code changed but the lock was not updated: " + ", ".join(stale) +
                        "; run `lsda cache lock --bump STAGE` if its results change, else `lsda cache lock --same`")
@@ -112,7 +112,7 @@ MUST_REACH = [
 @pytest.mark.parametrize("stage,module,function", MUST_REACH)
 def test_result_changing_edit_is_caught(stage, module, function):
     source = K.module_file(module).read_text()
-    before = K.CodeBase().digest(stages.STAGES[stage].roots)
+    before = K.shared().digest(stages.STAGES[stage].roots)
     after = K.CodeBase({module: insert_statement(source, function)}).digest(stages.STAGES[stage].roots)
     assert before != after, f"an edit of {module}.{function} does not reach stage {stage}"
 

@@ -11,7 +11,7 @@ import pytest
 from lsda_core.core import params as P
 from lsda_core.publish import book
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")

@@ -259,6 +259,38 @@ def test_eval_command_errors(tmp_path):
         eval_command(root, "test", res, "map50")
 
 
+def test_eval_command_out_must_name_a_file_and_is_checked_first(tmp_path, monkeypatch):
+    """`lsda eval --out` naming a folder (or a path under a file) fails in one line before
+    any reading or scoring, instead of a traceback after the work."""
+    import lsda_core.data.voc as V
+
+    root, res = tmp_path / "voc", tmp_path / "results"
+    make_voc_fixture(root)
+    write_comp4(res, "test", "circle", ["000001"], [1.0], np.array([[0, 0, 10, 10]]))
+    with monkeypatch.context() as m:
+        m.setattr(V, "read_voc", lambda *a, **k: pytest.fail("read the dataset before checking --out"))
+        with pytest.raises(LsdaError) as e:
+            eval_command(root, "test", res, out=tmp_path)
+    assert str(e.value) == (f"{tmp_path}: is a folder, but the scores file (--out) must be a file "
+                            f"(e.g. {tmp_path / 'out.json'})")
+    f = tmp_path / "a_file"
+    f.write_text("")
+    with pytest.raises(LsdaError) as e:
+        eval_command(root, "test", res, out=f / "scores.json")
+    assert str(e.value) == f"{f / 'scores.json'}: cannot write the scores file (--out): {f} is a file, not a folder"
+    assert eval_command(root, "test", res, out=tmp_path / "new" / "dir" / "s.json")["ap"]["circle"] > 0
+
+
+def test_eval_command_names_results_of_a_class_the_dataset_lacks(tmp_path):
+    root, res = tmp_path / "voc", tmp_path / "results"
+    make_voc_fixture(root)
+    write_comp4(res, "test", "circle", ["000001"], [1.0], np.array([[0, 0, 10, 10]]))
+    extra = write_comp4(res, "test", "triangle", ["000001"], [1.0], np.array([[0, 0, 10, 10]]))
+    with pytest.raises(DataError) as e:
+        eval_command(root, "test", res)
+    assert str(e.value).startswith(f"{extra}: results for class 'triangle', which the dataset does not have")
+
+
 def test_eval_command_voc_classes_without_positives_are_null(tmp_path):
     # with VOC class names the reader takes all 20 VOC classes; those absent from the split
     # have no positives: AP null in the JSON and not in the mean

@@ -5,7 +5,7 @@ import pytest
 
 from lsda_core.core import params as P
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("name", ["embedded", "smoke", "paper_voc2007", "paper_ilsvrc2013"])

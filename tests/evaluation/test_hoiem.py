@@ -4,6 +4,7 @@ and `lsda analyze` end to end on a VOC-layout fixture."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -295,6 +296,32 @@ def test_analyze_command_errors(tmp_path, capsys):
     g.write_text("[not, a, mapping]\n")
     with pytest.raises(DataError, match=f"{g}: expected a mapping"):
         A.analyze_command(root, "test", res, groups_file=g)
+
+
+@pytest.mark.parametrize("name, content, problem", [
+    ("g.yaml", b"cats: [cat\n", r"not valid YAML \(expected ',' or '\]', but got '<stream end>' at line 2, column 1\)$"),
+    ("g.yaml", b"cats: [cat]\ncats: [dog]\n", r"not valid YAML \(found key 'cats' twice at line 2, column 1\)$"),
+    ("g.json", b'{"cats": ["cat"], "cats": ["dog"]}', r"not valid JSON \(key 'cats' given twice\)$"),
+    ("g.yaml", b"\xff\xfe\x00", r"cannot read groups file \(not UTF-8 text: byte 0xff at offset 0\)$"),
+])
+def test_groups_file_errors_are_one_line(tmp_path, name, content, problem):
+    g = tmp_path / name
+    g.write_bytes(content)
+    with pytest.raises(DataError) as e:
+        A.read_groups(g, ["cat", "dog", "car"])
+    assert str(e.value).startswith(f"{g}: ") and "\n" not in str(e.value)
+    assert re.search(problem, str(e.value)), str(e.value)
+
+
+def test_groups_file_that_is_a_folder_and_out_that_is_a_folder(tmp_path, capsys):
+    root, res = tmp_path / "voc", tmp_path / "results"
+    make_fixture(root, res)
+    with pytest.raises(DataError, match=rf"^{tmp_path}: is a folder, not a groups file"):
+        A.read_groups(tmp_path)
+    args = ["analyze", "--dataset", str(root), "--split", "test", "--results", str(res)]
+    assert main(args + ["--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (f"lsda: error: {tmp_path}: is a folder, but the diagnosis file (--out) must be "
+                                       f"a file (e.g. {tmp_path / 'out.json'})\n")
 
 
 # ------------------------------------------------------------------ the book's plots

@@ -15,7 +15,7 @@ from lsda_core.experiments import rcnn as R
 from lsda_core.store.cache import Cache
 from lsda_core.world import ensure_world
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FAST = {"pretrain.epochs": 1, "finetune.iterations": 4, "proposals.max_boxes": 30, "rcnn.bootstrap": 3}
 
 

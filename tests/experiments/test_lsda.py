@@ -136,7 +136,7 @@ def test_detector_scores_against_the_background(tmp_path):
 def test_prepare_fills_the_lsda_chapters_proposals(tmp_path, capsys):
     from lsda_core import cli
     from lsda_core.core import params as P
-    art, smoke = tmp_path / "art", str(Path(__file__).resolve().parents[1] / "params" / "smoke.yaml")
+    art, smoke = tmp_path / "art", str(Path(__file__).resolve().parents[2] / "params" / "smoke.yaml")
     assert cli.main(["prepare", "--chapter", "lsda", "--stage", "proposals", "--params", smoke,
                      "-p", "runtime.artifacts", str(art), "-p", "runtime.progress", "false"]) == 0
     out = capsys.readouterr().out

@@ -19,14 +19,13 @@ from lsda_core.perf import bench
 from lsda_core.publish import perf_report
 from lsda_core.core import boxes as B
 from lsda_core.detection import features as Fe
-from lsda_core.store.cache import Cache
 from lsda_core.data.voc import write_imagesets, write_voc_xml
 from lsda_core.core.errors import LsdaError
 from lsda_core.models.nets import CaffeNet
 from lsda_core.core.structures import ImageAnn
 from synthetic import make_detection, params
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NO_GPU = "not measured: no GPU on this machine"
 # a small stand-in for the paper preset: another net (fc 48), 5 "paper" regions per image
 PAPER_YAML = """\
@@ -160,6 +159,20 @@ def test_load_refuses_what_is_not_a_results_file(tmp_path):
     bad.write_text('{"runs": []}')
     with pytest.raises(LsdaError, match="not a bench results file"):
         bench.save(fake_gpu_run(1.0, 1.0), bad)
+
+
+def test_results_file_that_cannot_be_one_fails_before_measuring(tmp_path):
+    """`lsda bench --out` is loaded before the measuring: a folder, a path under a file or a
+    file that is not text fail there, in one line, not in a traceback after minutes."""
+    with pytest.raises(LsdaError, match=rf"^{tmp_path}: is a folder, but the bench results file must be a file"):
+        bench.load(tmp_path)
+    f = tmp_path / "f"
+    f.write_text("")
+    with pytest.raises(LsdaError, match=rf"^{f / 'b.json'}: cannot write the bench results file: {f} is a file"):
+        bench.load(f / "b.json")
+    f.write_bytes(b"\xff\xfe")
+    with pytest.raises(LsdaError, match=rf"^{f}: cannot read bench results file \(not UTF-8 text"):
+        bench.load(f)
 
 
 def test_targets_hold_gpu_times_against_their_goals(tiny_run):

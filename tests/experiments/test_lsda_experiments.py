@@ -1,0 +1,120 @@
+"""The LSDA chapters' comparisons (lsda_core.experiments.lsda) on hand-made detectors: Figure 3
+and the t-test, the held-out false positives, the fast variant's record for the performance
+chapter, Figure 6's scenes, and the claims they are judged by."""
+from dataclasses import replace
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from synthetic import make_detection, params
+
+from lsda_core.core.structures import keep_classes
+from lsda_core.data.comp4 import Detections
+from lsda_core.detection import pipeline as DP
+from lsda_core.evaluation import hoiem as An
+from lsda_core.experiments import lsda as L
+from lsda_core.perf import bench as BM
+from lsda_core.publish import paper, plots, report
+from lsda_core.store.cache import Cache
+
+CLASSES = ["red", "green", "blue", "yellow"]  # B: blue, green; A: red, yellow
+ROWS = [L.CLS_ROW] + [r.name for r in L.ROWS] + [L.knn_row(2), L.ORACLE_ROW]
+
+
+def _detector(name, bench, rng, noise):
+    """Ground-truth boxes moved by `noise` px with random scores, plus random false positives."""
+    dets = {}
+    for c in bench.classes:
+        ids, scores, boxes = [], [], []
+        for im in bench.test.images:
+            for box in im.boxes(c):
+                ids.append(im.image_id), scores.append(rng.uniform(0.5, 1)), boxes.append(box + rng.normal(0, noise, 4))
+            for _ in range(2):
+                x, y = rng.uniform(0, 60, 2)
+                ids.append(im.image_id), scores.append(rng.uniform(0, 0.8)), boxes.append([x, y, x + 20, y + 20])
+        dets[c] = Detections(ids, np.array(scores), np.array(boxes, float).reshape(-1, 4))
+    return DP.score_detections(name, bench, dets)
+
+
+@pytest.fixture(scope="module")
+def lsda(tmp_path_factory):
+    """(params, benchmark, Table 1 of hand-made detectors)."""
+    tmp = tmp_path_factory.mktemp("lsda-chapter")
+    ds, props = make_detection(tmp / "det", 12, 3, classes=tuple(CLASSES))
+    b, a = L._split_b_a(CLASSES)
+    bench = DP.Benchmark(CLASSES, keep_classes(ds, b), ds, props, metric="ilsvrc")
+    lb = L.LsdaBenchmark(bench, b, a, ds, None, None, {})
+    rng = np.random.default_rng(0)
+    results = {name: _detector(name, bench, rng, noise=1 + 3 * (k % 3)) for k, name in enumerate(ROWS)}
+    p = params(**{"lsda.k": 0, "rcnn.bootstrap": 5, "runtime.artifacts": str(tmp / "art")})
+    return p, lb, L.Table1(results, None, {}, None, {})
+
+
+def test_full_lsda_is_the_row_of_lsda_k(lsda):
+    p, lb, _ = lsda
+    assert L.lsda_k(p, lb) == len(lb.B) and L.lsda_row(p, lb) == L.knn_row(2)
+    assert L.lsda_row(replace(p, lsda=replace(p.lsda, k=5)), lb) == L.knn_row(5)
+
+
+def test_held_out_figure3_and_t_test(lsda):
+    p, lb, t1 = lsda
+    held = L.held_out(p, lb, t1)
+    assert held.lsda == L.knn_row(2) and list(held.figure3) == list(paper.LSDA_FIGURE3)
+    assert set(held.figure3.values()) <= set(t1.results)
+    assert held.maps == L.table1_maps(t1, lb) and set(held.spread) == set(t1.results)
+    assert all(len(v) == p.rcnn.bootstrap for v in held.spread.values())
+    assert held.ttest == L.paired_t_test(t1.results[held.lsda], t1.results[L.CLS_ROW], lb.A)
+    assert report.ttest_table(held)["paper p"].iloc[0] == paper.LSDA_T_TEST_P
+    plt.close(plots.held_out_figure(held))
+    found = report.lsda_findings(t1.results, held)
+    assert list(found["finding"]) == [c.text for c in paper.LSDA_CLAIMS]
+    assert list(found["paper (points)"]) == [round(c.delta, 2) for c in paper.LSDA_CLAIMS]
+    held_maps = {k: m["held-out (A)"] for k, m in held.maps.items()}
+    full_vs_lsda = found.set_index("finding").loc["the category-specific transfer adds to it", "ours (points)"]
+    assert full_vs_lsda == round(held_maps[held.lsda] - held_maps[L.FULL_ROW], 1)  # ours: the row of lsda.k
+    seeds = [{"seed": s, "classification network": 10.0, "LSDA": 12.0 + s} for s in (0, 1)]
+    text = report.lsda_discussion(report.lsda_table(held.maps, len(lb.B)), held, seeds, len(lb.B), len(lb.A)).data
+    pa = {row: v[1] for row, v in paper.LSDA_TABLE1.items()}
+    assert f"(paper: {pa[L.CLS_ROW]:.2f} to {pa[paper.LSDA_ROW]:.2f})" in text and "gain is +2.5" in text
+
+
+def test_held_out_false_positives(lsda):
+    p, lb, t1 = lsda
+    fps = L.held_out_fps(p, lb, t1)
+    assert list(fps) == ["classification network", "LSDA"]
+    groups = An.similarity_groups(lb.bench.test)
+    d = An.diagnose(lb.bench.test, t1.results[L.CLS_ROW].detections, groups, p.analysis.weak_iou)
+    counts = An.fp_counts({c: d[c] for c in lb.A})
+    assert fps["classification network"]["counts"] == {t: sum(counts[c][t] for c in lb.A) for t in An.FP_TYPES}
+    assert fps["LSDA"]["trend"]["classes"] == lb.A
+    assert list(report.fp_type_table(fps).index) == list(fps)
+    plt.close(plots.held_out_fp_figure(fps))
+
+
+def test_fast_vs_warping_records_for_the_performance_chapter(lsda, monkeypatch):
+    p, lb, t1 = lsda
+    timing = {"warping": 0.4, "fast": 0.05, "speed-up": 8.0, "images": 1}
+    fast_result = t1.results[L.FULL_ROW]
+    monkeypatch.setattr(L, "fast_variant", lambda *a, **k: L.Fast(fast_result, {}, timing))
+    got = L.fast_vs_warping(p, Cache(p.runtime.artifacts), lb, t1)
+    assert got.warping == L.lsda_row(p, lb) and got.k == len(lb.B) and got.timing == timing
+    assert got.warping_maps == L.split_maps(t1.results[got.warping], lb)
+    assert got.fast_maps == L.split_maps(fast_result, lb)
+    record = BM.load(BM.default_path(p))["fast_vs_warping"]
+    assert record["warping_map"] == got.warping_maps["all"] and record["fast_map"] == got.fast_maps["all"]
+    table = report.fast_table(got)
+    assert list(table["paper s / image"]) == [paper.LSDA_SECONDS_PER_IMAGE["warp"], paper.LSDA_SECONDS_PER_IMAGE["spp"]]
+
+
+def test_large_examples_are_drawn_with_the_seed(lsda):
+    p, lb, t1 = lsda
+    ls = L.LargeScale(lb.bench, lb.B, lb.A, t1.results[L.CLS_ROW], t1.results[L.FULL_ROW], [])
+    q = replace(p, lsda=replace(p.lsda, large_images=3, large_top=2))
+    items = L.large_examples(q, ls)
+    ids = [im.image_id for im, _ in items]
+    assert len(items) == 3 and ids == [im.image_id for im, _ in L.large_examples(q, ls)]  # the same draw
+    assert ids == sorted(ids) and all(len(dets) <= 2 for _, dets in items)
+    for im, dets in items:
+        want = L.top_detections(ls.lsda, im.image_id, q.lsda.large_cross_nms, q.lsda.large_top)
+        assert [(c, s) for c, _, s in dets] == [(c, s) for c, _, s in want]
+    plt.close(plots.large_scale_detections(items, set(ls.boxed)))
