@@ -146,6 +146,18 @@ def test_check_images_names_a_truncated_jpeg(in_process, tmp_path):
     assert in_process(*args).returncode == 0  # without the check, images are not opened
     msg = one_line_error(in_process(*args, "--check-images"))
     assert msg.startswith(f"lsda: error: {bad}: cannot read image (") and "runcated" in msg
+    # the classification images a preset uses are decoded too
+    bad.write_bytes((voc / "JPEGImages" / "000001.jpg").read_bytes())
+    cls = tmp_path / "imagenet"
+    for split in ("train", "val"):
+        (cls / split / "n01").mkdir(parents=True)
+        (cls / split / "n01" / "a.jpg").write_bytes(bad.read_bytes())
+    args = (*args, "-p", "data.imagenet_root", str(cls))
+    assert in_process(*args, "--check-images").returncode == 0
+    worse = cls / "val" / "n01" / "a.jpg"
+    worse.write_bytes(worse.read_bytes()[:150])
+    msg = one_line_error(in_process(*args, "--check-images"))
+    assert msg.startswith(f"lsda: error: {worse}: cannot read image (")
 
 
 def test_overrides_are_parsed_once_on_the_way_to_the_chapters(tmp_path, monkeypatch):

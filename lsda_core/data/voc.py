@@ -46,7 +46,8 @@ VOC_CLASSES: tuple[str, ...] = (
 # How far (px) a box may extend past the image border before it is an error.
 BOX_TOLERANCE = 1.0
 
-ROOT_HINT = "data.voc_root must point at the folder holding Annotations/, JPEGImages/ and ImageSets/"
+ROOT_HINT = ("a VOC root (data.voc_root, or --dataset of lsda eval / analyze) is the folder holding Annotations/, "
+             "JPEGImages/ and ImageSets/")
 
 
 def _sub(parent: ET.Element, tag: str, text: Any = None) -> ET.Element:

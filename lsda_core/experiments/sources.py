@@ -69,17 +69,24 @@ def summary(p: Params, cache: Cache, check_images: bool = False) -> list[dict[st
     any missing path or malformed file raises a DataError naming it."""
     from lsda_core.data.ilsvrc import read_ilsvrc_det
     from lsda_core.data.imagenet import read_image_folder
+    from lsda_core.data.images import check_image
     from lsda_core.data.voc import read_voc
 
     rows: list[dict[str, object]] = []
 
     def det(view: str, ds) -> None:
+        if check_images and view == "ilsvrc":  # read_voc checks its own images
+            for im in ds.images:
+                check_image(im.path)
         rows.append({"view": view, "split": ds.split, "images": len(ds), "classes": len(ds.classes),
                      "objects": sum(len(im.objects) for im in ds.images),
                      "difficult": sum(o.difficult for im in ds.images for o in im.objects)})
 
     def cls(view: str, root: Path, split: str) -> None:
         ds = read_image_folder(root, split)
+        if check_images:
+            for path in ds.paths:
+                check_image(path)
         rows.append({"view": view, "split": split, "images": len(ds), "classes": len(ds.classes),
                      "objects": len(ds), "difficult": 0})
 
