@@ -150,12 +150,12 @@ def cmd_cache(args: argparse.Namespace) -> None:
         if args.stage:
             rows = [r for r in rows if r["stage"] == args.stage]
         for r in rows:
-            print(f"{r['stage']:<16} {r['key']}  {human_bytes(r['bytes']):>10}  {r['seconds']:>8.1f} s  {r['created']}")
+            print(f"{r['stage']:<20} {r['key']}  {human_bytes(r['bytes']):>10}  {r['seconds']:>8.1f} s  {r['created']}")
         sizes: dict[str, int] = {}
         for r in rows:
             sizes[r["stage"]] = sizes.get(r["stage"], 0) + r["bytes"]
         for stage, size in sorted(sizes.items(), key=lambda kv: -kv[1]):
-            print(f"  {stage:<16} {human_bytes(size):>10}")
+            print(f"  {stage:<20} {human_bytes(size):>10}")
         total = sum(r["bytes"] for r in rows)
         print(f"{len(rows)} entries, {human_bytes(total)} in {cache.root}")
     else:
