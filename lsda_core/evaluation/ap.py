@@ -247,6 +247,18 @@ def match_detections(dataset: DetectionDataset, cls: str, dets: Detections, metr
                     gt_index=gt_index, iou=iou_max, n_pos=n_pos)
 
 
+def positives_per_image(dataset: DetectionDataset, cls: str, metric: str = "voc07") -> np.ndarray:
+    """Per image of `dataset`, how many positives of `cls` evaluation counts (`match_detections`'
+    n_pos is their sum): objects of the class, not difficult (VOC metrics), none in an (image,
+    class) pair of the blacklist. The bootstrap reweights these."""
+    _check_metric(metric)
+    use_difficult = metric != "ilsvrc"
+    blocked = {i for (i, c) in dataset.blacklist if c == cls}
+    return np.array([0.0 if im.image_id in blocked else
+                     float(sum(o.cls == cls and not (use_difficult and o.difficult) for o in im.objects))
+                     for im in dataset.images])
+
+
 def evaluate_class(dataset: DetectionDataset, cls: str, dets: Detections, metric: str = "voc07",
                    *, _gt: GroundTruth | None = None) -> dict[str, Any]:
     """AP of one class. Returns `ap` (NaN without positives), `recall` and `precision` (over

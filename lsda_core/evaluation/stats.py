@@ -43,9 +43,7 @@ def bootstrap_map(bench: Benchmark, results: list[DetectorResult], n: int = 100,
         for c in bench.classes if classes is None else classes:
             m = E.match_detections(bench.test, c, r.detections.get(c, Detections()), bench.metric)
             counted = m.tp | m.fp
-            pos = np.zeros(n_img)
-            for i, im in enumerate(bench.test.images):
-                pos[i] = sum(o.cls == c and not o.difficult for o in im.objects)
+            pos = E.positives_per_image(bench.test, c, bench.metric)  # as evaluation counts them
             per_class.append((m.image_index[counted], m.tp[counted], pos))
         maps = np.zeros(n)
         for k, w in enumerate(picks):

@@ -81,8 +81,15 @@ def test_transfer_moves_held_out_rows_by_their_neighbours_change(tmp_path):
     for i, c in enumerate(CLASSES):
         want = delta[c] if c in delta else -1.0
         assert torch.allclose(out.head.weight[1 + i], w0[i] + want, atol=1e-6), c
-        assert torch.allclose(out.head.bias[1 + i], b0[i] + want, atol=1e-6), c
+        # eq. 1 moves weights only: set A's biases stay the detection network's
+        assert torch.allclose(out.head.bias[1 + i], det.head.bias[1 + i], atol=1e-6), c
     assert torch.all(out.head.weight[0] == 7.0)
+    moved = L.transfer(det, cls, lb, k=0, move_bias=True)  # the ablation moves them the same way
+    for i, c in enumerate(CLASSES):
+        want = delta[c] if c in delta else -1.0
+        assert torch.allclose(moved.head.weight[1 + i], out.head.weight[1 + i]), c
+        assert torch.allclose(moved.head.bias[1 + i], b0[i] + want, atol=1e-6), c
+    assert moved.cache_key != out.cache_key
     one = L.transfer(det, cls, lb, k=1)
     for c in lb.A:
         i = CLASSES.index(c)

@@ -5,6 +5,7 @@ from dataclasses import replace
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import pytest
 from synthetic import make_detection, params
 
@@ -63,8 +64,17 @@ def test_held_out_figure3_and_t_test(lsda):
     assert set(held.figure3.values()) <= set(t1.results)
     assert held.maps == L.table1_maps(t1, lb) and set(held.spread) == set(t1.results)
     assert all(len(v) == p.rcnn.bootstrap for v in held.spread.values())
-    assert held.ttest == L.paired_t_test(t1.results[held.lsda], t1.results[L.CLS_ROW], lb.A)
-    assert report.ttest_table(held)["paper p"].iloc[0] == paper.LSDA_T_TEST_P
+    # two tests, each labelled: the paper's p belongs to the transfer vs the adapted network without it
+    transfer, cls = held.ttests
+    assert transfer["key"] == "transfer" and (transfer["a"], transfer["b"]) == (held.lsda, L.FULL_ROW)
+    assert {k: transfer[k] for k in ("t", "p", "n", "mean_diff")} == \
+        L.paired_t_test(t1.results[held.lsda], t1.results[L.FULL_ROW], lb.A)
+    assert cls["key"] == "classification" and (cls["a"], cls["b"]) == (held.lsda, L.CLS_ROW)
+    assert {k: cls[k] for k in ("t", "p", "n", "mean_diff")} == \
+        L.paired_t_test(t1.results[held.lsda], t1.results[L.CLS_ROW], lb.A)
+    table = report.ttest_table(held)
+    assert table["paper p"].iloc[0] == paper.LSDA_T_TEST_P and pd.isna(table["paper p"].iloc[1])
+    assert "adapted network" in table.index[0] and "classification network" in table.index[1]
     plt.close(plots.held_out_figure(held))
     found = report.lsda_findings(t1.results, held)
     assert list(found["finding"]) == [c.text for c in paper.LSDA_CLAIMS]
