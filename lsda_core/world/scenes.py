@@ -42,7 +42,8 @@ class SceneObject:
     cat: int
     viewpoint: str
     primary: bool
-    box: np.ndarray = field(default_factory=lambda: np.zeros(4))  # 0-based edges, output px
+    box: np.ndarray = field(default_factory=lambda: np.zeros(4))  # visible extent: 0-based edges, output px
+    full_box: np.ndarray = field(default_factory=lambda: np.zeros(4))  # whole object, clipped to the image
     occlusion: float = 0.0
     truncation: float = 0.0
     visible_area: int = 0
@@ -211,8 +212,17 @@ def _resolve(things: list[_Thing], w: int, h: int) -> np.ndarray:
             return own
 
 
+def _extent(covered: np.ndarray, mask: np.ndarray, ox: int, oy: int) -> np.ndarray:
+    """Box (0-based edges, output px) of the output pixels `covered` marks; of the pixels the
+    supersampled `mask` touches at all when it covers none (a sliver)."""
+    fm = covered if covered.any() else R.block_sum(mask) > 0
+    rows, cols = np.flatnonzero(fm.any(1)), np.flatnonzero(fm.any(0))
+    return np.array([ox + cols[0], oy + rows[0], ox + cols[-1] + 1, oy + rows[-1] + 1], np.float64)
+
+
 def _annotate(design: Design, t: _Thing, i: int, own: np.ndarray, w: int, h: int) -> tuple[np.ndarray, int, int]:
-    """Fill the object's box, occlusion, truncation, visible area and part visibility;
+    """Fill the object's box (its visible extent, as VOC's guidelines ask), its whole extent
+    clipped to the image, occlusion, truncation, visible area and part visibility;
     returns its visible mask in output pixels and that mask's offset (x, y)."""
     o, layer = t.obj, t.layer
     win = R.window(layer, w, h)
@@ -221,13 +231,10 @@ def _annotate(design: Design, t: _Thing, i: int, own: np.ndarray, w: int, h: int
     inside = sil[win[1]]
     o.occlusion = 1 - float(vis.sum()) / max(int(inside.sum()), 1)
     o.truncation = 1 - float(inside.sum()) / max(int(sil.sum()), 1)
-    fm = R.covered(inside)
-    if not fm.any():  # a sliver: box its touched pixels
-        fm = R.block_sum(inside) > 0
-    rows, cols = np.flatnonzero(fm.any(1)), np.flatnonzero(fm.any(0))
     ox, oy = win[0][1].start // R.SS, win[0][0].start // R.SS
-    o.box = np.array([ox + cols[0], oy + rows[0], ox + cols[-1] + 1, oy + rows[-1] + 1], np.float64)
+    o.full_box = _extent(R.covered(inside), inside, ox, oy)
     vm = R.covered(vis)
+    o.box = _extent(vm, vis, ox, oy)  # VOC's guidelines: the visible extent (`compose` trims it to the labels)
     o.visible_area = int(vm.sum())
     sub = layer.parts[win[1]]
     parts = {}
@@ -277,5 +284,9 @@ def compose(rng: np.random.Generator, design: Design, pool: tuple[int, ...], w: 
             vm, ox, oy = _annotate(design, t, i, own, W, H)
             objects.append(t.obj)
             labels[oy:oy + vm.shape[0], ox:ox + vm.shape[1]][vm] = len(objects)
+    for k, o in enumerate(objects, start=1):  # a pixel half-covered by two objects is the later one's
+        ys, xs = np.nonzero(labels == k)
+        if len(xs):
+            o.box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float64)
     return Scene(image, objects, labels)
 

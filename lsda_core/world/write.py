@@ -33,8 +33,8 @@ VIEW_CODE = {"classification": 1, "voc": 2, "ilsvrc": 3, "large": 4}
 SPLIT_CODE = {"train": 1, "val": 2, "test": 3}
 VAL_SPLIT_TRIES = 200   # random halvings of ILSVRC val tried; the most class-balanced is kept
 FIELDS = ("view", "split", "image", "category", "wnid", "superclass", "annotated", "primary",
-          "x1", "y1", "x2", "y2", "difficult", "truncated", "occluded", "viewpoint", "occlusion",
-          "truncation", "area", "aspect_ratio", "visible_area", "parts")
+          "x1", "y1", "x2", "y2", "full_x1", "full_y1", "full_x2", "full_y2", "difficult", "truncated", "occluded",
+          "viewpoint", "occlusion", "truncation", "area", "aspect_ratio", "visible_area", "parts")
 
 
 @dataclass(frozen=True)
@@ -136,16 +136,19 @@ def _attrs(d: Design, o: S.SceneObject) -> dict[str, Any]:
     return {"superclass": d.superclasses[d.categories[o.cat].superclass].name, "viewpoint": o.viewpoint,
             "occlusion": round(o.occlusion, 4), "truncation": round(o.truncation, 4), "area": int(o.area),
             "aspect_ratio": round(o.aspect, 4), "visible_area": o.visible_area,
-            "parts": {k: round(v, 4) for k, v in o.parts.items()}}
+            "parts": {k: round(v, 4) for k, v in o.parts.items()},
+            "full_box": dict(zip(("xmin", "ymin", "xmax", "ymax"), (int(v) for v in o.full_box)))}
 
 
 def _row(job: Job, d: Design, o: S.SceneObject, annotated: bool) -> dict[str, Any]:
-    """One objects.csv row (box in 0-based pixel edges)."""
+    """One objects.csv row (the visible box and the whole object's box, in 0-based pixel edges)."""
     c = d.categories[o.cat]
     x1, y1, x2, y2 = (int(v) for v in o.box)
     return {"view": job.view, "split": job.split, "image": job.name, "category": c.name, "wnid": c.wnid,
             "superclass": d.superclasses[c.superclass].name, "annotated": int(annotated), "primary": int(o.primary),
-            "x1": x1, "y1": y1, "x2": x2, "y2": y2, "difficult": int(o.difficult), "truncated": int(o.truncated),
+            "x1": x1, "y1": y1, "x2": x2, "y2": y2,
+            **{f"full_{k}": int(v) for k, v in zip(("x1", "y1", "x2", "y2"), o.full_box)},
+            "difficult": int(o.difficult), "truncated": int(o.truncated),
             "occluded": int(o.occluded), "viewpoint": o.viewpoint, "occlusion": f"{o.occlusion:.4f}",
             "truncation": f"{o.truncation:.4f}", "area": int(o.area), "aspect_ratio": f"{o.aspect:.4f}",
             "visible_area": o.visible_area, "parts": ";".join(f"{k}:{v:.3f}" for k, v in o.parts.items())}
@@ -300,7 +303,8 @@ def _meta(world: World, d: Design, counts: dict[str, Any]) -> dict[str, Any]:
             "large": {"root": "large", "box_classes": name(d.large_boxes), **counts["large"]},
         },
         "rules": {
-            "box": "extent of the whole object (occluded parts included) clipped to the image",
+            "box": "visible extent of the object (VOC's guidelines); full_box (attributes, objects.csv full_*): "
+                   "its whole extent, occluded parts included, clipped to the image",
             "difficult": f"fewer than {S.DIFFICULT_PX} visible pixels or occlusion >= {S.DIFFICULT_OCCLUSION}",
             "truncated": f"more than {S.FLAG_MIN:.0%} of the object outside the image",
             "occluded": f"more than {S.FLAG_MIN:.0%} of its in-image part hidden",

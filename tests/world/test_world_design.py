@@ -60,6 +60,25 @@ def test_scene_annotations_follow_the_drawing(tiny) -> None:
         assert 0 <= o.occlusion <= 1 and o.truncation <= 0.05
 
 
+def test_boxes_are_the_visible_extent_and_full_boxes_the_whole_object(tiny) -> None:
+    """VOC's guidelines box what is visible: the box is its visible pixels' extent exactly; the
+    whole object's extent (occluded parts included, clipped to the image) is `full_box`."""
+    d = design(tiny)
+    style = Style(primary_size=(0, 0), n_other=(3, 4), other_size=(0.3, 0.7), decay=1.0,
+                  distractors=2, occluders=3, truncate_p=0.5)
+    larger = 0
+    for seed in range(6):
+        scene = compose(np.random.default_rng(seed), d, d.voc, 160, 120, style)
+        for i, o in enumerate(scene.objects, start=1):
+            ys, xs = np.nonzero(scene.labels == i)
+            assert tuple(o.box) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+            f = o.full_box
+            assert f[0] <= o.box[0] and f[1] <= o.box[1] and f[2] >= o.box[2] and f[3] >= o.box[3]
+            assert 0 <= f[0] and 0 <= f[1] and f[2] <= 160 and f[3] <= 120
+            larger += bool((f != o.box).any())
+    assert larger > 0  # some objects are partly hidden, so their whole extent is larger
+
+
 def test_ensure_world_builds_once_into_the_cache(tmp_path) -> None:
     over = {"world.n_categories": 6, "world.n_superclasses": 2, "world.cls_size": 24,
             "world.cls_train_per_class": 1, "world.cls_val_per_class": 1, "world.voc_classes": 3,
