@@ -129,7 +129,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 def cmd_cache(args: argparse.Namespace) -> None:
     from lsda_core.store import stages
-    from lsda_core.store.cache import Cache, human_bytes
+    from lsda_core.store.cache import Cache, CacheError, human_bytes
     if args.action == "lock":
         lines = stages.update_lock(args.bump or [], args.same)
         print("\n".join(lines) if lines else "the lock already records the code of every stage")
@@ -143,7 +143,7 @@ def cmd_cache(args: argparse.Namespace) -> None:
     cache = Cache(_load(args).runtime.artifacts)
     if args.action == "explain":
         if not args.entry:
-            raise stages.LsdaError("lsda cache explain: name an entry as stage/key (see lsda cache ls)")
+            raise CacheError("lsda cache explain: name an entry as stage/key (see lsda cache ls)")
         print("\n".join(cache.explain(args.entry)))
     elif args.action == "ls":
         rows = cache.entries()

@@ -37,14 +37,15 @@ def bootstrap_map(bench: Benchmark, results: list[DetectorResult], n: int = 100,
     rng = np.random.default_rng(seed)
     n_img = len(bench.test.images)
     picks = [np.bincount(rng.integers(0, n_img, n_img), minlength=n_img) for _ in range(n)]
+    classes = bench.classes if classes is None else classes
+    positives = {c: E.positives_per_image(bench.test, c, bench.metric) for c in classes}  # as evaluation counts
     out = {}
     for r in results:
         per_class = []
-        for c in bench.classes if classes is None else classes:
+        for c in classes:
             m = E.match_detections(bench.test, c, r.detections.get(c, Detections()), bench.metric)
             counted = m.tp | m.fp
-            pos = E.positives_per_image(bench.test, c, bench.metric)  # as evaluation counts them
-            per_class.append((m.image_index[counted], m.tp[counted], pos))
+            per_class.append((m.image_index[counted], m.tp[counted], positives[c]))
         maps = np.zeros(n)
         for k, w in enumerate(picks):
             aps = []

@@ -17,7 +17,7 @@ import hashlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 PACKAGE = "lsda_core"
 # not followed: the parameter schema and errors (parameters enter a key as values, not as code)
@@ -89,8 +89,7 @@ def index_source(module: str, source: str) -> ModuleIndex:
     tree = _strip_docstrings(ast.parse(source))
     package = module if module_file(module).name == "__init__.py" else module.rsplit(".", 1)[0]
     for node in ast.walk(tree):  # imports anywhere (also inside functions) bind names
-        if isinstance(node, ast.ImportFrom) and node.module is not None or \
-                isinstance(node, ast.ImportFrom) and node.level:
+        if isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
                 parts = package.split(".")
@@ -114,7 +113,7 @@ def index_source(module: str, source: str) -> ModuleIndex:
     return idx
 
 
-def _refs(node: ast.AST, module: str, idx: ModuleIndex, resolve: Callable[[str], ModuleIndex]) -> set[Ref]:
+def _refs(node: ast.AST, module: str, idx: ModuleIndex) -> set[Ref]:
     """The lsda_core definitions that `node` refers to."""
     out: set[Ref] = set()
     for n in ast.walk(node):
@@ -179,7 +178,7 @@ class CodeBase:
             idx = self.index(module)
             node = idx.defs[name]
             out[ref] = ast.dump(node, annotate_fields=False, include_attributes=False)
-            for r in _refs(node, module, idx, self.index):
+            for r in _refs(node, module, idx):
                 followed = self._follow(r)
                 if followed is not None and followed not in out:
                     todo.append(followed)

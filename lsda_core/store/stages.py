@@ -120,7 +120,6 @@ def update_lock(bump: list[str], same: bool, path: Path = LOCK) -> list[str]:
     not in `bump` is recorded as unchanged in results only when `same` is given. Returns
     one line per stage that changed."""
     for b in bump:
-        stage_of(b)
         if b not in STAGES:
             raise LsdaError(f"--bump {b}: name a stage ({', '.join(STAGES)})")
     lock = read_lock(path)
