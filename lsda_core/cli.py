@@ -127,6 +127,18 @@ def cmd_bench(args: argparse.Namespace) -> None:
     print(f"bench: {out}")
 
 
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from lsda_core.experiments import sweep
+    grid = sweep.parse_grid(args.grid)
+    rows = sweep.run_sweep(args.experiment, args.params, _overrides(args), grid, record=args.record, note=args.note)
+    keys = list(rows[0]) if rows else []
+    print("  ".join(keys))
+    for r in rows:
+        print("  ".join(f"{r[k]:.4g}" if isinstance(r[k], float) else str(r[k]) for k in keys))
+    if args.record:
+        print(f"recorded {len(rows)} point(s) in {args.record}")
+
+
 def cmd_cache(args: argparse.Namespace) -> None:
     from lsda_core.store import stages
     from lsda_core.store.cache import Cache, CacheError, human_bytes
@@ -248,6 +260,17 @@ def parser() -> argparse.ArgumentParser:
                     help="every stage at full size: 2000 regions per image at the paper size, 100k classes, the "
                          "whole trainval for the SVMs (minutes on a CPU)")
     sp.set_defaults(func=cmd_bench)
+
+    sp = sub.add_parser("sweep", help="measure a named experiment (a premise) over a grid of parameter values, "
+                                      "every point cached")
+    sp.add_argument("experiment", help="what to measure: pretrain (train / val top-1), proposals (recall)")
+    sp.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                    help="values of one parameter (repeatable; the grid is every combination)")
+    sp.add_argument("--record", type=Path, default=None, metavar="FILE",
+                    help="append every point to this JSON-lines log (e.g. calibration/runs.jsonl)")
+    sp.add_argument("--note", default="", help="why this sweep was run (kept in the record)")
+    _add_params(sp)
+    sp.set_defaults(func=cmd_sweep)
 
     sp = sub.add_parser("cache", help="list, explain or clean the artifact cache; record code changes in the lock",
                         description="ls: entries and size per stage; explain ENTRY: what made an entry's key and "

@@ -136,6 +136,8 @@ class Pretrain:
                               lo=0)
     momentum: float = _p(0.9, "SGD momentum", lo=0.0, hi=1.0)
     weight_decay: float = _p(5e-4, "L2 weight decay", lo=0.0)
+    seed: int = _p(0, "seed of pre-training and of LSDA's classification re-training: fixed while runtime.seed "
+                      "varies what is trained on top (fine-tuning, SVMs) over the training seeds", lo=0, hi=SEED_MAX)
 
 
 @dataclass
@@ -199,8 +201,9 @@ class Rcnn:
                                  lo=0.0, hi=1.0)
     bootstrap: int = _p(100, "bootstrap resamples of the test images for the spread of mAP", lo=2)
     timing_images: int = _p(10, "test images timed for seconds per image", lo=1)
-    seeds: list[int] = _p([0, 1, 2], "SVM seeds (liblinear's order, the feature-scale sample) of the seed-spread "
-                                     "table; the networks stay those of runtime.seed", lo=0, hi=SEED_MAX)
+    seeds: list[int] = _p([0, 1, 2], "training seeds of Table 2 and the colour ablation: fine-tuning and SVMs are "
+                                     "retrained with each (pre-training fixed by pretrain.seed); the findings' "
+                                     "intervals cross them with the test images", lo=0, hi=SEED_MAX)
 
 
 @dataclass
@@ -217,9 +220,9 @@ class Lsda:
                                     "the plain average; the paper: 5, 10, 100)", lo=0)
     k: int = _p(10, "k of the full LSDA model in Figure 3, the seeds and the large-scale detector (paper 10; 0: |B|)",
                 lo=0)
-    seeds: list[int] = _p([0, 1, 2], "seeds of the detection fine-tuning in the headline comparison (classification "
-                                     "network vs LSDA, held-out mAP); the first should be runtime.seed",
-                    lo=0, hi=SEED_MAX)
+    seeds: list[int] = _p([0, 1, 2], "training seeds of the detection fine-tuning (every layer adapted, then the "
+                                     "transfer): the findings' intervals on those rows cross them with the test "
+                                     "images; the classification network is fixed", lo=0, hi=SEED_MAX)
     large_row: str = _p("fcbgrnd,layers1-7,fcB", "Table 1 row whose layers the large-scale detector adapts (the paper: "
                                                 "all, layers1-7)", choices=("fcbgrnd", "fcbgrnd,fc6", "fcbgrnd,fc7",
                                                                             "fcbgrnd,fcB", "fcbgrnd,fc6,fc7",

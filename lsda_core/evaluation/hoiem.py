@@ -254,6 +254,37 @@ def fp_trend(diags: Mapping[str, ClassDiagnosis], classes: Iterable[str] | None 
             "shares": {t: [v / n for v, n in zip(counts[t], points)] for t in FP_TYPES}}
 
 
+def fp_share_samples(diags: Mapping[str, ClassDiagnosis], classes: Iterable[str] | None, types: Sequence[str],
+                     n: int, picks: np.ndarray) -> tuple[float, np.ndarray]:
+    """Share of `types` among the top `n` false positives of `classes` (interleaved by rank, as
+    `fp_trend`), on all test images and on each bootstrap resample of them (`picks`: (B, images)
+    counts, an image drawn k times contributing k copies of its false positives). Returns
+    (share on the test set, (B,) shares), so a figure's claim gets an interval."""
+    classes = list(diags) if classes is None else [c for c in classes if c in diags]
+    want = np.isin(np.arange(len(FP_TYPES)), [FP_TYPES.index(t) for t in types])
+    per = []
+    for c in classes:
+        d = diags[c]
+        keep = d.fp_type >= 0
+        per.append((want[d.fp_type[keep].astype(np.int64)], d.matching.image_index[keep]))
+
+    def share(weights: np.ndarray | None) -> float:
+        hits, ranks, owners = [], [], []
+        for k, (hit, img) in enumerate(per):
+            w = np.ones(len(img), np.int64) if weights is None else weights[img]
+            h = np.repeat(hit, w)
+            hits.append(h)
+            ranks.append(np.arange(h.size))
+            owners.append(np.full(h.size, k))
+        if not hits:
+            return float("nan")
+        h, r, o = np.concatenate(hits), np.concatenate(ranks), np.concatenate(owners)
+        top = h[np.lexsort((o, r))][:n]
+        return float(top.mean()) if top.size else float("nan")
+
+    return share(None), np.array([share(w) for w in picks])
+
+
 # ------------------------------------------------------------------ AP impact and normalised AP
 
 def _curve(tp: np.ndarray, fp: np.ndarray, n_pos: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

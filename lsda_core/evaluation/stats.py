@@ -1,7 +1,9 @@
-"""Statistics of detector results: the paired bootstrap of mAP over test images."""
+"""Statistics of detector results: the paired bootstrap of mAP over test images, effects with
+intervals over training seeds and test images, and the verdict rule of each kind of claim."""
 from __future__ import annotations
 
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
@@ -25,6 +27,14 @@ class DetectorResult(Protocol):
     detections: dict[str, Detections]
 
 
+def resamples(n_images: int, n: int, seed: int) -> np.ndarray:
+    """(n, n_images) counts: how often each test image is drawn in each bootstrap resample. The
+    same `seed` gives the same resamples, so every statistic bootstrapped with it is paired."""
+    rng = np.random.default_rng(seed)
+    return np.stack([np.bincount(rng.integers(0, n_images, n_images), minlength=n_images) for _ in range(n)]) \
+        if n else np.zeros((0, n_images), np.int64)
+
+
 def bootstrap_map(bench: Benchmark, results: list[DetectorResult], n: int = 100, seed: int = 0,
                   classes: list[str] | None = None) -> dict[str, np.ndarray]:
     """mAP (`bench.metric`) of each detector on `n` bootstrap resamples of the test images, the
@@ -34,9 +44,7 @@ def bootstrap_map(bench: Benchmark, results: list[DetectorResult], n: int = 100,
     detections' TP / FP flags and of its positives: each resample reweights one matching
     instead of redoing it (exact, and fast enough for hundreds of resamples). `classes`: the
     mAP over these classes only (LSDA's held-out set), all when None."""
-    rng = np.random.default_rng(seed)
-    n_img = len(bench.test.images)
-    picks = [np.bincount(rng.integers(0, n_img, n_img), minlength=n_img) for _ in range(n)]
+    picks = resamples(len(bench.test.images), n, seed)
     classes = bench.classes if classes is None else classes
     positives = {c: E.positives_per_image(bench.test, c, bench.metric) for c in classes}  # as evaluation counts
     out = {}
@@ -61,22 +69,153 @@ def bootstrap_map(bench: Benchmark, results: list[DetectorResult], n: int = 100,
     return out
 
 
-def difference(spread: dict[str, np.ndarray], a: str, b: str) -> tuple[float, float]:
-    """Mean and std over bootstrap resamples of mAP(a) - mAP(b), in points."""
-    d = 100 * (spread[a] - spread[b])
-    return float(d.mean()), float(d.std())
+# ------------------------------------------------------------------ effects and verdicts
+
+@dataclass
+class Seeded:
+    """mAP of detectors over training seeds and test images: `points[row]`, per seed on the
+    whole test set, (S,); `samples[row]`, per seed on the same bootstrap resamples, (S, B).
+    Rows trained once (not per seed) have S = 1. Values are fractions, as `DetectorResult.map`."""
+
+    seeds: list[int]
+    points: dict[str, np.ndarray]
+    samples: dict[str, np.ndarray]
+
+    @classmethod
+    def stack(cls, seeds: list[int], maps: list[dict[str, float]], spreads: list[dict[str, np.ndarray]]) -> "Seeded":
+        """From one {row: mAP} and one {row: (B,) resampled mAP} per seed (the rows of the first seed)."""
+        rows = list(maps[0])
+        return cls(list(seeds), {k: np.array([m[k] for m in maps]) for k in rows},
+                   {k: np.stack([np.asarray(s[k]) for s in spreads]) for k in rows})
+
+    def add(self, maps: dict[str, float], spread: dict[str, np.ndarray]) -> "Seeded":
+        """Rows measured once (same resamples), with S = 1; rows already here are kept."""
+        for name, m in maps.items():
+            if name not in self.points:
+                self.points[name] = np.array([m])
+                self.samples[name] = np.asarray(spread[name])[None, :]
+        return self
+
+    def merge(self, other: "Seeded") -> "Seeded":
+        """Both sets of rows (this one's kept where both have a row)."""
+        for name in other.points:
+            if name not in self.points:
+                self.points[name], self.samples[name] = other.points[name], other.samples[name]
+        return self
+
+    def table(self) -> list[dict[str, Any]]:
+        """One row per seed: mAP (%) of every row retrained with each seed."""
+        many = [k for k, v in self.points.items() if len(v) == len(self.seeds) > 1]
+        return [{"seed": s, **{k: round(100 * float(self.points[k][i]), 1) for k in many}}
+                for i, s in enumerate(self.seeds)]
 
 
-def verdict(ours: float, noise: float, paper_delta: float) -> str:
-    """Whether a difference of `ours` points (bootstrap std `noise`) agrees in sign with the
-    paper's `paper_delta`, and whether it stands out from the noise (|d| > 2 std). The book's
-    verdict rule on each claim's difference (the findings tables)."""
-    clear = abs(ours) > 2 * noise
-    same = np.sign(ours) == np.sign(paper_delta)
-    if same and clear:
-        return "replicates"
-    if same:
-        return "same direction, within noise"
-    if clear:
-        return "does not replicate (opposite, beyond noise)"
-    return "does not replicate (opposite, within noise)"
+VERDICTS = ("replicated", "direction only", "not replicated", "inconclusive")
+SIZE_RATIO = 2.0  # "the paper's size": within a factor of this of the paper's effect
+LEVEL = 0.95      # two-sided confidence of the intervals (equivalence: 1 - 2 * 0.05 = 0.90)
+
+VERDICT_RULE = {
+    "difference": "A beats B (the paper's sign). With our 95 % interval [lo, hi] of A - B turned to the paper's "
+                  "sign and P the paper's |A - B|: replicated when lo > 0 and the interval reaches the band "
+                  f"[P / {SIZE_RATIO:g}, {SIZE_RATIO:g} P]; direction only when lo > 0 but the interval misses that band; "
+                  f"not replicated when hi < P / {SIZE_RATIO:g} (our data rule out even half the paper's effect, "
+                  "or show the opposite); inconclusive otherwise (the interval holds both 0 and the paper's size).",
+    "difference of differences": "(A - B) - (C - D), e.g. fine-tuning helps fc7 more than pool5: the "
+                                 "difference rule applied to that contrast.",
+    "magnitude": f"our effect is the paper's within a factor of {SIZE_RATIO:g}: replicated when the whole 95 % interval "
+                 f"lies in [P / {SIZE_RATIO:g}, {SIZE_RATIO:g} P]; direction only when lo > 0 but the interval misses "
+                 f"the band; not replicated when hi < P / {SIZE_RATIO:g}; inconclusive otherwise.",
+    "no difference": "A is no better (and no worse) than B: an equivalence test (two one-sided tests at 5 %) with "
+                     "the claim's margin m: replicated when the 90 % interval lies inside [-m, m]; not replicated "
+                     "when it lies wholly outside; inconclusive otherwise.",
+    "optimum": "the paper's chosen value is the best of the grid: replicated when it beats every other value "
+               "(each paired 95 % interval of its lead above 0); not replicated when some value beats it; "
+               "inconclusive otherwise.",
+    "qualitative": "a figure's claim reduced to one statistic whose sign is the claim (the paper gives no size): "
+                   "replicated when the 95 % interval is above 0, not replicated when it is below 0, "
+                   "inconclusive otherwise.",
+}
+
+
+@dataclass(frozen=True)
+class Effect:
+    """An effect in points: its estimate and its intervals over seeds and test images."""
+
+    point: float
+    lo: float     # 95 % interval
+    hi: float
+    lo90: float   # 90 % interval (equivalence tests)
+    hi90: float
+    seeds: int
+    resamples: int
+
+
+def effect(terms: Sequence[tuple[str, float]], points: dict[str, np.ndarray], samples: dict[str, np.ndarray],
+           seed: int = 0) -> Effect:
+    """The effect sum(w * mAP(row)) in points, from `points[row]` (mAP per training seed on the
+    whole test set, shape (S,) or (1,)) and `samples[row]` (per seed and bootstrap resample of the
+    test images, shape (S, B) or (1, B); the resamples are the same for every row and seed, so
+    rows are paired). A row with one seed is the same for every seed (it was not retrained).
+
+    The interval crosses both sources: each of the B draws takes one image resample and S
+    seeds drawn with replacement, and averages the effect over those seeds (a two-level
+    bootstrap), so it widens with the seed-to-seed spread as well as with the test images."""
+    n_seeds = max(np.atleast_1d(points[r]).shape[0] for r, _ in terms)
+    per_seed = sum(w * np.broadcast_to(np.atleast_1d(points[r]).astype(np.float64), (n_seeds,)) for r, w in terms)
+    b = np.atleast_2d(samples[terms[0][0]]).shape[1]
+    boot = sum(w * np.broadcast_to(np.atleast_2d(samples[r]).astype(np.float64), (n_seeds, b)) for r, w in terms)
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, n_seeds, (b, n_seeds))
+    draws = 100 * boot[pick, np.arange(b)[:, None]].mean(axis=1)
+    draws = draws[np.isfinite(draws)]
+    if not len(draws):
+        nan = float("nan")
+        return Effect(100 * float(np.mean(per_seed)), nan, nan, nan, nan, n_seeds, b)
+    q = np.quantile(draws, [(1 - LEVEL) / 2, (1 + LEVEL) / 2, 0.05, 0.95])
+    return Effect(100 * float(np.mean(per_seed)), *map(float, q), n_seeds, b)
+
+
+def verdict(kind: str, eff: Effect, paper: float | None = None, margin: float | None = None) -> str:
+    """The verdict of one claim from our effect's intervals, by `VERDICT_RULE[kind]`.
+    `paper`: the paper's effect in points (its sign is the claim's direction); `margin`:
+    the equivalence margin in points (kind "no difference")."""
+    if not (np.isfinite(eff.lo) and np.isfinite(eff.hi)):
+        return "inconclusive"
+    if kind == "no difference":
+        if margin is None or margin <= 0:
+            raise ValueError("a no-difference claim needs a positive margin")
+        if -margin < eff.lo90 and eff.hi90 < margin:
+            return "replicated"
+        if eff.lo90 > margin or eff.hi90 < -margin:
+            return "not replicated"
+        return "inconclusive"
+    if kind == "qualitative":
+        sign = 1.0 if not paper else float(np.sign(paper))
+        lo, hi = sorted((sign * eff.lo, sign * eff.hi))
+        return "replicated" if lo > 0 else "not replicated" if hi < 0 else "inconclusive"
+    if kind not in ("difference", "difference of differences", "magnitude"):
+        raise ValueError(f"unknown claim kind {kind!r}; known: {', '.join(VERDICT_RULE)}")
+    if not paper:
+        raise ValueError(f"a {kind} claim needs the paper's (non-zero) effect")
+    sign, size = float(np.sign(paper)), abs(paper)
+    lo, hi = sorted((sign * eff.lo, sign * eff.hi))
+    band = (size / SIZE_RATIO, size * SIZE_RATIO)
+    reaches = hi >= band[0] and lo <= band[1]
+    inside = lo >= band[0] and hi <= band[1]
+    if lo > 0 and (inside if kind == "magnitude" else reaches):
+        return "replicated"
+    if lo > 0 and not reaches:
+        return "direction only"
+    if hi < band[0]:
+        return "not replicated"
+    return "inconclusive"
+
+
+def optimum_verdict(leads: Sequence[Effect]) -> str:
+    """Kind "optimum": `leads` are the paired effects mAP(paper's value) - mAP(v), one per other
+    grid value v."""
+    if any(e.hi < 0 for e in leads):
+        return "not replicated"
+    if leads and all(e.lo > 0 for e in leads):
+        return "replicated"
+    return "inconclusive"

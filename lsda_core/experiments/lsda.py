@@ -50,7 +50,7 @@ from lsda_core.models.solver import stage_seed
 from lsda_core.core.structures import DetectionDataset, concat, keep_classes, subset_classes
 from lsda_core.core.structures import ImageAnn
 from lsda_core.evaluation import hoiem as An
-from lsda_core.evaluation.stats import bootstrap_map
+from lsda_core.evaluation.stats import Seeded, bootstrap_map, resamples
 from lsda_core.perf import bench as BM
 from lsda_core.store.identity import derived_key, digest, model_key
 
@@ -314,21 +314,60 @@ def table1(p: Params, cache: Cache, lb: LsdaBenchmark, pre: CaffeNet | None = No
     return Table1(results, cls_model, cls_hist, full, histories)
 
 
-def headline(p: Params, cache: Cache, lb: LsdaBenchmark, cls_model: CaffeNet, cls: DP.DetectorResult,
-             seeds: Sequence[int]) -> list[dict[str, Any]]:
-    """Held-out mAP of full LSDA (k = `lsda.k`) for each seed, beside the classification
-    network's (`cls`, the same for every seed): the seed changes the detection fine-tuning
-    (window sampling, dropout, the background row); pre-training and the classification
-    network are shared, so this is the spread of the adaptation."""
-    base = split_maps(cls, lb)["held-out (A)"]
-    rows = []
-    for seed in seeds:
-        q = replace(p, runtime=replace(p.runtime, seed=int(seed)))
-        full, _ = adapt(q, cache, cls_model, lb, ROWS[-1])
-        lsda = detector(q, cache, transfer(full, cls_model, lb, q.lsda.k),
-                        proposal_features(q, cache, full, lb.bench, "lsda-full"), lb.bench, "LSDA")
-        rows.append({"seed": int(seed), "classification network": base, "LSDA": split_maps(lsda, lb)["held-out (A)"]})
-    return rows
+def premises(lb: LsdaBenchmark, t1: Table1) -> dict[str, float | None]:
+    """The chapter's premise (`premises.PREMISES`): the oracle's held-out mAP over the
+    classification network's (the room LSDA has to close), and the recall of the proposals on
+    the held-out categories' test objects, beside R-CNN's."""
+    a = {k: split_maps(t1.results[k], lb)["held-out (A)"] for k in (CLS_ROW, ORACLE_ROW)}
+    held = keep_classes(lb.bench.test, lb.A)
+    return {"lsda_headroom": a[ORACLE_ROW] / a[CLS_ROW] if a[CLS_ROW] > 0 else float("nan"),
+            "lsda_recall": DP.proposal_recall(held, lb.bench.proposals, 0.5)["recall"]}
+
+
+def seeded(p: Params, cache: Cache, lb: LsdaBenchmark, t1: Table1) -> Seeded:
+    """Held-out mAP of every Table 1 row, with the detection fine-tuning of the every-layer row and
+    of full LSDA (k = `lsda.k`) repeated for each of `lsda.seeds` (window sampling, dropout, the
+    background row; the chapter's own run is reused for `runtime.seed`); pre-training and the
+    classification network are shared. Every row on the same bootstrap resamples of the test
+    images (`runtime.seed`), over set A's categories."""
+    row = lsda_row(p, lb)
+    maps: list[dict[str, float]] = []
+    spreads: list[dict[str, np.ndarray]] = []
+    for seed in p.lsda.seeds:
+        if seed == p.runtime.seed:
+            res = {FULL_ROW: t1.results[FULL_ROW], row: t1.results[row]}
+        else:
+            q = replace(p, runtime=replace(p.runtime, seed=int(seed)))
+            full, _ = adapt(q, cache, t1.cls_model, lb, ROWS[-1])
+            feats = proposal_features(q, cache, full, lb.bench, "lsda-full")
+            res = {FULL_ROW: detector(q, cache, full, feats, lb.bench, FULL_ROW),
+                   row: detector(q, cache, transfer(full, t1.cls_model, lb, q.lsda.k), feats, lb.bench, row)}
+        maps.append({k: split_maps(r, lb)["held-out (A)"] / 100 for k, r in res.items()})
+        spreads.append(bootstrap_map(lb.bench, list(res.values()), n=p.rcnn.bootstrap, seed=p.runtime.seed,
+                                     classes=lb.A))
+    out = Seeded.stack(list(p.lsda.seeds), maps, spreads)
+    once = bootstrap_map(lb.bench, list(t1.results.values()), n=p.rcnn.bootstrap, seed=p.runtime.seed, classes=lb.A)
+    return out.add({k: split_maps(r, lb)["held-out (A)"] / 100 for k, r in t1.results.items()}, once)
+
+
+# Figure 5's claim: the share of Loc and BG among the held-out categories' top N false positives,
+# N being their positives in the test set
+FIG5_SHARES = {"classification network: Loc+BG share": CLS_ROW, "LSDA: Loc+BG share": None}
+
+
+def fp_shares(p: Params, lb: LsdaBenchmark, t1: Table1) -> Seeded:
+    """Figure 5's statistics (`FIG5_SHARES`; None: full LSDA's row) on the test set and on the
+    chapter's bootstrap resamples (one seed)."""
+    groups = An.similarity_groups(lb.bench.test)
+    held = set(lb.A)
+    n = sum(1 for im in lb.bench.test.images for o in im.objects if o.cls in held and not o.difficult)
+    picks = resamples(len(lb.bench.test.images), p.rcnn.bootstrap, p.runtime.seed)
+    out = Seeded([p.runtime.seed], {}, {})
+    for name, row in FIG5_SHARES.items():
+        d = An.diagnose(lb.bench.test, t1.results[row or lsda_row(p, lb)].detections, groups, p.analysis.weak_iou)
+        point, boot = An.fp_share_samples(d, lb.A, ("loc", "bg"), n, picks)
+        out.points[name], out.samples[name] = np.array([point]), boot[None, :]
+    return out
 
 
 # ---------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from lsda_core.models.nets import CaffeNet
 from lsda_core.core.params import Params
 from lsda_core.detection.pipeline import (Benchmark, FeatureSet, cnn_features, hog_features, proposal_config, proposals_of,
                                           svm_detector)
-from lsda_core.detection.proposals import selective_search
+from lsda_core.detection.proposals import proposal_recall, selective_search
 from lsda_core.detection.pipeline import (DetectorResult, bbox_refiner, bbox_regressor, softmax_detector,
                                           train_svm_detector)
 from lsda_core.evaluation import hoiem as A
@@ -90,19 +90,6 @@ def prepare(p: Params, cache: Cache, stage: str = "features") -> list[str]:
         rows_of.setdefault(fs.key.rsplit("/", 1)[0], []).append(name)
     lines += [f"features: {', '.join(names)}: {folders}" for folders, names in rows_of.items()]
     return lines
-
-
-def seed_spread(p: Params, cache: Cache, feats: dict[str, FeatureSet], bench: Benchmark,
-                seeds: list[int]) -> list[dict[str, Any]]:
-    """mAP (%) of SVM detectors retrained with each seed on the same features: the spread of
-    the SVM stage (liblinear's visiting order, the feature-scale sample), which the bootstrap
-    over test images does not show. One row per seed, one column per feature set."""
-    rows = []
-    for seed in seeds:
-        q = replace(p, runtime=replace(p.runtime, seed=int(seed)))
-        rows.append({"seed": int(seed), **{name: 100 * svm_detector(q, cache, fs, bench, name).map
-                                          for name, fs in feats.items()}})
-    return rows
 
 
 def time_per_image(p: Params, model: CaffeNet, bench: Benchmark, svm: dict[str, Any], layer: str = "fc7",
@@ -180,22 +167,73 @@ def table2_features(p: Params, cache: Cache, bench: Benchmark, nets: dict[str, A
     return feats
 
 
-def table2(p: Params, cache: Cache, bench: Benchmark, nets: dict[str, Any]) -> Table2:
+def table2(p: Params, cache: Cache, bench: Benchmark, nets: dict[str, Any], boot_seed: int | None = None) -> Table2:
     """R-CNN's Table 2: one SVM detector per feature set of `table2_features`, plus box regression
-    (on FT pool5) applied to FT fc7's detections, with the bootstrap spread of every row's mAP."""
+    (on FT pool5) applied to FT fc7's detections, with the bootstrap spread of every row's mAP
+    (resamples drawn with `boot_seed`, default `runtime.seed`)."""
     feats = table2_features(p, cache, bench, nets)
     results = {name: svm_detector(p, cache, fs, bench, name) for name, fs in feats.items()}
     bbreg = bbox_regressor(p, feats["FT pool5"], bench)
     results[BBOX_ROW] = svm_detector(p, cache, feats["FT fc7"], bench, BBOX_ROW,
                                      refine=bbox_refiner(bbreg, feats["FT pool5"], bench))
-    spread = stats.bootstrap_map(bench, list(results.values()), n=p.rcnn.bootstrap, seed=p.runtime.seed)
+    spread = stats.bootstrap_map(bench, list(results.values()), n=p.rcnn.bootstrap,
+                                 seed=p.runtime.seed if boot_seed is None else boot_seed)
     return Table2(results, spread, feats)
 
 
-def svm_seeds(p: Params, cache: Cache, bench: Benchmark, t2: Table2) -> list[dict[str, Any]]:
-    """The headline comparison (fc7 with and without fine-tuning) retrained with each of
-    `rcnn.seeds`: one row per seed (`seed_spread`)."""
-    return seed_spread(p, cache, {"fc7": t2.features["fc7"], "FT fc7": t2.features["FT fc7"]}, bench, p.rcnn.seeds)
+def seeded(p: Params, cache: Cache, bench: Benchmark, t2: Table2, gray: Comparison) -> stats.Seeded:
+    """Table 2 and the colour ablation for every seed of `rcnn.seeds` (the chapter's own run is
+    reused for `runtime.seed`; the others fine-tune and train SVMs again, cached), every one on
+    the bootstrap resamples of `runtime.seed`, so the intervals cross seeds with test images."""
+    per: list[dict[str, np.ndarray]] = []
+    spreads: list[dict[str, np.ndarray]] = []
+    for seed in p.rcnn.seeds:
+        if seed == p.runtime.seed:
+            t, g = t2, gray
+        else:
+            q = replace(p, runtime=replace(p.runtime, seed=int(seed)))
+            nets = load_networks(q, cache, bench)
+            t = table2(q, cache, bench, nets, boot_seed=p.runtime.seed)
+            g = grayscale_ablation(q, cache, bench, nets, t, boot_seed=p.runtime.seed)
+        both = merged(t, g)
+        per.append({k: r.map for k, r in both.results.items()})
+        spreads.append(both.spread)
+    return stats.Seeded.stack(list(p.rcnn.seeds), per, spreads)
+
+
+# Figure 4's claims: share of a false-positive type among the top N false positives, N being the
+# test set's positives (as many false positives as there are objects to find)
+FIG4_SHARES = {"FT fc7: Loc share": ("FT fc7", ("loc",)), "FT fc7: BG share": ("FT fc7", ("bg",)),
+               "HOG: BG share": (HOG_ROW, ("bg",))}
+
+
+def fp_shares(p: Params, bench: Benchmark, t2: Table2) -> stats.Seeded:
+    """Figure 4's statistics (`FIG4_SHARES`) on the test set and on the chapter's bootstrap
+    resamples (one seed: the chapter's detectors)."""
+    groups = A.similarity_groups(bench.test)
+    n = sum(1 for im in bench.test.images for o in im.objects if not o.difficult)
+    picks = stats.resamples(len(bench.test.images), p.rcnn.bootstrap, p.runtime.seed)
+    diags = {row: A.diagnose(bench.test, t2.results[row].detections, groups, p.analysis.weak_iou)
+             for row in {row for row, _ in FIG4_SHARES.values()}}
+    out = stats.Seeded([p.runtime.seed], {}, {})
+    for name, (row, types) in FIG4_SHARES.items():
+        point, boot = A.fp_share_samples(diags[row], None, types, n, picks)
+        out.points[name], out.samples[name] = np.array([point]), boot[None, :]
+    return out
+
+
+def premises(p: Params, cache: Cache, bench: Benchmark, nets: dict[str, Any], t2: Table2) -> dict[str, float | None]:
+    """The chapter's premises, measured (`premises.PREMISES`): proposal recall on the test split,
+    the pre-trained network's val top-1 and its fit, how flat fine-tuning's loss is at the end
+    and how many passes over the foreground windows it made, and the best Table 2 row's mAP."""
+    from lsda_core.experiments import premises as PR
+    pre = PR.pretrain_quality(p, cache) if not p.data.imagenet_weights else {}
+    ft = nets["finetune_history"]
+    return {"recall": proposal_recall(bench.test, bench.proposals, 0.5)["recall"],
+            "pretrain_val": pre.get("val_top1"), "pretrain_fit": pre.get("fit_gap"),
+            "finetune_plateau": PR.plateau([r["loss"] for r in ft["log"]]),
+            "finetune_passes": p.finetune.iterations * p.finetune.fg_per_batch / max(ft["n_fg_windows"], 1),
+            "rcnn_headroom": 100 * max(r.map for r in t2.results.values())}
 
 
 @dataclass
@@ -269,12 +307,14 @@ def grayscale_features(p: Params, cache: Cache, bench: Benchmark, nets: dict[str
     return cnn_features(p, cache, nets["pretrained"], bench, "fc6", "pre", gray=True)
 
 
-def grayscale_ablation(p: Params, cache: Cache, bench: Benchmark, nets: dict[str, Any], t2: Table2) -> Comparison:
+def grayscale_ablation(p: Params, cache: Cache, bench: Benchmark, nets: dict[str, Any], t2: Table2,
+                       boot_seed: int | None = None) -> Comparison:
     """R-CNN's "grayscale world": SVMs on fc6 of grayscale images, tested on grayscale images,
     beside Table 2's fc6 row."""
     gray = svm_detector(p, cache, grayscale_features(p, cache, bench, nets), bench, GRAY_ROW)
     rows = {"fc6": t2.results["fc6"], GRAY_ROW: gray}
-    return Comparison(rows, stats.bootstrap_map(bench, list(rows.values()), n=p.rcnn.bootstrap, seed=p.runtime.seed))
+    return Comparison(rows, stats.bootstrap_map(bench, list(rows.values()), n=p.rcnn.bootstrap,
+                                                seed=p.runtime.seed if boot_seed is None else boot_seed))
 
 
 def softmax_ablation(p: Params, bench: Benchmark, nets: dict[str, Any], t2: Table2) -> Comparison:

@@ -184,7 +184,7 @@ def pretrain(p: Params, train: ClassificationDataset | None, val: Classification
             raise DataError("pretrain: no classification training set given and data.imagenet_weights is not set")
         classes = list(train.classes)
         n_classes = len(classes)
-        config = {"net": net_config(p, with_context=False), "pretrain": asdict(p.pretrain), "seed": p.runtime.seed,
+        config = {"net": net_config(p, with_context=False), "pretrain": asdict(p.pretrain),
                   "train": dataset_identity(train), "val": dataset_identity(val)}
 
     def build(out: Path) -> None:
@@ -226,7 +226,7 @@ def retrain(p: Params, model: CaffeNet, train: ClassificationDataset, val: Class
     epochs = p.lsda.cls_epochs
     cfg = replace(p.pretrain, epochs=epochs, lr=p.lsda.cls_lr, lr_steps=[max(1, math.ceil(2 * epochs / 3))])
     config = {"model": model_key(model), "net": net_config(p, with_context=False), "schedule": asdict(cfg),
-              "seed": p.runtime.seed, "train": dataset_identity(train), "val": dataset_identity(val)}
+              "seed": p.pretrain.seed, "train": dataset_identity(train), "val": dataset_identity(val)}
 
     def build(out: Path) -> None:
         tuned, history = _train_classifier(p, train, val, cache, device, cfg, "retrain", init=model)
@@ -251,7 +251,7 @@ def _train_classifier(p: Params, train: ClassificationDataset, val: Classificati
     if isinstance(images, torch.Tensor) and device.type == "cuda":
         images = images.to(device)
     labels = torch.as_tensor(np.asarray(train.labels), dtype=torch.long)
-    seed = stage_seed(p.runtime.seed, stage)
+    seed = stage_seed(p.pretrain.seed, stage)  # fixed over the training seeds (runtime.seed)
     gen = torch.Generator().manual_seed(seed)
     history: dict[str, Any] = {"source": "trained" if init is None else f"re-trained from {model_key(init)}", "device": str(device), "machine": machine(),
                                "threads": torch.get_num_threads(), "n_train": len(train),

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from lsda_core.core import params as P
+from lsda_core.publish import findings as F
 from lsda_core.store.cache import Cache
 from lsda_core.store.files import atomic_write_text
 from lsda_core.core.errors import LsdaError
@@ -30,7 +31,10 @@ from lsda_core.store.runtime import machine
 
 ROOT_FILES = ("_config.yml", "_toc.yml")
 STATUS_CHAPTER = "status"
+INTRO_CHAPTER = "intro"  # the findings summary: executed after every chapter that judges claims
+SUMMARY_CHAPTERS = (INTRO_CHAPTER, STATUS_CHAPTER)  # run last, in this order
 RUN_LOG_CHAPTERS = (STATUS_CHAPTER, "performance")  # chapters given the run log (`run_log`)
+FINDINGS_CHAPTERS = ("rcnn", "lsda")  # chapters that judge claims and measure premises (`findings_dir`)
 
 
 class ChapterError(LsdaError):
@@ -153,6 +157,10 @@ def execute_chapter(root: Path, chapter: Chapter, p: P.Params, resolved: Path, o
     injected: dict[str, Any] = {"params_file": str(resolved), "overrides": {}, "figures_dir": str(figures)}
     if chapter.name in RUN_LOG_CHAPTERS:
         injected["run_log"] = str(out / "run_log.json")
+    if chapter.name in FINDINGS_CHAPTERS:
+        injected["findings_dir"] = str(out / F.PARTS)
+    if chapter.name == INTRO_CHAPTER:
+        injected["build_dir"] = str(out)
     t0 = time.time()
     try:
         pm.execute_notebook(str(root / chapter.path), str(dest), parameters=injected, cwd=str(root),
@@ -208,7 +216,9 @@ def build_html(out: Path) -> Path:
 def build(params_file: Path, overrides: dict[str, Any], out: Path, only: str | None = None,
           progress: bool = True, log=print) -> Path:
     """Execute the chapters in order (or only one) and build the HTML book; returns the
-    path of index.html. The status chapter always runs last so it sees every run time."""
+    path of index.html. The intro page (the findings summary) runs after every chapter, once their
+    findings are merged into `findings.json` and `premises.json`; the status chapter runs last
+    so it sees every run time."""
     root = project_root()
     out = out.resolve()
     p, resolved = resolve_params(params_file, overrides, out)  # validated once, before any work
@@ -226,14 +236,20 @@ def build(params_file: Path, overrides: dict[str, Any], out: Path, only: str | N
             t0 = time.time()
             ensure_world(p, cache)
             log(f"world: ready ({time.time() - t0:.1f} s)")
-    todo = [c for c in chs if c.name == only or (only is None and c.name != STATUS_CHAPTER)]
-    status = [c for c in chs if c.name == STATUS_CHAPTER and only is None]
-    for i, c in enumerate(todo + status, 1):
+    todo = [c for c in chs if c.name == only or (only is None and c.name not in SUMMARY_CHAPTERS)]
+    last = sorted((c for c in chs if c.name in SUMMARY_CHAPTERS and only is None),
+                  key=lambda c: SUMMARY_CHAPTERS.index(c.name))
+    n = len(todo) + len(last)
+    for i, c in enumerate(todo + last, 1):
+        if c.name == INTRO_CHAPTER:
+            F.merge(out, [ch.name for ch in chs])
         if c.name == STATUS_CHAPTER:
             record_build(out, p, time.time() - t_build, before, cache)
-        log(f"[{i}/{len(todo) + len(status)}] {c.name} ...")
+        log(f"[{i}/{n}] {c.name} ...")
         s = execute_chapter(root, c, p, resolved, out, progress)
-        log(f"[{i}/{len(todo) + len(status)}] {c.name} done in {s:.1f} s")
+        log(f"[{i}/{n}] {c.name} done in {s:.1f} s")
+    if only in FINDINGS_CHAPTERS:
+        F.merge(out, [ch.name for ch in chs])
     log("building HTML ...")
     index = build_html(out)
     problems = check_html(index.parent)

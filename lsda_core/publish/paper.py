@@ -78,44 +78,107 @@ LSDA_ROW = f"fcbgrnd,layers1-7,fcB Avg NN (k={LSDA_K})"
 
 @dataclass(frozen=True)
 class Claim:
-    """One finding of a paper as two rows of its table: row `a` scores `delta` mAP points above
-    row `b` (`delta` computed from the table above, never typed in)."""
+    """One finding of a paper as data: what is compared (`terms`: rows with weights, e.g.
+    A - B or (A - B) - (C - D)), the kind of claim (`stats.VERDICT_RULE`), the paper's effect
+    in points (computed from the tables above, never typed in; None for figure claims, whose
+    sign is the claim), the equivalence margin of a no-difference claim, where the paper says
+    it, and the chapter section that tests it. Kind "optimum": `terms[0]` is the paper's choice
+    and `alternatives` the other values of its grid."""
 
+    id: str
     text: str
-    a: str
-    b: str
-    delta: float
+    kind: str
+    terms: tuple[tuple[str, float], ...]
+    paper: float | None
+    source: str
+    section: str
+    margin: float | None = None
+    alternatives: tuple[str, ...] = ()
+
+    @property
+    def rows(self) -> tuple[str, ...]:
+        return tuple(r for r, _ in self.terms) + self.alternatives
 
 
-def rcnn_claim(text: str, a: str, b: str) -> Claim:
-    """An R-CNN finding between two rows of `RCNN_MAP` (VOC 2007 test mAP)."""
-    return Claim(text, a, b, RCNN_MAP[a] - RCNN_MAP[b])
+def _effect(table: dict[str, float], terms: tuple[tuple[str, float], ...]) -> float:
+    return round(sum(w * table[r] for r, w in terms), 2)
 
 
-def lsda_claim(text: str, a: str, b: str) -> Claim:
-    """An LSDA finding between two rows of `LSDA_TABLE1`, on the held-out categories (set A)."""
-    return Claim(text, a, b, LSDA_TABLE1[a][1] - LSDA_TABLE1[b][1])
+def _diff(a: str, b: str) -> tuple[tuple[str, float], ...]:
+    return ((a, 1.0), (b, -1.0))
 
 
-# The findings of R-CNN's Table 2 and colour ablation that the R-CNN chapter tests.
+def _dd(a: str, b: str, c: str, d: str) -> tuple[tuple[str, float], ...]:
+    return ((a, 1.0), (b, -1.0), (c, -1.0), (d, 1.0))
+
+
+def rcnn_claim(id: str, text: str, kind: str, terms: tuple[tuple[str, float], ...], source: str, section: str,
+               margin: float | None = None) -> Claim:
+    """An R-CNN finding over rows of `RCNN_MAP` (VOC 2007 test mAP)."""
+    return Claim(id, text, kind, terms, _effect(RCNN_MAP, terms), source, section, margin)
+
+
+def lsda_claim(id: str, text: str, kind: str, terms: tuple[tuple[str, float], ...], source: str = "LSDA Table 1",
+               section: str = "which-findings-replicate") -> Claim:
+    """An LSDA finding over rows of `LSDA_TABLE1`, on the held-out categories (set A)."""
+    held = {k: v[1] for k, v in LSDA_TABLE1.items()}
+    return Claim(id, text, kind, terms, _effect(held, terms), source, section)
+
+
+# The equivalence margin of "fc7 offers little or no advantage over fc6": half the smallest gap
+# between Table 2's rows that the paper calls a finding (fc6 over pool5, 3.3 points).
+RCNN_EQUIVALENCE_MARGIN = round((RCNN_MAP["R-CNN fc6"] - RCNN_MAP["R-CNN pool5"]) / 2, 2)
+
+# The findings of R-CNN that the R-CNN chapter tests (sections 3.1-3.3, Table 2, Figure 4).
 RCNN_CLAIMS = (
-    rcnn_claim("fine-tuning improves fc7", "R-CNN FT fc7", "R-CNN fc7"),
-    rcnn_claim("fine-tuning improves fc6", "R-CNN FT fc6", "R-CNN fc6"),
-    rcnn_claim("fine-tuning improves pool5 (less than fc6/fc7 in the paper)", "R-CNN FT pool5", "R-CNN pool5"),
-    rcnn_claim("without fine-tuning, fc6 beats pool5", "R-CNN fc6", "R-CNN pool5"),
-    rcnn_claim("without fine-tuning, fc7 is no better than fc6", "R-CNN fc7", "R-CNN fc6"),
-    rcnn_claim("CNN features (FT fc7) beat HOG", "R-CNN FT fc7", "DPM HOG"),
-    rcnn_claim("colour helps (fc6 colour vs grayscale)", "R-CNN fc6", "R-CNN fc6, grayscale"),
+    rcnn_claim("rcnn-ft-fc7", "fine-tuning improves fc7", "difference", _diff("R-CNN FT fc7", "R-CNN fc7"),
+               "R-CNN 3.2, Table 2", "table-2-which-layer-and-what-fine-tuning-adds"),
+    rcnn_claim("rcnn-ft-fc6", "fine-tuning improves fc6", "difference", _diff("R-CNN FT fc6", "R-CNN fc6"),
+               "R-CNN 3.2, Table 2", "table-2-which-layer-and-what-fine-tuning-adds"),
+    rcnn_claim("rcnn-ft-pool5", "fine-tuning improves pool5", "difference", _diff("R-CNN FT pool5", "R-CNN pool5"),
+               "R-CNN Table 2", "table-2-which-layer-and-what-fine-tuning-adds"),
+    rcnn_claim("rcnn-ft-fc7-vs-pool5", "fine-tuning helps fc7 much more than pool5", "difference of differences",
+               _dd("R-CNN FT fc7", "R-CNN fc7", "R-CNN FT pool5", "R-CNN pool5"), "R-CNN 3.2",
+               "table-2-which-layer-and-what-fine-tuning-adds"),
+    rcnn_claim("rcnn-ft-fc6-vs-pool5", "fine-tuning helps fc6 much more than pool5", "difference of differences",
+               _dd("R-CNN FT fc6", "R-CNN fc6", "R-CNN FT pool5", "R-CNN pool5"), "R-CNN 3.2",
+               "table-2-which-layer-and-what-fine-tuning-adds"),
+    rcnn_claim("rcnn-fc6-pool5", "without fine-tuning, fc6 beats pool5", "difference", _diff("R-CNN fc6", "R-CNN pool5"),
+               "R-CNN 3.2, Table 2", "table-2-which-layer-and-what-fine-tuning-adds"),
+    rcnn_claim("rcnn-fc7-fc6", "without fine-tuning, fc7 offers little or no advantage over fc6", "no difference",
+               _diff("R-CNN fc7", "R-CNN fc6"), "R-CNN 3.2", "table-2-which-layer-and-what-fine-tuning-adds",
+               margin=RCNN_EQUIVALENCE_MARGIN),
+    rcnn_claim("rcnn-cnn-hog", "CNN features (FT fc7) beat HOG", "difference", _diff("R-CNN FT fc7", "DPM HOG"),
+               "R-CNN 3.2, Table 2", "table-2-which-layer-and-what-fine-tuning-adds"),
+    rcnn_claim("rcnn-colour", "colour helps by a few points (fc6, colour vs grayscale)", "magnitude",
+               _diff("R-CNN fc6", "R-CNN fc6, grayscale"), "R-CNN 3.2 (Color)", "colour"),
+    Claim("rcnn-neg-iou", f"the negative-overlap threshold {RCNN_NEG_IOU_CHOSEN:g} is the grid's best", "optimum",
+          ((f"neg IoU {RCNN_NEG_IOU_CHOSEN:.1f}", 1.0),), None, "R-CNN 2.3", "the-negative-overlap-threshold",
+          alternatives=tuple(f"neg IoU {t:.1f}" for t in (0.0, 0.1, 0.2, 0.4, 0.5))),
+    Claim("rcnn-fig4-cnn-loc", "CNN (FT fc7) false positives are mostly Loc rather than BG (share Loc - share BG)",
+          "qualitative", (("FT fc7: Loc share", 1.0), ("FT fc7: BG share", -1.0)), None, "R-CNN Figure 4",
+          "figure-4-what-the-false-positives-are"),
+    Claim("rcnn-fig4-hog-bg", "HOG's false positives are more often BG than CNN's (BG share, HOG - FT fc7)",
+          "qualitative", (("HOG: BG share", 1.0), ("FT fc7: BG share", -1.0)), None, "R-CNN Figure 4",
+          "figure-4-what-the-false-positives-are"),
 )
 
-# The findings of LSDA's Table 1 on the held-out categories that the LSDA chapter tests.
+# The findings of LSDA that the LSDA chapter tests (Table 1 on the held-out categories, Figure 5).
 LSDA_CLAIMS = (
-    lsda_claim("the background output alone helps held-out categories", "fcbgrnd",
-               "No Adapt (Classification Network)"),
-    lsda_claim("adapting every layer helps held-out categories", "fcbgrnd,layers1-7,fcB",
-               "No Adapt (Classification Network)"),
-    lsda_claim("adapting every layer beats adapting fc6 + fc7 + fcB", "fcbgrnd,layers1-7,fcB", "fcbgrnd,fc6,fc7,fcB"),
-    lsda_claim("the category-specific transfer adds to it", LSDA_ROW, "fcbgrnd,layers1-7,fcB"),
-    lsda_claim("full LSDA beats the classification network", LSDA_ROW, "No Adapt (Classification Network)"),
-    lsda_claim("boxes for every category (oracle) beat LSDA", "Oracle: Full Detection Network", LSDA_ROW),
+    lsda_claim("lsda-bg", "the background output alone helps held-out categories", "difference",
+               _diff("fcbgrnd", "No Adapt (Classification Network)")),
+    lsda_claim("lsda-all-layers", "adapting every layer helps held-out categories", "difference",
+               _diff("fcbgrnd,layers1-7,fcB", "No Adapt (Classification Network)")),
+    lsda_claim("lsda-all-vs-fc", "adapting every layer beats adapting fc6 + fc7 + fcB", "difference",
+               _diff("fcbgrnd,layers1-7,fcB", "fcbgrnd,fc6,fc7,fcB")),
+    lsda_claim("lsda-transfer", "the category-specific transfer adds to it", "difference",
+               _diff(LSDA_ROW, "fcbgrnd,layers1-7,fcB")),
+    lsda_claim("lsda-vs-cls", "full LSDA beats the classification network", "difference",
+               _diff(LSDA_ROW, "No Adapt (Classification Network)")),
+    lsda_claim("lsda-oracle", "boxes for every category (oracle) beat LSDA", "difference",
+               _diff("Oracle: Full Detection Network", LSDA_ROW)),
+    Claim("lsda-fig5", "adaptation cuts the share of Loc and BG among the held-out top false positives "
+          "(classification network - LSDA)", "qualitative",
+          (("classification network: Loc+BG share", 1.0), ("LSDA: Loc+BG share", -1.0)), None, "LSDA Figure 5",
+          "figure-5-what-the-held-out-false-positives-are"),
 )

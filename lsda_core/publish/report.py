@@ -9,6 +9,9 @@ import pandas as pd
 
 from IPython.display import Markdown
 
+from lsda_core.core.params import Params
+from lsda_core.experiments import premises as PR
+from lsda_core.publish import findings as F
 from lsda_core.publish import paper
 from lsda_core.detection import pipeline as DP
 from lsda_core.detection.pipeline import DetectorResult
@@ -50,26 +53,6 @@ def paper_per_class(classes: Sequence[str]) -> pd.DataFrame | Markdown:
                         "here; its mAP per row is in the last column above.")
     return pd.DataFrame({row: [aps[i] for i in idx] + [m] for row, (aps, m) in paper.RCNN_TABLE2.items()},
                         index=list(classes) + ["mAP"]).T
-
-
-def findings(results: dict[str, DetectorResult], spread: dict[str, np.ndarray], claims: Sequence[paper.Claim],
-             maps: dict[str, float] | None = None, ours: dict[str, str] | None = None) -> pd.DataFrame:
-    """One row per claim (`paper.Claim`: the paper's rows a and b, its mAP(a) - mAP(b)): ours
-    with its bootstrap std, the paper's, and the verdict. `ours`: our detector of each paper row
-    (the row's own name when absent). `maps`: mAP (%) per detector to compare instead of each
-    result's own (e.g. over LSDA's held-out categories only)."""
-    m = maps if maps is not None else {k: 100 * r.map for k, r in results.items()}
-    ours = ours or {}
-    rows = []
-    for claim in claims:
-        text, a, b, paper_delta = claim.text, ours.get(claim.a, claim.a), ours.get(claim.b, claim.b), claim.delta
-        if a not in m or b not in m:
-            continue
-        _, s = stats.difference(spread, a, b)
-        rows.append({"finding": text, "ours (points)": round(m[a] - m[b], 1),
-                     "bootstrap std": round(s, 1), "paper (points)": round(paper_delta, 2),
-                     "verdict": stats.verdict(m[a] - m[b], s, paper_delta)})
-    return pd.DataFrame(rows)
 
 
 def rcnn_discussion(parts: Sequence[R.Comparison], neg_iou: R.NegIouGrid, classes: Sequence[str]) -> Markdown:
@@ -133,25 +116,24 @@ def lsda_table(maps: dict[str, dict[str, float]], n_b: int) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("detector").round(2)
 
 
-def lsda_discussion(table: pd.DataFrame, held: L.HeldOut, seed_rows: list[dict[str, Any]], n_b: int,
+def lsda_discussion(table: pd.DataFrame, held: L.HeldOut, seeded: stats.Seeded, n_b: int,
                     n_a: int) -> Markdown:
     """The LSDA chapter's closing discussion, written from this run's numbers and the paper's
-    (`seed_rows`: `lsda.headline`'s)."""
+    (`seeded`: `lsda.seeded`'s rows per training seed)."""
     full, lsda, cls, oracle = L.FULL_ROW, held.lsda, L.CLS_ROW, L.ORACLE_ROW
     ttest = {t["key"]: t for t in held.ttests}
     pa = {row: v[1] for row, v in paper.LSDA_TABLE1.items()}  # the paper's held-out mAP per row
     pb = {row: v[0] for row, v in paper.LSDA_TABLE1.items()}  # and its trained-categories mAP
-    seeds = pd.DataFrame(seed_rows)
     a = table["held-out (A)"]
     b = table["trained (B)"]
-    gain = seeds["LSDA"] - seeds["classification network"]
+    gain = pd.Series(100 * seeded.points[lsda] - a[cls])
     adapt_rows = [r for r in table.index if r.startswith("fcbgrnd") and "Avg NN" not in r]
     best = max(adapt_rows, key=lambda r: a[r])
     lines = [
         f"* **Held-out categories.** The classification network detects the {n_a} held-out categories at "
         f"{a[cls]:.1f} mAP; full LSDA (k from the parameters) at {a[lsda]:.1f} (paper: {pa[cls]:.2f} to "
         f"{pa[paper.LSDA_ROW]:.2f}). "
-        f"Over {len(seeds)} seeds the gain is {gain.mean():+.1f} ± {gain.std(ddof=1) if len(gain) > 1 else float('nan'):.1f} "
+        f"Over {len(gain)} seeds the gain is {gain.mean():+.1f} ± {gain.std(ddof=1) if len(gain) > 1 else float('nan'):.1f} "
         f"points (mean ± std); paired t-tests over per-category AP in the main run give p = {ttest['classification']['p']:.3g} "
         f"against the classification network (the paper gives none) and p = {ttest['transfer']['p']:.3g} for the "
         f"transfer against the adapted network without it (paper p = {paper.LSDA_T_TESTS['transfer']}).",
@@ -199,11 +181,10 @@ def large_discussion(maps: list[dict[str, float]], n_boxed: int, n_unboxed: int)
 # ---------------------------------------------------------------------------------------
 # the chapters' smaller tables and notes (so that a chapter holds no table-building code)
 
-def seed_table(rows: list[dict[str, Any]], a: str, b: str, diff: str | None = None) -> pd.DataFrame:
-    """One row per seed (rows with a "seed" key) with the difference `a` - `b` (column `diff`),
-    then the mean and the standard deviation over the seeds."""
-    t = pd.DataFrame(rows).set_index("seed")
-    t[diff or f"{a} - {b}"] = t[a] - t[b]
+def seed_table(seeded: stats.Seeded) -> pd.DataFrame:
+    """mAP (%) per training seed of every row retrained with each, then the mean and the
+    standard deviation over the seeds."""
+    t = pd.DataFrame(seeded.table()).set_index("seed")
     return pd.concat([t, pd.DataFrame({"mean": t.mean(), "std": t.std(ddof=1)}).T]).round(2)
 
 
@@ -219,14 +200,18 @@ def recall_table(bench: DP.Benchmark) -> pd.DataFrame:
 
 
 def training_note(nets: dict[str, Any]) -> Markdown:
-    """One line: where the pre-trained network came from, and how long both trainings took."""
+    """One line: where the pre-trained network came from, and how long both trainings took
+    (shown above `pretraining_epochs`' table)."""
     pre_h, ft_h = nets["pretrain_history"], nets["finetune_history"]
     return Markdown(f"pre-training: {pre_h.get('source')}, {pre_h.get('seconds')} s; "
                     f"fine-tuning: {ft_h.get('seconds')} s")
 
 
 def pretraining_epochs(nets: dict[str, Any], last: int = 5) -> pd.DataFrame:
-    """The last epochs of pre-training: loss and validation accuracy."""
+    """The training note (`training_note`), then the last epochs of pre-training: loss and
+    validation accuracy."""
+    from IPython.display import display
+    display(training_note(nets))
     return pd.DataFrame(nets["pretrain_history"].get("epochs", [])).round(3).tail(last)
 
 
@@ -279,10 +264,31 @@ def rcnn_timing_table(timing: dict[str, float]) -> pd.DataFrame:
                          "paper CPU (s / image)": {"total": paper.RCNN_SECONDS_PER_IMAGE["cpu"]}}).round(3)
 
 
-def rcnn_findings(parts: Sequence[R.Comparison]) -> pd.DataFrame:
-    """`findings` for R-CNN's claims (`paper.RCNN_CLAIMS`) on every detector of `parts` (`rcnn.merged`)."""
-    rows = R.merged(*parts)
-    return findings(rows.results, rows.spread, paper.RCNN_CLAIMS, ours={v: k for k, v in RCNN_PAPER_ROW.items()})
+def rcnn_findings(p: Params, seeded: stats.Seeded, grid: R.NegIouGrid, shares: stats.Seeded,
+                  folder: str | None = None, measured: dict[str, float | None] | None = None) -> list[dict[str, Any]]:
+    """R-CNN's claims (`paper.RCNN_CLAIMS`) judged on Table 2 and the colour ablation over the
+    training seeds (`rcnn.seeded`), the negative-overlap grid and Figure 4's shares (one seed);
+    handed to the build with the chapter's premises (`measured`) when `folder` is given."""
+    rows = stats.Seeded(seeded.seeds, dict(seeded.points), dict(seeded.samples))
+    rows.add({r.name: r.map for r in grid.results.values()}, grid.spread).merge(shares)
+    found = F.judge(paper.RCNN_CLAIMS, rows.points, rows.samples, "rcnn",
+                    ours={v: k for k, v in RCNN_PAPER_ROW.items()}, seed=p.runtime.seed)
+    F.write_part(folder, "rcnn", found, PR.premise_rows(measured or {}))
+    return found
+
+
+def premises(measured: dict[str, float | None]) -> pd.DataFrame:
+    """The premises a chapter measured (`premises.PREMISES`), paper beside ours, met or not."""
+    return F.premises_table(PR.premise_rows(measured))
+
+
+def show_findings(rows: list[dict[str, Any]]) -> Markdown:
+    """Display the judged claims (`findings.table`); returns the verdict rule of every kind of
+    claim among them, fixed before any result was seen, as a list under the table."""
+    from IPython.display import display
+    display(F.table(rows))
+    return Markdown("The verdict of each kind of claim, by a rule fixed before any result was seen:\n\n"
+                    + F.rule_text([r["kind"] for r in rows]))
 
 
 def lsda_sets(lb: L.LsdaBenchmark) -> pd.DataFrame:
@@ -335,11 +341,25 @@ def fast_table(fast: L.FastVsWarping) -> pd.DataFrame:
     ]).set_index("detector").round(3).assign(**{"speed-up": [1.0, round(fast.timing["speed-up"], 1)]})
 
 
-def lsda_findings(results: dict[str, DetectorResult], held: L.HeldOut) -> pd.DataFrame:
-    """`findings` for LSDA's claims (`paper.LSDA_CLAIMS`) on the held-out categories; the paper's
-    full LSDA (k = 10) is compared as our full LSDA row."""
-    return findings(results, held.spread, paper.LSDA_CLAIMS, maps={k: m["held-out (A)"] for k, m in held.maps.items()},
-                    ours={paper.LSDA_ROW: held.lsda})
+def lsda_findings(p: Params, seeded: stats.Seeded, shares: stats.Seeded, held: L.HeldOut,
+                  folder: str | None = None, measured: dict[str, float | None] | None = None) -> list[dict[str, Any]]:
+    """LSDA's claims (`paper.LSDA_CLAIMS`) on the held-out categories over the training seeds
+    (`lsda.seeded`) and Figure 5's shares; the paper's full LSDA (k = 10) is our full LSDA row.
+    Handed to the build with the chapter's premises (`measured`) when `folder` is given."""
+    rows = stats.Seeded(seeded.seeds, dict(seeded.points), dict(seeded.samples)).merge(shares)
+    found = F.judge(paper.LSDA_CLAIMS, rows.points, rows.samples, "lsda", ours={paper.LSDA_ROW: held.lsda},
+                    seed=p.runtime.seed)
+    F.write_part(folder, "lsda", found, PR.premise_rows(measured or {}))
+    return found
+
+
+def lsda_seed_table(seeded: stats.Seeded, held: L.HeldOut) -> pd.DataFrame:
+    """Held-out mAP (%) per training seed of the every-layer row and of full LSDA, beside the
+    classification network (fixed), then the mean and std over the seeds."""
+    t = pd.DataFrame(seeded.table()).set_index("seed")
+    t.insert(0, "classification network", held.maps[L.CLS_ROW]["held-out (A)"])
+    t["LSDA - classification network"] = t[held.lsda] - t["classification network"]
+    return pd.concat([t, pd.DataFrame({"mean": t.mean(), "std": t.std(ddof=1)}).T]).round(2)
 
 
 def fp_type_table(fps: dict[str, dict[str, Any]]) -> pd.DataFrame:
@@ -370,3 +390,30 @@ def world_sets(facts: dict[str, Any]) -> pd.DataFrame:
     """The ILSVRC-like view's categories: set B (boxes in training) beside set A (none)."""
     return pd.DataFrame({"set B (boxes in training)": pd.Series(facts["set_b"]),
                          "set A (no boxes)": pd.Series(facts["set_a"])})
+
+
+# ---------------------------------------------------------------------------------------
+# the calibration appendix
+
+CALIBRATION_LOG = "calibration/runs.jsonl"  # every calibration run, appended by `lsda sweep --record`
+CALIBRATION_METRICS = {"pretrain": ("train_top1", "val_top1", "fit_gap", "epochs", "seconds"),
+                       "proposals": ("recall@0.5", "recall@0.7", "boxes_per_image"),
+                       "finetune": ("plateau", "val_loss", "passes", "iterations")}
+
+
+def calibration_runs(path: str | None = None) -> pd.DataFrame:
+    """Every recorded calibration run in order: what it measured, the settings it changed from the
+    embedded default (runtime keys, which change no result, left out), its premise metrics and
+    why it was run."""
+    from lsda_core.experiments.sweep import read_record
+    from lsda_core.publish.book import project_root
+    rows = []
+    for n, r in enumerate(read_record(project_root() / (path or CALIBRATION_LOG)), 1):
+        changed = {k: v for k, v in r["overrides"].items() if not k.startswith("runtime.")}
+        m = r["metrics"]
+        rows.append({"run": n, "date": r["date"], "measures": r["experiment"],
+                     "changed": ", ".join(f"{k}={v}" for k, v in changed.items()) or "(the default)",
+                     **{k: round(m[k], 3) if isinstance(m.get(k), float) else m.get(k)
+                        for k in CALIBRATION_METRICS.get(r["experiment"], ())},
+                     "why": r.get("note", "")})
+    return pd.DataFrame(rows).set_index("run").astype(object).fillna("\u2014") if rows else pd.DataFrame()

@@ -5,29 +5,91 @@ import pytest
 from lsda_core.evaluation import stats
 
 
-@pytest.mark.parametrize("ours,noise,paper,expected", [
-    (5.0, 1.0, 5.4, "replicates"),  # same sign, beyond 2 std
-    (-3.0, 1.0, -0.8, "replicates"),  # negative effects too
-    (1.5, 1.0, 5.4, "same direction, within noise"),  # same sign, |d| <= 2 std
-    (2.0, 1.0, 5.4, "same direction, within noise"),  # exactly 2 std is not beyond it
-    (-4.0, 1.0, 3.3, "does not replicate (opposite, beyond noise)"),
-    (-0.5, 1.0, 3.3, "does not replicate (opposite, within noise)"),
-    (0.0, 0.0, 1.0, "does not replicate (opposite, within noise)"),  # no effect at all
+def E(lo: float, hi: float, lo90: float | None = None, hi90: float | None = None) -> stats.Effect:
+    """A hand-made effect with the given intervals (90 % inside the 95 % unless given)."""
+    w = (hi - lo) * 0.08
+    return stats.Effect((lo + hi) / 2, lo, hi, lo + w if lo90 is None else lo90, hi - w if hi90 is None else hi90,
+                        3, 100)
+
+
+@pytest.mark.parametrize("kind,eff,paper,expected", [
+    # difference: P = 5.4, band [2.7, 10.8]
+    ("difference", E(3.0, 7.0), 5.4, "replicated"),
+    ("difference", E(0.5, 3.0), 5.4, "replicated"),          # reaches the band
+    ("difference", E(0.5, 2.0), 5.4, "direction only"),      # clearly positive, far below the paper's size
+    ("difference", E(12.0, 15.0), 5.4, "direction only"),    # clearly positive, far above it (13 vs 3.3 colour)
+    ("difference", E(-1.0, 2.0), 5.4, "not replicated"),     # rules out half the paper's effect
+    ("difference", E(-6.0, -3.0), 5.4, "not replicated"),    # the opposite, beyond noise
+    ("difference", E(-1.0, 8.0), 5.4, "inconclusive"),       # holds both 0 and the paper's size
+    ("difference", E(1.0, 4.0), -3.3, "not replicated"),     # negative paper effects turn the axis
+    ("difference", E(-5.0, -2.0), -3.3, "replicated"),
+    ("difference of differences", E(-2.0, 1.0), 3.4, "not replicated"),  # pool5 gained as much as fc7
+    ("difference of differences", E(1.5, 5.0), 3.4, "replicated"),
+    # magnitude: P = 3.3, band [1.65, 6.6]; the whole interval must lie in it
+    ("magnitude", E(2.0, 6.0), 3.3, "replicated"),
+    ("magnitude", E(2.0, 9.0), 3.3, "inconclusive"),         # positive, reaches the band, leaves it
+    ("magnitude", E(10.0, 16.0), 3.3, "direction only"),
+    ("magnitude", E(-1.0, 1.0), 3.3, "not replicated"),
+    # qualitative: the sign only
+    ("qualitative", E(0.1, 0.4), None, "replicated"),
+    ("qualitative", E(-0.4, -0.1), None, "not replicated"),
+    ("qualitative", E(-0.1, 0.4), None, "inconclusive"),
 ])
-def test_verdict_rule(ours, noise, paper, expected):
-    assert stats.verdict(ours, noise, paper) == expected
+def test_verdict_rule(kind, eff, paper, expected):
+    assert stats.verdict(kind, eff, paper) == expected
 
 
-def test_difference_is_paired_over_resamples():
-    """Mean and std of mAP(a) - mAP(b) over the same resamples, in points: a shared swing
-    cancels, so the std is that of the difference, not of either detector."""
-    swing = np.array([0.30, 0.40, 0.50, 0.35])
-    spread = {"a": swing + 0.02, "b": swing}
-    mean, std = stats.difference(spread, "a", "b")
-    assert mean == pytest.approx(2.0) and std == pytest.approx(0.0, abs=1e-9)
-    spread["a"] = swing + np.array([0.01, 0.03, 0.01, 0.03])
-    mean, std = stats.difference(spread, "a", "b")
-    assert mean == pytest.approx(2.0) and std == pytest.approx(1.0)
+@pytest.mark.parametrize("lo90,hi90,expected", [
+    (-1.0, 1.0, "replicated"),        # inside [-1.5, 1.5]
+    (-5.0, -2.0, "not replicated"),   # fc7 4 points below fc6 is not "no better": it is worse
+    (2.0, 4.0, "not replicated"),
+    (-1.0, 2.0, "inconclusive"),
+])
+def test_equivalence_rule(lo90, hi90, expected):
+    eff = E(lo90 - 0.5, hi90 + 0.5, lo90, hi90)
+    assert stats.verdict("no difference", eff, -0.8, margin=1.5) == expected
+    with pytest.raises(ValueError):
+        stats.verdict("no difference", eff, -0.8)
+
+
+def test_optimum_rule():
+    assert stats.optimum_verdict([E(1.0, 3.0), E(0.5, 4.0)]) == "replicated"
+    assert stats.optimum_verdict([E(1.0, 3.0), E(-4.0, -0.5)]) == "not replicated"  # another value wins
+    assert stats.optimum_verdict([E(1.0, 3.0), E(-1.0, 2.0)]) == "inconclusive"
+
+
+def test_bad_kinds_and_missing_effects():
+    with pytest.raises(ValueError):
+        stats.verdict("bigger", E(1, 2), 1.0)
+    with pytest.raises(ValueError):
+        stats.verdict("difference", E(1, 2), None)
+    assert stats.verdict("difference", stats.Effect(1.0, np.nan, np.nan, np.nan, np.nan, 1, 0), 1.0) == "inconclusive"
+
+
+def test_effect_pairs_rows_and_crosses_seeds():
+    """A shared swing over resamples cancels (rows are paired); a seed spread widens the interval
+    and a row with one seed is broadcast to every seed."""
+    rng = np.random.default_rng(0)
+    swing = rng.normal(0.4, 0.05, 400)
+    b = np.tile(swing, (1, 1))                    # one seed: not retrained
+    a_same = np.tile(swing + 0.02, (3, 1))        # 3 seeds, identical
+    e = stats.effect([("a", 1.0), ("b", -1.0)], {"a": np.full(3, 0.42), "b": np.array([0.40])},
+                     {"a": a_same, "b": b})
+    assert e.point == pytest.approx(2.0) and e.lo == pytest.approx(2.0) and e.hi == pytest.approx(2.0)
+    assert e.seeds == 3 and e.resamples == 400
+    a_spread = np.stack([swing + 0.0, swing + 0.02, swing + 0.04])  # seeds 0, 2 and 4 points above b
+    e = stats.effect([("a", 1.0), ("b", -1.0)], {"a": np.array([0.40, 0.42, 0.44]), "b": np.array([0.40])},
+                     {"a": a_spread, "b": b})
+    assert e.point == pytest.approx(2.0)
+    assert e.lo < 1.0 and e.hi > 3.0  # seed draws with replacement reach 0 and 4 point means
+    assert 0.0 <= e.lo and e.hi <= 4.0
+
+
+def test_effect_difference_of_differences():
+    s = {k: np.full((1, 50), v) for k, v in {"A": 0.5, "B": 0.4, "C": 0.3, "D": 0.25}.items()}
+    pts = {k: v[:, 0] for k, v in s.items()}
+    e = stats.effect([("A", 1), ("B", -1), ("C", -1), ("D", 1)], pts, s)
+    assert e.point == pytest.approx(5.0) and e.lo == pytest.approx(5.0)
 
 
 def _two_images(blacklist):

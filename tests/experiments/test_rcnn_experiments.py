@@ -1,6 +1,7 @@
 """The R-CNN chapter's tables and ablations (lsda_core.experiments.rcnn) on tiny synthetic data:
 the rows each defines, that they reuse Table 2's cached detectors and features, that their
 bootstrap spreads are paired, and that `prepare` computes the features the chapter uses."""
+import json
 from dataclasses import replace
 
 import matplotlib.pyplot as plt
@@ -9,6 +10,7 @@ import pytest
 from synthetic import make_detection, params
 
 from lsda_core.detection import pipeline as DP
+from lsda_core.evaluation import stats
 from lsda_core.experiments import rcnn as R
 from lsda_core.models import finetune as FT
 from lsda_core.publish import paper, plots, report
@@ -82,9 +84,6 @@ def test_ablations_reuse_table2_and_share_its_resamples(chapter):
     np.testing.assert_array_equal(soft.spread["FT fc7"], t2.spread["FT fc7"])
     rows = R.merged(t2, gray, soft)
     assert list(rows.results) == list(t2.results) + [R.GRAY_ROW, R.SOFTMAX_ROW]
-    found = report.rcnn_findings([t2, gray, soft])
-    assert list(found["finding"]) == [c.text for c in paper.RCNN_CLAIMS]  # every claim has both of its rows
-    assert list(found["paper (points)"]) == [round(c.delta, 2) for c in paper.RCNN_CLAIMS]
     assert list(report.grayscale_table(gray)["paper mAP"]) == [paper.RCNN_MAP["R-CNN fc6"], paper.RCNN_FC6_GRAYSCALE]
     assert len(report.softmax_table(soft)) == 2
 
@@ -103,12 +102,43 @@ def test_neg_iou_grid_uses_one_scale(chapter):
     assert f"FT fc7 at {paper.RCNN_MAP['R-CNN FT fc7']:.1f}" in text
 
 
-def test_svm_seeds_one_row_per_seed(chapter):
-    p, cache, bench, _, t2 = chapter
-    rows = R.svm_seeds(p, cache, bench, t2)
-    assert [r["seed"] for r in rows] == p.rcnn.seeds and all(set(r) == {"seed", "fc7", "FT fc7"} for r in rows)
-    table = report.seed_table(rows, "FT fc7", "fc7")
-    assert list(table.index)[-2:] == ["mean", "std"] and "FT fc7 - fc7" in table
+def test_seeded_rows_share_pretraining_and_resamples(chapter, tmp_path, monkeypatch):
+    """Every training seed retrains fine-tuning and SVMs on the same pre-trained network; the
+    chapter's own run is seed runtime.seed's; every seed is bootstrapped on the same resamples;
+    the findings judge every R-CNN claim and hand them to the build."""
+    p, cache, bench, nets, t2 = chapter
+    seen = []
+
+    def networks(q, cache, bench):  # the chapter's pre-trained network (that its key ignores
+        seen.append(q.runtime.seed)  # runtime.seed is tested with pre-training), fine-tuned with q
+        ft, hist = FT.finetune(q, nets["pretrained"], bench.train, bench.proposals, cache, bench.classes)
+        return {**nets, "finetuned": ft, "finetune_history": hist}
+
+    monkeypatch.setattr(R, "load_networks", networks)
+    gray = R.grayscale_ablation(p, cache, bench, nets, t2)
+    seeds = R.seeded(p, cache, bench, t2, gray)
+    S, B = len(p.rcnn.seeds), p.rcnn.bootstrap
+    assert seeds.seeds == p.rcnn.seeds and S > 1
+    assert seeds.points["FT fc7"].shape == (S,) and seeds.samples["FT fc7"].shape == (S, B)
+    i = p.rcnn.seeds.index(p.runtime.seed)
+    assert seeds.points["FT fc7"][i] == t2.results["FT fc7"].map
+    np.testing.assert_array_equal(seeds.samples["FT fc7"][i], t2.spread["FT fc7"])
+    assert seeds.points["FT fc7"][1 - i] != seeds.points["FT fc7"][i]  # another fine-tuning, another result
+    assert seen == [s for s in p.rcnn.seeds if s != p.runtime.seed]  # the chapter's own seed is reused
+    table = report.seed_table(seeds)
+    assert list(table.index) == p.rcnn.seeds + ["mean", "std"] and "FT fc7" in table and R.GRAY_ROW in table
+    grid = R.neg_iou_grid(p, cache, bench, t2)
+    shares = R.fp_shares(p, bench, t2)
+    assert set(shares.points) == set(R.FIG4_SHARES) and all(0 <= v[0] <= 1 for v in shares.points.values())
+    found = report.rcnn_findings(p, seeds, grid, shares, str(tmp_path), {"recall": 0.9})
+    assert [f["id"] for f in found] == [c.id for c in paper.RCNN_CLAIMS]  # every claim has its rows
+    assert all(f["verdict"] in stats.VERDICTS for f in found)
+    by = {f["id"]: f for f in found}
+    assert by["rcnn-ft-fc7"]["seeds"] == S and by["rcnn-neg-iou"]["seeds"] == 1
+    assert by["rcnn-ft-fc7"]["ours"] == pytest.approx(100 * np.mean(seeds.points["FT fc7"] - seeds.points["fc7"]),
+                                                      abs=1e-3)
+    part = json.loads((tmp_path / "rcnn.json").read_text())
+    assert part["findings"] == found and part["premises"][0]["id"] == "recall"
 
 
 def test_diagnosis_of_the_three_detectors(chapter):

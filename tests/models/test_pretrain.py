@@ -11,8 +11,6 @@ from synthetic import COLOURS, params
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-
-
 def test_pretraining_learns(pretrained):
     model, history, _ = pretrained
     ep = history["epochs"]
@@ -40,8 +38,10 @@ def test_pretraining_is_deterministic_and_cached(cls_data, pretrained, tmp_path,
     again, h2 = PT.pretrain(params(), *cls_data, cache)
     assert h2["epochs"] == history["epochs"] and again.cache_key == model.cache_key
     assert torch.equal(again.conv1.weight, model.conv1.weight)
-    with pytest.raises(AssertionError, match="retrained"):  # another seed is another entry
-        PT.pretrain(params(**{"runtime.seed": 1}), *cls_data, cache)
+    with pytest.raises(AssertionError, match="retrained"):  # another pre-training seed is another entry
+        PT.pretrain(params(**{"pretrain.seed": 1}), *cls_data, cache)
+    # the training seed (fine-tuning, SVMs) does not change pre-training: same entry
+    assert PT.pretrain(params(**{"runtime.seed": 1}), *cls_data, cache)[0].cache_key == model.cache_key
     # the context of warping does not change pre-training: same entry
     PT.pretrain(params(**{"net.context": 8}), *cls_data, cache)
 

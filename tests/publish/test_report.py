@@ -1,32 +1,32 @@
-"""The findings table: each claim's difference, its bootstrap spread and the verdict rule."""
-import numpy as np
+"""The chapters' premise tables and the calibration appendix's log of runs."""
+import json
 
-from lsda_core.detection.pipeline import DetectorResult
-from lsda_core.publish import paper, report
+import pytest
 
-
-def result(name: str, m: float) -> DetectorResult:
-    return DetectorResult(name, {}, m)
+from lsda_core.experiments.sweep import SweepError
+from lsda_core.publish import report
 
 
-def test_findings_rows_and_verdicts():
-    results = {"A": result("A", 0.30), "B": result("B", 0.25), "C": result("C", 0.31)}
-    rng = np.random.default_rng(0)
-    base = rng.normal(0.28, 0.01, 50)
-    spread = {"A": base + 0.05, "B": base, "C": base + 0.06 + rng.normal(0, 0.02, 50)}
-    claims = [paper.Claim("A beats B", "A", "B", 5.0), paper.Claim("B beats C", "B", "C", 1.0),
-              paper.Claim("needs a row we lack", "A", "Z", 1.0)]
-    df = report.findings(results, spread, claims)
-    assert list(df["finding"]) == ["A beats B", "B beats C"]  # a claim without our row is left out
-    a, b = df.iloc[0], df.iloc[1]
-    assert a["ours (points)"] == 5.0 and a["bootstrap std"] == 0.0 and a["verdict"] == "replicates"
-    assert b["ours (points)"] == -6.0 and b["verdict"] == "does not replicate (opposite, beyond noise)"
+def test_premises_table_paper_ours_target_met():
+    t = report.premises({"recall": 0.81, "pretrain_val": 0.6, "finetune_passes": 3.2})
+    assert list(t["met"]) == ["NO", "yes", "\u2014"]  # PREMISES order; passes is reported, not judged
+    assert list(t["target"]) == [">= 0.95", ">= 0.55", "reported"]
+    assert t["ours"].iloc[0] == "0.81" and t["paper"].iloc[0] == "0.98"
 
 
-def test_findings_maps_and_row_names():
-    """`maps` replaces each result's mAP (LSDA's held-out mAP); `ours` maps paper rows to ours."""
-    results = {"x": result("x", 0.9), "y": result("y", 0.1)}
-    spread = {"x": np.full(10, 0.2), "y": np.full(10, 0.1)}
-    df = report.findings(results, spread, [paper.Claim("P beats Q", "P", "Q", 2.0)],
-                         maps={"x": 12.0, "y": 10.0}, ours={"P": "x", "Q": "y"})
-    assert df.iloc[0]["ours (points)"] == 2.0 and df.iloc[0]["verdict"] == "replicates"
+def test_calibration_runs_from_a_log(tmp_path):
+    log = tmp_path / "runs.jsonl"
+    entries = [{"experiment": "pretrain", "overrides": {"runtime.progress": False, "pretrain.epochs": 48},
+                "metrics": {"train_top1": 0.74, "val_top1": 0.42, "fit_gap": 0.32, "epochs": 48, "seconds": 338.4},
+                "date": "2026-12-02 03:33", "note": "more epochs"},
+               {"experiment": "proposals", "overrides": {}, "metrics": {"recall@0.5": 0.81},
+                "date": "2026-12-02 03:40", "note": "baseline"}]
+    log.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    t = report.calibration_runs(str(log))
+    assert list(t.index) == [1, 2] and list(t["measures"]) == ["pretrain", "proposals"]
+    assert t.loc[1, "changed"] == "pretrain.epochs=48"  # runtime keys change no result: left out
+    assert t.loc[2, "changed"] == "(the default)" and t.loc[2, "recall@0.5"] == 0.81
+    assert t.loc[1, "val_top1"] == 0.42 and t.loc[2, "val_top1"] == "\u2014"
+    log.write_text("not json\n")
+    with pytest.raises(SweepError, match="runs.jsonl:1"):
+        report.calibration_runs(str(log))

@@ -1,0 +1,134 @@
+"""The papers' premises, measured: what must hold before a finding of either paper is tested.
+
+Each premise is a record (what is measured, the paper's value, our target) and a measurement
+that reads only cached stages, so the chapters, `lsda sweep` and the calibration appendix
+measure it the same way. Calibration looks at these numbers only, never at a finding.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from lsda_core.core.params import Params
+from lsda_core.data.imagenet import read_image_folder
+from lsda_core.data.voc import read_voc
+from lsda_core.detection.pipeline import proposals_of
+from lsda_core.detection.proposals import proposal_recall
+from lsda_core.experiments import sources
+from lsda_core.models import pretrain as PT
+from lsda_core.store.cache import Cache
+
+
+@dataclass(frozen=True)
+class Premise:
+    """One premise: `metric` (a key of a measurement) must satisfy `lo <= value <= hi`."""
+
+    id: str
+    text: str
+    metric: str
+    paper: float | None
+    paper_note: str
+    lo: float | None = None
+    hi: float | None = None
+
+    @property
+    def target(self) -> str:
+        """The target as a reader reads it."""
+        if self.lo is None and self.hi is None:
+            return "reported"
+        if self.lo is not None and self.hi is not None:
+            return f"{self.lo:g} to {self.hi:g}"
+        return f">= {self.lo:g}" if self.lo is not None else f"<= {self.hi:g}"
+
+    def met(self, value: float | None) -> bool | None:
+        """Whether `value` meets the target (None when it was not measured)."""
+        if value is None or not np.isfinite(value) or (self.lo is None and self.hi is None):
+            return None
+        return bool((self.lo is None or value >= self.lo) and (self.hi is None or value <= self.hi))
+
+
+# The premises of issue 11, with the papers' values (R-CNN sections 2-3, LSDA Table 1).
+PREMISES = (
+    Premise("recall", "selective search covers the test objects (recall at IoU 0.5)", "recall@0.5", 0.98,
+            "about 98 % with about 2000 boxes (R-CNN 2.1, Uijlings et al.)", lo=0.95),
+    Premise("lsda_recall", "selective search covers the held-out categories' test objects (recall at IoU 0.5)",
+            "recall@0.5", 0.98, "R-CNN's proposals (LSDA uses the same)", lo=0.95),
+    Premise("pretrain_val", "the pre-trained classifier is strong (val top-1)", "val_top1", 0.57,
+            "CaffeNet on ILSVRC2012: about 57 % top-1 over 1000 classes", lo=0.55),
+    Premise("pretrain_fit", "pre-training does not underfit (train top-1 minus val top-1)", "fit_gap", None,
+            "CaffeNet overfits enough to need dropout", lo=0.05),
+    Premise("finetune_plateau", "fine-tuning runs until its loss plateaus (the smoothed loss's fall over the "
+            "last quarter of the run, as a share of its whole fall)", "plateau", None,
+            "70k SGD steps, the learning rate cut at 20k", hi=0.1),
+    Premise("finetune_passes", "passes fine-tuning makes over the foreground windows", "passes", None,
+            "70k steps of 32 foreground windows (the count of VOC 2007's windows is not given)"),
+    Premise("lsda_headroom", "the LSDA oracle has headroom (oracle held-out mAP / classification network's)",
+            "oracle_ratio", 26.25 / 10.31, "26.25 vs 10.31 held-out mAP (LSDA Table 1)", lo=2.0),
+    Premise("rcnn_headroom", "the detection task has headroom both ways (best R-CNN row mAP)", "best_map",
+            48.0, "48.0 (R-CNN Table 2, FT fc7)", lo=35.0, hi=80.0),
+)
+PREMISE_BY_ID = {pr.id: pr for pr in PREMISES}
+
+
+def premise_rows(measured: dict[str, float | None]) -> list[dict[str, Any]]:
+    """One row per premise with a measured value: premise, paper, ours, target, met
+    (the chapters' premises tables and `premises.json`)."""
+    rows = []
+    for pr in PREMISES:
+        if pr.id not in measured:
+            continue
+        ours = measured[pr.id]
+        rows.append({"premise": pr.text, "id": pr.id, "paper": pr.paper, "paper_note": pr.paper_note,
+                     "ours": None if ours is None else float(ours), "target": pr.target, "met": pr.met(ours)})
+    return rows
+
+
+# --------------------------------------------------------------------------- measurements
+
+def pretrain_quality(p: Params, cache: Cache) -> dict[str, float]:
+    """Top-1 of the pre-trained network on the classification view's train and val images,
+    both in eval mode without augmentation (the training log's accuracy has dropout and
+    augmentation on, so it is not the fit), and the gap between them."""
+    from lsda_core.experiments.rcnn import pretrained_network
+    model, hist = pretrained_network(p, cache)
+    root = sources.classification_root(p, cache)
+    train, val = read_image_folder(root, "train"), read_image_folder(root, "val")
+    size = p.net.input_size
+    tr = PT.evaluate_classification(model, PT.load_classification_tensor(train, size, cache, False), train.labels)
+    va = PT.evaluate_classification(model, PT.load_classification_tensor(val, size, cache, False), val.labels)
+    return {"train_top1": tr["top1"], "val_top1": va["top1"], "val_top5": va["top5"],
+            "fit_gap": tr["top1"] - va["top1"], "classes": len(train.classes), "train_images": len(train),
+            "epochs": len(hist.get("epochs", [])), "seconds": float(hist.get("seconds", 0.0))}
+
+
+def proposal_quality(p: Params, cache: Cache) -> dict[str, float]:
+    """Selective search's recall at IoU 0.5 and 0.7 on the VOC-like test split, and boxes per image."""
+    test = read_voc(sources.voc_root(p, cache), "test")
+    props = proposals_of(p, cache, test)
+    r5, r7 = proposal_recall(test, props, 0.5), proposal_recall(test, props, 0.7)
+    return {"recall@0.5": r5["recall"], "recall@0.7": r7["recall"], "boxes_per_image": r5["per_image"],
+            "objects": r5["objects"]}
+
+
+def plateau(losses: list[float]) -> float:
+    """How much a loss curve still falls at its end: the change over its last quarter divided by
+    the change over the whole run (0: flat at the end; 1: all the fall was in the last quarter).
+    Noisy per-step losses are smoothed first by averaging blocks of a tenth of the run."""
+    x = np.asarray(losses, np.float64)
+    if len(x) < 8:
+        return float("nan")
+    k = max(1, len(x) // 10)
+    sm = np.convolve(x, np.ones(k) / k, mode="valid")
+    total = sm[0] - sm[-1]
+    if total <= 0:
+        return 0.0
+    q = len(sm) - max(1, len(sm) // 4)
+    return float(max(0.0, sm[q] - sm[-1]) / total)
+
+
+MEASUREMENTS: dict[str, Callable[[Params, Cache], dict[str, float]]] = {
+    "pretrain": pretrain_quality,
+    "proposals": proposal_quality,
+}
