@@ -12,6 +12,10 @@ Layout under `root` (as in R-CNN's `imdb_from_ilsvrc13.m`):
     devkit/data/ILSVRC2013_det_validation_blacklist.txt
                                                     `<1-based index into val.txt> <wnid>`
 
+The embedded world also writes `ILSVRC2013_DET_bbox_train_every/<wnid>/<image>.xml`: the same
+train images with the boxes of every category (`TRAIN_EVERY_BOX`), which the real release does
+not have; LSDA's oracle reads them when present.
+
 (`ILSVRC2013_devkit/` is accepted in place of `devkit/`.) Splits: `train`, `val`, `val1`,
 `val2` (R-CNN's two halves of val, from rbgirshick/rcnn `imdb/data-splits/det_lists`), and
 `test` where boxes exist for it (the embedded world; the real test boxes were never
@@ -158,13 +162,17 @@ def _images_in(folder: Path) -> dict[str, str]:
     return out
 
 
+TRAIN_EVERY_BOX = "ILSVRC2013_DET_bbox_train_every"
+
+
 def read_ilsvrc_det(root: Path, split: str, classes: Sequence[str] | None = None,
-                    one_based: bool = True) -> DetectionDataset:
+                    one_based: bool = True, every_box: bool = False) -> DetectionDataset:
     """A split of the ILSVRC2013 DET layout (see the module docstring).
 
     `classes`: None -> the wnids of `read_synsets(root)`; given -> the list to use. Either
     way an object of a class outside the list is a `DataError`. `one_based`: how to read
-    the XML's box coordinates (see the module docstring).
+    the XML's box coordinates (see the module docstring). `every_box` (train only): read the
+    boxes of every category from `TRAIN_EVERY_BOX` instead (a DataError when it is absent).
     """
     root = _check_root(root)
     if split not in SPLITS:
@@ -172,8 +180,10 @@ def read_ilsvrc_det(root: Path, split: str, classes: Sequence[str] | None = None
     cls = list(classes) if classes is not None else [w for w, _ in read_synsets(root)]
     wanted = set(cls)
     blacklist: set[tuple[str, str]] = set()
+    if every_box and split != "train":
+        raise DataError(f"{root}: every_box applies to the train split only, not {split!r}")
     if split == "train":
-        images = _read_train(root, wanted, one_based)
+        images = _read_train(root, wanted, one_based, TRAIN_EVERY_BOX if every_box else "ILSVRC2013_DET_bbox_train")
     else:
         images = _read_listed(root, split, wanted, one_based)
         if split in ("val", "val1", "val2"):
@@ -182,9 +192,9 @@ def read_ilsvrc_det(root: Path, split: str, classes: Sequence[str] | None = None
                             root=root, blacklist=blacklist)
 
 
-def _read_train(root: Path, wanted: set[str], one_based: bool) -> list[ImageAnn]:
+def _read_train(root: Path, wanted: set[str], one_based: bool, bbox_folder: str) -> list[ImageAnn]:
     img_root = root / "ILSVRC2013_DET_train"
-    bbox_root = root / "ILSVRC2013_DET_bbox_train"
+    bbox_root = root / bbox_folder
     if not img_root.is_dir():
         raise DataError(f"{img_root}: train image folder not found ({ROOT_HINT})")
     if not bbox_root.is_dir():

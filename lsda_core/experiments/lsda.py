@@ -4,8 +4,12 @@ categories that have no bounding boxes.
 The benchmark (`load_benchmark`) is ILSVRC2013 DET's layout, the embedded world's
 ILSVRC-like view or the real data: categories in `map_det` order, which is alphabetical by
 name; set B is the first half (boxes at training time), set A the rest (held out: image-level
-labels only). Detection training set: val1 plus up to `lsda.train_per_class` train images of
-each B category, with B's boxes only; test set: val2 with every box; AP by the ILSVRC rules.
+labels only). Detection training set: the val1 images with at least one set-B box plus up to
+`lsda.train_per_class` train images of each B category, with B's boxes only (set-A objects
+there train as background, as in the paper); the oracle trains on the same images with every
+category's boxes (train images' from the world's every-box annotations when present; real
+ILSVRC train has only its own synset's boxes); test set: val2 with every box; AP by the
+ILSVRC rules.
 
 The method, one function a step:
 1. `classification_network`: pre-training (shared with R-CNN), then K new classifiers
@@ -39,7 +43,7 @@ from lsda_core.detection import spp as SPP
 from lsda_core.core.boxes import nms
 from lsda_core.store.cache import Cache
 from lsda_core.experiments import sources
-from lsda_core.data.ilsvrc import read_ilsvrc_det, read_synsets
+from lsda_core.data.ilsvrc import TRAIN_EVERY_BOX, read_ilsvrc_det, read_synsets
 from lsda_core.data.images import load_image
 from lsda_core.data.imagenet import read_image_folder, read_synset_mapping
 from lsda_core.data.voc import read_voc
@@ -117,6 +121,24 @@ def _classification(p: Params, cache: Cache, classes: list[str]):
     return subset_classes(read_image_folder(root, "train"), classes), subset_classes(read_image_folder(root, "val"), classes)
 
 
+def detection_images(val1: DetectionDataset, train: DetectionDataset, B: Sequence[str],
+                     per_class: int) -> DetectionDataset:
+    """The images both LSDA's detection fine-tuning and the oracle train on, with every box they
+    have: the val1 images holding at least one set-B object (an image without one would teach
+    only background), then up to `per_class` train images of each B category (ILSVRC train
+    images live in one folder per category)."""
+    b = set(B)
+    kept = [im for im in val1.images if any(o.cls in b for o in im.objects)]
+    per_folder: dict[str, int] = {}
+    picked = []
+    for im in train.images:
+        folder = im.path.parent.name
+        if folder in b and per_folder.get(folder, 0) < per_class:
+            per_folder[folder] = per_folder.get(folder, 0) + 1
+            picked.append(im)
+    return concat([replace(val1, images=kept), replace(train, images=picked)], "val1+train")
+
+
 def load_benchmark(p: Params, cache: Cache) -> LsdaBenchmark:
     """The ILSVRC-layout benchmark (see the module docstring) with its proposals."""
     root = sources.ilsvrc_root(p, cache)
@@ -124,15 +146,8 @@ def load_benchmark(p: Params, cache: Cache) -> LsdaBenchmark:
     classes = [w for w, _ in read_synsets(root)]
     B, A = _split_b_a(classes, names)
     val1, test = read_ilsvrc_det(root, "val1"), read_ilsvrc_det(root, "val2")
-    train = read_ilsvrc_det(root, "train")
-    per_folder: dict[str, int] = {}
-    picked = []
-    for im in train.images:  # ILSVRC train images live in one folder per category
-        folder = im.path.parent.name
-        if folder in B and per_folder.get(folder, 0) < p.lsda.train_per_class:
-            per_folder[folder] = per_folder.get(folder, 0) + 1
-            picked.append(im)
-    train_all = concat([val1, replace(train, images=picked)], "val1+train")
+    train = read_ilsvrc_det(root, "train", every_box=(root / TRAIN_EVERY_BOX).is_dir())
+    train_all = detection_images(val1, train, B, p.lsda.train_per_class)
     det_train = keep_classes(train_all, B, "val1+train (set B boxes)")
     props = DP.proposals_of(p, cache, train_all, test)
     cls_train, cls_val = _classification(p, cache, classes)

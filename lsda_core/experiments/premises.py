@@ -128,7 +128,26 @@ def plateau(losses: list[float]) -> float:
     return float(max(0.0, sm[q] - sm[-1]) / total)
 
 
+def finetune_quality(p: Params, cache: Cache) -> dict[str, float]:
+    """R-CNN's fine-tuning run on the VOC-like *train* split with its loss on windows of the *val*
+    split logged as it goes (R-CNN chose its settings on val too; the chapter then fine-tunes on
+    trainval): how flat the validation loss is at the end (`plateau`), its last value, and the
+    passes made over the foreground windows."""
+    from lsda_core.experiments.rcnn import pretrained_network
+    from lsda_core.models import finetune as FT
+    root = sources.voc_root(p, cache)
+    train, val = read_voc(root, "train"), read_voc(root, "val")
+    props = proposals_of(p, cache, train, val)
+    model, _ = pretrained_network(p, cache)
+    _, hist = FT.finetune(p, model, train, props, cache, list(train.classes), val=(val, props))
+    vl = [r["val_loss"] for r in hist["log"]]
+    return {"plateau": plateau(vl), "val_loss": vl[-1], "train_plateau": plateau([r["loss"] for r in hist["log"]]),
+            "passes": p.finetune.iterations * p.finetune.fg_per_batch / max(hist["n_fg_windows"], 1),
+            "iterations": p.finetune.iterations, "seconds": float(hist["seconds"])}
+
+
 MEASUREMENTS: dict[str, Callable[[Params, Cache], dict[str, float]]] = {
     "pretrain": pretrain_quality,
     "proposals": proposal_quality,
+    "finetune": finetune_quality,
 }

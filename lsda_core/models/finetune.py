@@ -237,7 +237,8 @@ class _WindowFeatures:
 def finetune(p: Params, model: CaffeNet, dataset: DetectionDataset, proposals: dict[str, np.ndarray],
              cache: Cache, classes: Sequence[str], frozen: Iterable[str] = (),
              head_init: tuple[Any, Any] | None = None, head_rows: Sequence[int] | None = None,
-             cached: CachedWindows | None = None) -> tuple[CaffeNet, dict[str, Any]]:
+             cached: CachedWindows | None = None,
+             val: tuple[DetectionDataset, dict[str, np.ndarray]] | None = None) -> tuple[CaffeNet, dict[str, Any]]:
     """R-CNN's fine-tuning on warped windows of `dataset` (Caffe's window-data layer).
 
     A copy of `model` gets a new output layer of `len(classes) + 1` outputs (0 = background,
@@ -259,6 +260,10 @@ def finetune(p: Params, model: CaffeNet, dataset: DetectionDataset, proposals: d
     `cached`: when every conv layer is frozen, pool5 of the windows can come from a cache
     instead of warping and running conv1-5 at every step (LSDA's fc-only rows train in seconds).
     The result is the same procedure except mirroring: cached windows are not mirrored.
+
+    `val`: a held-out (dataset, proposals) whose loss on a fixed sample of `VAL_WINDOWS`
+    windows (the batch's foreground share, no mirroring, eval mode) is logged as `val_loss`
+    beside each training-loss row: how calibration sees when fine-tuning stops improving.
 
     Cached as `finetune/<key>` on: the input model's cache key, the dataset, the proposals
     of its images, `classes`, `net`, `finetune`, the seed, `frozen`, `head_init`, `head_rows`.
@@ -290,9 +295,13 @@ def finetune(p: Params, model: CaffeNet, dataset: DetectionDataset, proposals: d
               "seed": p.runtime.seed, "frozen": frozen,
               "head_init": array_digest(head_init) if head_init is not None else None, "head_rows": rows,
               "cached": cached.key if cached is not None else None}
+    if val is not None:  # only then: entries without a validation set keep their keys
+        config["val"] = {"dataset": dataset_identity(val[0]),
+                         "proposals": array_digest(np.asarray(val[1].get(im.image_id, np.zeros((0, 4))), np.float32)
+                                                   for im in val[0].images)}
 
     def build(out: Path) -> None:
-        tuned, history = _finetune(p, model, dataset, proposals, classes, frozen, head_init, rows, device, cached)
+        tuned, history = _finetune(p, model, dataset, proposals, classes, frozen, head_init, rows, device, cached, val)
         save_model(tuned, out)
         atomic_write_text(out / "history.json", json.dumps(history, indent=1))
 
@@ -300,6 +309,32 @@ def finetune(p: Params, model: CaffeNet, dataset: DetectionDataset, proposals: d
     history = json.loads((folder / "history.json").read_text())
     history["key"] = f"{folder.parent.name}/{folder.name}"
     return load_model(p, folder, n_out, device), history
+
+
+VAL_WINDOWS = 1024  # held-out windows whose loss `finetune(val=...)` logs
+
+
+def _validation(p: Params, val: tuple[DetectionDataset, dict[str, np.ndarray]], classes: list[str], seed: int):
+    """A function (model, size, context, device, frozen layers) -> mean loss on a fixed sample of `VAL_WINDOWS`
+    windows of the held-out set (drawn once, with the fine-tuning batch's foreground share)."""
+    cfg = p.finetune
+    windows = window_lists(val[0], val[1], classes, cfg.fg_iou)
+    n_fg = round(VAL_WINDOWS * cfg.fg_per_batch / max(cfg.fg_per_batch + cfg.bg_per_batch, 1))
+    batch = sample_windows(windows, n_fg, VAL_WINDOWS - n_fg, torch.Generator().manual_seed(seed + 1), mirror=False)
+    store = ImageStore(val[0])
+
+    @torch.no_grad()
+    def loss(model: CaffeNet, size: int, ctx: int, device: torch.device, frozen: list[str]) -> float:
+        model.eval()
+        total = 0.0
+        for s in range(0, VAL_WINDOWS, 256):
+            x = warp_batch(model, store, batch["image"][s:s + 256], batch["box"][s:s + 256], size, ctx)
+            total += float(F.cross_entropy(model(x.to(device)), batch["label"][s:s + 256].to(device), reduction="sum"))
+        model.train()
+        freeze_statistics(model, frozen)  # back to the training state of `_finetune`
+        return total / VAL_WINDOWS
+
+    return loss
 
 
 def _batch_stats(loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, world: int) -> list[float]:
@@ -315,7 +350,7 @@ def _batch_stats(loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, worl
 def _finetune(p: Params, model: CaffeNet, dataset: DetectionDataset, proposals: dict[str, np.ndarray],
               classes: list[str], frozen: list[str], head_init: tuple[torch.Tensor, torch.Tensor] | None,
               rows: list[int] | None, device: torch.device, cached: CachedWindows | None = None,
-              ) -> tuple[CaffeNet, dict[str, Any]]:
+              val: tuple[DetectionDataset, dict[str, np.ndarray]] | None = None) -> tuple[CaffeNet, dict[str, Any]]:
     cfg, S, ctx = p.finetune, p.net.input_size, context_pixels(p)
     split = cached is None  # cached windows: every rank trains the whole batch
     world, rank, total = (D.world(), D.rank(), cfg.fg_per_batch + cfg.bg_per_batch) if split else (1, 0, 0)
@@ -330,6 +365,7 @@ def _finetune(p: Params, model: CaffeNet, dataset: DetectionDataset, proposals: 
         ImageStore(dataset, device, progress=p.runtime.progress)
     seed = stage_seed(p.runtime.seed, "finetune")
     gen = torch.Generator().manual_seed(seed)
+    held = _validation(p, val, classes, seed) if val is not None else None
     history: dict[str, Any] = {"device": str(device), "machine": machine(), "threads": torch.get_num_threads(),
                                "n_fg_windows": len(windows["fg_label"]),
                                "n_bg_windows": len(windows["bg_image"]), "n_images": len(dataset),
@@ -389,6 +425,8 @@ def _finetune(p: Params, model: CaffeNet, dataset: DetectionDataset, proposals: 
                 history["log"].append({"iteration": it + 1, "lr": cfg.lr * factor, "loss": loss_sum / steps,
                                        "fg_acc": acc_fg / max(n_fg, 1), "bg_acc": acc_bg / max(n_bg, 1),
                                        "seconds": round(time.time() - t0, 2)})
+                if held is not None:
+                    history["log"][-1]["val_loss"] = held(tuned, S, ctx, device, frozen)
                 loss_sum = acc_fg = acc_bg = n_fg = n_bg = 0.0
     train_s = time.time() - t0
     history["seconds"] = round(time.time() - t_all, 2)

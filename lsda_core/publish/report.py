@@ -157,7 +157,7 @@ def lsda_discussion(table: pd.DataFrame, held: L.HeldOut, seeded: stats.Seeded, 
         "the benchmark has far fewer categories, images and boxes, so per-category APs are noisy and a "
         "t-test over a few dozen categories has little power; the world's categories of one superclass share "
         "a body template, which makes the neighbours of the transfer unusually informative (or, where colour "
-        "and texture dominate, unusually misleading); and the oracle here sees set A's boxes only in val1. "
+        "and texture dominate, unusually misleading). "
         "Nothing in the world was tuned to bring these numbers closer to the paper's.",
     ]
     return Markdown("\n".join(lines))
@@ -297,7 +297,7 @@ def lsda_sets(lb: L.LsdaBenchmark) -> pd.DataFrame:
     return pd.DataFrame([
         {"set": "detection training (val1 + train, B boxes only)", "images": len(bench.train),
          "boxes": sum(len(im.objects) for im in bench.train.images)},
-        {"set": "oracle training (same images, every box)", "images": len(lb.train_all),
+        {"set": "oracle training (the same images, every box they have)", "images": len(lb.train_all),
          "boxes": sum(len(im.objects) for im in lb.train_all.images)},
         {"set": "test (val2, every box)", "images": len(bench.test),
          "boxes": sum(len(im.objects) for im in bench.test.images)},

@@ -31,6 +31,7 @@ VERSION = 1
 JPEG_QUALITY = 90
 VIEW_CODE = {"classification": 1, "voc": 2, "ilsvrc": 3, "large": 4}
 SPLIT_CODE = {"train": 1, "val": 2, "test": 3}
+ORACLE_TRAIN_BOXES = "ILSVRC2013_DET_bbox_train_every"  # the world's train XML with every category's boxes
 VAL_SPLIT_TRIES = 200   # random halvings of ILSVRC val tried; the most class-balanced is kept
 FIELDS = ("view", "split", "image", "category", "wnid", "superclass", "annotated", "primary",
           "x1", "y1", "x2", "y2", "full_x1", "full_y1", "full_x2", "full_y2", "difficult", "truncated", "occluded",
@@ -155,19 +156,23 @@ def _row(job: Job, d: Design, o: S.SceneObject, annotated: bool) -> dict[str, An
 
 
 def _detection(job: Job, scene: S.Scene, root: Path, image: Path, xml: Path, folder: str,
-               keep: set[int], by_wnid: bool, difficult: bool) -> list[dict[str, Any]]:
-    """Write one detection image and its XML (objects of `keep` only); returns csv rows."""
+               keep: set[int], by_wnid: bool, difficult: bool,
+               every: tuple[Path, set[int]] | None = None) -> list[dict[str, Any]]:
+    """Write one detection image and its XML (objects of `keep` only); with `every` = (xml,
+    categories), a second XML with the objects of all those categories (the world's oracle
+    annotation); returns csv rows."""
     d: Design = _STATE["design"]
     h, w = scene.image.shape[:2]
     _jpeg(root / image, scene.image)
-    objs = []
-    for o in scene.objects:
-        if o.cat in keep:
-            c = d.categories[o.cat]
-            objs.append(ObjectAnn(cls=c.wnid if by_wnid else c.name, box=o.box, difficult=difficult and o.difficult,
-                                  truncated=o.truncated, occluded=o.occluded, pose=S.POSE[o.viewpoint],
-                                  attrs=_attrs(d, o)))
-    write_voc_xml(root / xml, ImageAnn(job.name, root / image, w, h, objs), folder=folder)
+
+    def annotations(cats: set[int]) -> list[ObjectAnn]:
+        return [ObjectAnn(cls=d.categories[o.cat].wnid if by_wnid else d.categories[o.cat].name, box=o.box,
+                          difficult=difficult and o.difficult, truncated=o.truncated, occluded=o.occluded,
+                          pose=S.POSE[o.viewpoint], attrs=_attrs(d, o)) for o in scene.objects if o.cat in cats]
+
+    write_voc_xml(root / xml, ImageAnn(job.name, root / image, w, h, annotations(keep)), folder=folder)
+    if every is not None:
+        write_voc_xml(root / every[0], ImageAnn(job.name, root / image, w, h, annotations(every[1])), folder=folder)
     return [_row(job, d, o, o.cat in keep) for o in scene.objects]
 
 
@@ -199,7 +204,8 @@ def render_job(job: Job) -> list[dict[str, Any]]:
             wnid = d.categories[job.primary].wnid
             return _detection(job, scene, root, Path("ILSVRC2013_DET_train", wnid, f"{job.name}.JPEG"),
                               Path("ILSVRC2013_DET_bbox_train", wnid, f"{job.name}.xml"), wnid,
-                              set(d.ilsvrc_b), True, False)
+                              set(d.ilsvrc_b), True, False,
+                              every=(Path(ORACLE_TRAIN_BOXES, wnid, f"{job.name}.xml"), set(d.ilsvrc)))
         scene = S.compose(rng, d, d.ilsvrc, w, h, st["det"])
         return _detection(job, scene, root, Path("ILSVRC2013_DET_val", f"{job.name}.JPEG"),
                           Path("ILSVRC2013_DET_bbox_val", f"{job.name}.xml"), "ILSVRC2013_val",

@@ -140,3 +140,26 @@ def test_large_examples_are_drawn_with_the_seed(lsda):
         want = L.top_detections(ls.lsda, im.image_id, q.lsda.large_cross_nms, q.lsda.large_top)
         assert [(c, s) for c, _, s in dets] == [(c, s) for c, _, s in want]
     plt.close(plots.large_scale_detections(items, set(ls.boxed)))
+
+
+def test_detection_images_drop_val1_images_without_a_set_b_box(tmp_path):
+    """LSDA's detection set (and the oracle's, the same images): val1 images with a set-B box
+    only (an image of set-A objects alone would teach nothing but background), then at most
+    `per_class` train images per B category; every box the annotations have is kept."""
+    from lsda_core.core.structures import DetectionDataset, ImageAnn, ObjectAnn
+
+    def image(name, folder, *classes):
+        objs = [ObjectAnn(c, np.array([1, 1, 9, 9.])) for c in classes]
+        return ImageAnn(name, tmp_path / folder / f"{name}.JPEG", 10, 10, objs)
+
+    classes = ["b1", "b2", "a1"]
+    val1 = DetectionDataset("ilsvrc", "val1", classes, [image("v1", "val", "b1", "a1"), image("v2", "val", "a1"),
+                                                        image("v3", "val"), image("v4", "val", "b2")])
+    train = DetectionDataset("ilsvrc", "train", classes, [image("t1", "b1", "b1", "a1"), image("t2", "b1", "b1"),
+                                                          image("t3", "b2", "b2"), image("t4", "a1", "a1")])
+    both = L.detection_images(val1, train, ["b1", "b2"], per_class=1)
+    assert [im.image_id for im in both.images] == ["v1", "v4", "t1", "t3"]
+    assert [o.cls for o in both.images[0].objects] == ["b1", "a1"]  # the oracle sees the A box too
+    assert [o.cls for o in both.images[2].objects] == ["b1", "a1"]
+    det = keep_classes(both, ["b1", "b2"])
+    assert [[o.cls for o in im.objects] for im in det.images] == [["b1"], ["b2"], ["b1"], ["b2"]]

@@ -130,6 +130,21 @@ def test_frozen_layers_do_not_move(pretrained, det_data, tmp_path):
         FT.finetune(p, model, ds, props, Cache(tmp_path), ds.classes, frozen={"fc8"})
 
 
+def test_validation_loss_is_logged_without_changing_training(pretrained, det_data, tmp_path):
+    """A held-out set adds `val_loss` to every log row (the loss of a fixed window sample, which
+    falls as the network learns) and its own cache entry; the training itself is unchanged."""
+    model, _, _ = pretrained
+    ds, props = det_data
+    p = params(**{"finetune.iterations": 100, "finetune.lr_step": 1000})
+    plain, h0 = FT.finetune(p, model, ds, props, Cache(tmp_path / "a"), ds.classes)
+    held, h1 = FT.finetune(p, model, ds, props, Cache(tmp_path / "a"), ds.classes, val=(ds, props))
+    assert held.cache_key != plain.cache_key and "val_loss" not in h0["log"][0]
+    vl = [r["val_loss"] for r in h1["log"]]
+    assert len(vl) == len(h1["log"]) == 2 and all(np.isfinite(vl)) and vl[-1] < vl[0]
+    assert [r["loss"] for r in h1["log"]] == [r["loss"] for r in h0["log"]]  # the same SGD steps
+    assert torch.equal(held.head.weight, plain.head.weight)
+
+
 def test_cached_pool5_windows_train_like_warping(pretrained, det_data, tmp_path):
     """With conv1-5 frozen and no mirroring, training fc layers on cached pool5 of the windows
     is the warping procedure itself: the same batches, the same dropout, nearly the same weights."""

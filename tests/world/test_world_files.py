@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from lsda_core.data import ilsvrc as ILSVRC
 from lsda_core.world import WorldLayout
 from lsda_core.world.categories import PARTS
 from lsda_core.world.scenes import DIFFICULT_OCCLUSION, DIFFICULT_PX
@@ -52,11 +53,14 @@ def test_other_seed_other_files(world: WorldLayout, world_other_seed: Path) -> N
 def test_every_image_is_a_jpeg_of_its_declared_size(world: WorldLayout, tiny) -> None:
     n = 0
     for xml in world.root.rglob("*.xml"):
+        if ILSVRC.TRAIN_EVERY_BOX in xml.parts:  # a second annotation of a train image (checked below)
+            continue
         root, _ = _objects(xml)
         w, h = int(root.findtext("size/width")), int(root.findtext("size/height"))
         img = xml.parent.parent / "JPEGImages" / root.findtext("filename")
-        if not img.is_file():  # ILSVRC layout: DET_bbox_<split>/... -> DET_<split>/...
-            img = Path(str(xml).replace("_bbox_", "_")).with_name(root.findtext("filename"))
+        if not img.is_file():  # ILSVRC layout: DET_bbox_<split>[_every]/... -> DET_<split>/...
+            img = Path(str(xml).replace("_bbox_train_every", "_train").replace("_bbox_", "_")).with_name(
+                root.findtext("filename"))
         with Image.open(img) as im:
             assert im.format == "JPEG" and im.size == (w, h) == (tiny.det_width, tiny.det_height)
             assert im.mode == "RGB"
@@ -176,6 +180,14 @@ def test_ilsvrc_set_b_has_boxes_in_train_and_val_has_all(world: WorldLayout, tin
         obj_rows = list(csv.DictReader(f))
     train_a = [r for r in obj_rows if r["view"] == "ilsvrc" and r["split"] == "train" and r["wnid"] in a]
     assert train_a and all(r["annotated"] == "0" for r in train_a)  # A objects are there, unannotated
+    # ... except in the world's every-box annotations (the oracle's): the same images, A objects too
+    every = sorted((world.ilsvrc / ILSVRC.TRAIN_EVERY_BOX).rglob("*.xml"))
+    assert [x.relative_to(world.ilsvrc / ILSVRC.TRAIN_EVERY_BOX) for x in every] == \
+        [x.relative_to(world.ilsvrc / "ILSVRC2013_DET_bbox_train") for x in xmls]
+    every_names = [o.findtext("name") for x in every for o in _objects(x)[1]]
+    assert sum(n in a for n in every_names) == len(train_a) and set(every_names) >= train_names
+    full = ILSVRC.read_ilsvrc_det(world.ilsvrc, "train", every_box=True)
+    assert sum(o.cls in a for im in full.images for o in im.objects) == len(train_a)
     val = [r for r in obj_rows if r["view"] == "ilsvrc" and r["split"] == "val"]
     assert val and all(r["annotated"] == "1" for r in val)
     val_names = set()
