@@ -129,12 +129,21 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 def cmd_sweep(args: argparse.Namespace) -> None:
     from lsda_core.experiments import sweep
+    from lsda_core.experiments.premises import MEASUREMENTS
+    from lsda_core.publish import book, plots
     grid = sweep.parse_grid(args.grid)
-    rows = sweep.run_sweep(args.experiment, args.params, _overrides(args), grid, record=args.record, note=args.note)
-    keys = list(rows[0]) if rows else []
-    print("  ".join(keys))
-    for r in rows:
-        print("  ".join(f"{r[k]:.4g}" if isinstance(r[k], float) else str(r[k]) for k in keys))
+    out = args.out.resolve()
+    measure = None if args.experiment in MEASUREMENTS else book.chapter_metrics(args.experiment, out / "points")
+    rows = sweep.run_sweep(args.experiment, args.params, _overrides(args), grid, record=args.record, note=args.note,
+                           measure=measure)
+    table = sweep.table(rows, list(grid), args.metrics.split(",") if args.metrics else None)
+    print(table.to_string())
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / f"{args.experiment}.csv")
+    if grid and len(table.columns):
+        figure = plots.sweep_figure(table, list(grid)[0])
+        paths = plots.viz.savefig(figure, f"sweep_{args.experiment}", out)
+        print(f"sweep: {out / (args.experiment + '.csv')}, {paths[0]}")
     if args.record:
         print(f"recorded {len(rows)} point(s) in {args.record}")
 
@@ -263,7 +272,11 @@ def parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("sweep", help="measure a named experiment (a premise) over a grid of parameter values, "
                                       "every point cached")
-    sp.add_argument("experiment", help="what to measure: pretrain (train / val top-1), proposals (recall)")
+    sp.add_argument("experiment", help="what to measure: pretrain (train / val top-1), proposals (recall), finetune "
+                                       "(validation-loss plateau), or a chapter that judges claims (rcnn, lsda: its "
+                                       "findings and premises, run through Papermill)")
+    sp.add_argument("--metrics", default="", help="comma-separated metrics to keep in the table and plot (default all)")
+    sp.add_argument("--out", type=Path, default=Path("_build/sweep"), help="folder of the table, plot and chapter runs")
     sp.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                     help="values of one parameter (repeatable; the grid is every combination)")
     sp.add_argument("--record", type=Path, default=None, metavar="FILE",

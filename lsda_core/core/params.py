@@ -101,7 +101,12 @@ class Proposals:
 
     mode: str = _p("fast", "selective search strategy (R-CNN: fast)", choices=("fast", "quality"))
     max_boxes: int = _p(2000, "most proposals kept per image (R-CNN: about 2000)", lo=1)
-    min_side: float = _p(2.0, "drop proposals thinner than this (px)", lo=0.0)
+    min_side: float = _p(2.0, "drop proposals thinner than this, in px of the searched image (R-CNN: 20 at 500 px)",
+                         lo=0.0)
+    base_k: int = _p(150, "Felzenszwalb-Huttenlocher k of the first segmentation, the next adding as much (fast mode: "
+                          "k and 2k; OpenCV's default 150; R-CNN's fast mode 50, i.e. k = 50, 100)", lo=1)
+    width: int = _p(0, "search an image resized to this width, boxes scaled back (0: as it is; R-CNN's "
+                       "selective_search_boxes: 500)", lo=0, hi=4096)
 
 
 @dataclass

@@ -4,6 +4,8 @@ detectors with hard-negative mining, scoring and NMS into cached detections, box
 the softmax detector."""
 from __future__ import annotations
 
+import dataclasses
+
 import io
 import json
 from dataclasses import asdict, dataclass, field, replace
@@ -45,7 +47,7 @@ class Benchmark:
 
 
 def proposal_config(p: Params) -> ProposalConfig:
-    return ProposalConfig(p.proposals.mode, p.proposals.max_boxes, p.proposals.min_side)
+    return ProposalConfig(**dataclasses.asdict(p.proposals))
 
 
 def proposals_of(p: Params, cache: Cache, *datasets: DetectionDataset) -> dict[str, np.ndarray]:

@@ -12,7 +12,7 @@ import ctypes
 import multiprocessing as mp
 import zlib
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,9 @@ class ProposalConfig:
 
     mode: str = "fast"  # "fast" or "quality", OpenCV's two strategies
     max_boxes: int = 2000  # R-CNN used about 2000 per image
-    min_side: float = 2.0  # drop boxes thinner than this (px)
+    min_side: float = 2.0  # drop boxes thinner than this (px of the searched image)
+    base_k: int = 150  # segmentation k of the first level (OpenCV's default; R-CNN's fast mode: 50)
+    width: int = 0  # search the image resized to this width (0: as it is; R-CNN: 500)
 
 
 def selective_search(image: np.ndarray, cfg: ProposalConfig, seed: int = 0) -> np.ndarray:
@@ -44,13 +46,20 @@ def selective_search(image: np.ndarray, cfg: ProposalConfig, seed: int = 0) -> n
 
     cv2.setNumThreads(1)  # parallelism comes from processes, one image each
     ctypes.CDLL(None).srand(seed & 0x7FFFFFFF)
+    scale = cfg.width / image.shape[1] if cfg.width else 1.0
+    if scale != 1.0:  # R-CNN's selective_search_boxes(im, fast_mode, im_width)
+        image = cv2.resize(image, (cfg.width, max(1, int(round(image.shape[0] * scale)))),
+                           interpolation=cv2.INTER_LINEAR)
     ss = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
     ss.setBaseImage(np.ascontiguousarray(image[:, :, ::-1]))  # OpenCV wants BGR
-    ss.switchToSelectiveSearchFast() if cfg.mode == "fast" else ss.switchToSelectiveSearchQuality()
+    if cfg.mode == "fast":
+        ss.switchToSelectiveSearchFast(cfg.base_k, cfg.base_k, 0.8)  # k and 2k, sigma 0.8 (as R-CNN)
+    else:
+        ss.switchToSelectiveSearchQuality(cfg.base_k, cfg.base_k, 0.8)
     rects = ss.process().astype(np.float32).reshape(-1, 4)
     boxes = np.concatenate([rects[:, :2], rects[:, :2] + rects[:, 2:]], axis=1)
     keep = (boxes[:, 2] - boxes[:, 0] >= cfg.min_side) & (boxes[:, 3] - boxes[:, 1] >= cfg.min_side)
-    boxes = boxes[keep]
+    boxes = boxes[keep] / scale
     _, first = np.unique(boxes, axis=0, return_index=True)
     return boxes[np.sort(first)][: cfg.max_boxes]
 
@@ -66,7 +75,7 @@ def compute_proposals(dataset: DetectionDataset, cache: Cache, cfg: ProposalConf
     processes (per rank under torchrun, each rank its share of the images); one .npy file
     per image, written atomically, so a rerun resumes."""
     images = {im.image_id: str(im.path) for im in dataset.images}
-    config = {"images": images_identity(dataset), "mode": cfg.mode, "max_boxes": cfg.max_boxes, "min_side": cfg.min_side}
+    config = {"images": images_identity(dataset), **asdict(cfg)}
 
     def build(folder: Path) -> None:
         todo = [i for i in D.shard(sorted(images)) if not (folder / f"{i}.npy").is_file()]

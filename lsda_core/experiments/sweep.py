@@ -11,7 +11,7 @@ import itertools
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from lsda_core.core import params as P
 from lsda_core.core import yamltext
@@ -56,15 +56,20 @@ def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
 
 
+Measure = Callable[[P.Params, Cache], dict[str, Any]]
+
+
 def run_sweep(experiment: str, params_file: str | Path | None, base: dict[str, Any], grid: dict[str, list[Any]],
-              record: Path | None = None, note: str = "") -> list[dict[str, Any]]:
-    """Measure `experiment` at every grid point; returns one row per point (its values, then the
-    measurement). With `record`, each row is appended to that JSON-lines file as it finishes
-    (experiment, preset, overrides, metrics, seconds, date, note), so an interrupted sweep keeps
-    the points it measured."""
-    if experiment not in MEASUREMENTS:
-        raise SweepError(f"unknown experiment {experiment!r}; known: {', '.join(sorted(MEASUREMENTS))}")
-    measure = MEASUREMENTS[experiment]
+              record: Path | None = None, note: str = "", measure: Measure | None = None) -> list[dict[str, Any]]:
+    """Measure `experiment` (a name of `MEASUREMENTS`, or any `measure` given, such as a chapter
+    run through Papermill: `publish.book.chapter_metrics`) at every grid point; returns one row
+    per point (its values, then the measurement). With `record`, each row is appended to that
+    JSON-lines file as it finishes (experiment, preset, overrides, metrics, seconds, date,
+    note), so an interrupted sweep keeps the points it measured."""
+    if measure is None:
+        if experiment not in MEASUREMENTS:
+            raise SweepError(f"unknown experiment {experiment!r}; known: {', '.join(sorted(MEASUREMENTS))}")
+        measure = MEASUREMENTS[experiment]
     points = grid_points(grid)
     loaded = [P.load(params_file, {**base, **point}) for point in points]  # every point valid before any work
     rows = []
@@ -102,3 +107,22 @@ def read_record(path: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError as e:
             raise SweepError(f"{path}:{n}: not a JSON record ({e.msg})") from None
     return out
+
+
+def table(rows: list[dict[str, Any]], keys: list[str], metrics: list[str] | None = None) -> "pd.DataFrame":
+    """The sweep as a table: one row per point indexed by its grid values, one column per metric
+    (`metrics`, all numeric ones when None); an unknown metric is a SweepError naming the known."""
+    import pandas as pd
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    known = [c for c in df.columns if c not in keys]
+    if metrics:
+        bad = [m for m in metrics if m not in known]
+        if bad:
+            raise SweepError(f"--metrics: unknown {', '.join(bad)}; this sweep measured {', '.join(known)}")
+        cols = metrics
+    else:
+        cols = [c for c in known if pd.api.types.is_numeric_dtype(df[c])]
+    df = df.assign(**{k: df[k].map(str) for k in keys if df[k].map(lambda v: isinstance(v, list)).any()})
+    return df.set_index(keys)[cols] if keys else df[cols]

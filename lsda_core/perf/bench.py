@@ -53,6 +53,8 @@ of_peak, status ("measured", "extrapolated" or "not measured: <why>").
 """
 from __future__ import annotations
 
+import dataclasses
+
 import contextlib
 import json
 import math
@@ -222,7 +224,7 @@ def _peaks(device: torch.device, full: bool, repeats: int) -> tuple[dict[str, fl
 
 def _proposals(p: P.Params, ims: Sequence[ImageAnn], pixels: Sequence[np.ndarray],
                repeats: int) -> tuple[list[np.ndarray], list[dict]]:
-    cfg = ProposalConfig(p.proposals.mode, p.proposals.max_boxes, p.proposals.min_side)
+    cfg = ProposalConfig(**dataclasses.asdict(p.proposals))
     cpu = torch.device("cpu")
     sec, boxes = _best(lambda: [selective_search(img, cfg, seed=zlib.crc32(im.image_id.encode()))
                                 for im, img in zip(ims, pixels)], repeats, cpu)

@@ -18,7 +18,7 @@ import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -179,6 +179,30 @@ def execute_chapter(root: Path, chapter: Chapter, p: P.Params, resolved: Path, o
     }
     atomic_write_text(out / "run_log.json", json.dumps(log, indent=1, sort_keys=True))
     return seconds
+
+
+def chapter_metrics(name: str, out: Path, progress: bool = False) -> Callable[[P.Params, Cache], dict[str, Any]]:
+    """A measurement for `lsda sweep` that runs chapter `name` (one that judges claims) through
+    Papermill at a grid point, into `out/<parameter digest>/` (its own executed notebook and
+    figures), and returns each finding's effect by claim id and each premise's value by id.
+    Every stage it runs is cached, so points sharing stages share the work."""
+    root = project_root()
+    chapter = find_chapter(root, name)
+    if name not in FINDINGS_CHAPTERS:
+        raise LsdaError(f"lsda sweep {name}: only chapters that judge claims can be swept "
+                        f"({', '.join(FINDINGS_CHAPTERS)}), or a named measurement")
+
+    def measure(p: P.Params, cache: Cache) -> dict[str, Any]:
+        point = check_build_folder(out / p.digest())
+        point.mkdir(parents=True, exist_ok=True)
+        resolved = point / RESOLVED
+        atomic_write_text(resolved, yaml.safe_dump(p.to_dict(), sort_keys=False))
+        stage_sources(root, point / "src")
+        execute_chapter(root, chapter, p, resolved, point, progress)
+        part = json.loads((point / F.PARTS / f"{name}.json").read_text())
+        return {**{f["id"]: f["ours"] for f in part["findings"]}, **{pr["id"]: pr["ours"] for pr in part["premises"]}}
+
+    return measure
 
 
 def record_build(out: Path, p: P.Params, seconds: float, before: set[tuple[str, str]], cache: Cache) -> None:

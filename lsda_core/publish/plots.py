@@ -334,3 +334,21 @@ def held_out_fp_figure(fps: dict[str, dict[str, Any]]):
         fp_trend(ax, f["trend"], f"{name}: held-out", legend=k == len(fps) - 1)
     fig.tight_layout()
     return fig
+
+
+def sweep_figure(table: pd.DataFrame, key: str):
+    """`lsda sweep`'s table: each metric against the grid's first parameter (one panel per
+    metric; other grid parameters as separate lines)."""
+    metrics = list(table.columns)
+    fig, axes = viz.figure(1, len(metrics), width=3.2 * len(metrics), height=3.0, squeeze=False)
+    flat = table.reset_index()
+    others = [k for k in table.index.names if k != key]
+    groups = flat.groupby(others, sort=False) if others else [("", flat)]
+    for ax, m in zip(axes[0], metrics):
+        for label, g in groups:
+            ax.plot(g[key].astype(str), g[m], marker="o", label=str(label) if others else None)
+        ax.set_xlabel(key)
+        ax.set_title(m)
+        if others:
+            ax.legend(title=", ".join(others), fontsize="small")
+    return fig

@@ -43,6 +43,23 @@ def test_same_seed_same_order(tmp_path):
     assert sorted(map(tuple, a)) == sorted(map(tuple, c))  # another seed: same boxes, ranked differently
 
 
+def test_rcnn_settings_finer_segments_and_resized_search(tmp_path):
+    """OpenCV's default fast mode is k = 150, 300 (`base_k` 150); R-CNN's is k = 50, 100, another
+    segmentation (on the world's scenes, about twice the boxes). Searching a resized image (`width`, R-CNN's 500 px) gives
+    boxes in the original image's pixels, and `min_side` counts at the searched size."""
+    rng = np.random.default_rng(2)
+    img = np.repeat(np.repeat(rng.integers(0, 255, (15, 20, 3), dtype=np.uint8), 4, 0), 4, 1)  # 80 x 60
+    default = PR.selective_search(img, PR.ProposalConfig(), 0)
+    np.testing.assert_array_equal(default, PR.selective_search(img, PR.ProposalConfig(base_k=150), 0))
+    fine = PR.selective_search(img, PR.ProposalConfig(base_k=50), 0)
+    assert set(map(tuple, fine)) != set(map(tuple, default))
+    big = PR.selective_search(img, PR.ProposalConfig(width=240), 0)  # searched at 3x
+    assert len(big) and (big[:, 2] <= 80 + 1e-4).all() and (big[:, 3] <= 60 + 1e-4).all()
+    assert not np.allclose(big, np.round(big))  # scaled back from the 3x search: thirds of a pixel
+    wide = PR.selective_search(img, PR.ProposalConfig(width=240, min_side=30), 0)
+    assert (wide[:, 2] - wide[:, 0] >= 10 - 1e-4).all() and len(wide) < len(big)
+
+
 def test_recall_on_rectangles_and_max_boxes(tmp_path):
     ds = scene(tmp_path, 6)
     props = PR.compute_proposals(ds, Cache(tmp_path / "c"), PR.ProposalConfig(), workers=2, progress=False)
