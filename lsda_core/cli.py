@@ -129,11 +129,10 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 def cmd_sweep(args: argparse.Namespace) -> None:
     from lsda_core.experiments import sweep
-    from lsda_core.experiments.premises import MEASUREMENTS
     from lsda_core.publish import book, plots
     grid = sweep.parse_grid(args.grid)
     out = args.out.resolve()
-    measure = None if args.experiment in MEASUREMENTS else book.chapter_metrics(args.experiment, out / "points")
+    measure = None if args.experiment in sweep.MEASUREMENTS else book.chapter_metrics(args.experiment, out / "points")
     rows = sweep.run_sweep(args.experiment, args.params, _overrides(args), grid, record=args.record, note=args.note,
                            measure=measure)
     table = sweep.table(rows, list(grid), args.metrics.split(",") if args.metrics else None)

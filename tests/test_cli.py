@@ -114,11 +114,21 @@ def test_usage_errors_are_one_line(in_process, args, expect):
 
 def test_unknown_chapter_and_build_folder_that_is_a_file(in_process, tmp_path):
     msg = one_line_error(in_process("run", "nosuchchapter", "--out", str(tmp_path)))
-    assert msg.startswith("lsda: error: unknown chapter 'nosuchchapter'; chapters: world, ")
+    assert msg.startswith("lsda: error: unknown chapter 'nosuchchapter'; chapters: intro, world, ")
     f = tmp_path / "file"
     f.write_text("")
     msg = one_line_error(in_process("run", "world", "--out", str(f)))
     assert msg == f"lsda: error: {f}: is a file, so the build folder (--out) {f} cannot be made; name a folder"
+
+
+def test_sweep_errors_are_one_line(in_process, tmp_path):
+    """What cannot be swept, a malformed grid and an unknown metric each give one line."""
+    out = ["--out", str(tmp_path / "sw"), "-p", "runtime.artifacts", str(tmp_path / "art")]
+    assert "only chapters that judge claims can be swept (rcnn, lsda)" in one_line_error(
+        in_process("sweep", "world", *out))
+    assert "--grid 'pretrain.epochs': expected KEY=V1,V2" in one_line_error(
+        in_process("sweep", "pretrain", "--grid", "pretrain.epochs", *out))
+    assert "no_such_key" in one_line_error(in_process("sweep", "pretrain", "--grid", "pretrain.no_such_key=1", *out))
 
 
 def test_check_images_names_a_truncated_jpeg(in_process, tmp_path):

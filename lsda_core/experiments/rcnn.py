@@ -20,6 +20,7 @@ from lsda_core.models import finetune as FT
 from lsda_core.models import pretrain as PT
 from lsda_core.detection import svm as S
 from lsda_core.store.cache import Cache
+from lsda_core.experiments import premises as PR
 from lsda_core.experiments import sources
 from lsda_core.data.images import load_image
 from lsda_core.data.imagenet import read_image_folder
@@ -226,8 +227,8 @@ def premises(p: Params, cache: Cache, bench: Benchmark, nets: dict[str, Any], t2
     """The chapter's premises, measured (`premises.PREMISES`): proposal recall on the test split,
     the pre-trained network's val top-1 and its fit, how flat fine-tuning's loss is at the end
     and how many passes over the foreground windows it made, and the best Table 2 row's mAP."""
-    from lsda_core.experiments import premises as PR
-    pre = PR.pretrain_quality(p, cache) if not p.data.imagenet_weights else {}
+    pre = PR.pretrain_quality(p, cache, nets["pretrained"], nets["pretrain_history"]) \
+        if not p.data.imagenet_weights else {}
     ft = nets["finetune_history"]
     return {"recall": proposal_recall(bench.test, bench.proposals, 0.5)["recall"],
             "pretrain_val": pre.get("val_top1"), "pretrain_fit": pre.get("fit_gap"),

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from lsda_core.evaluation import stats
+from lsda_core.experiments.premises import PREMISES
 from lsda_core.publish import paper
 from lsda_core.store.files import atomic_write_text
 
@@ -109,6 +110,29 @@ def merge(out: Path, order: Sequence[str]) -> tuple[list[dict[str, Any]], list[d
     atomic_write_text(out / FINDINGS_FILE, json.dumps(findings, indent=1))
     atomic_write_text(out / PREMISES_FILE, json.dumps(premises, indent=1))
     return findings, premises
+
+
+def premise_rows(measured: dict[str, float | None]) -> list[dict[str, Any]]:
+    """One row per premise a chapter measured, in `PREMISES` order: the premise, the paper's value
+    and its source (`paper.PREMISES`), ours, the target, whether it is met, and what an unmet
+    premise does to the findings (the chapters' premises tables and `premises.json`)."""
+    rows = []
+    for pr in PREMISES:
+        if pr.id not in measured:
+            continue
+        ours = measured[pr.id]
+        value, note = paper.PREMISES[pr.id]
+        rows.append({"premise": pr.text, "id": pr.id, "paper": value, "paper_note": note,
+                     "ours": None if ours is None else float(ours), "target": pr.target, "met": pr.met(ours),
+                     "if_unmet": pr.if_unmet})
+    return rows
+
+
+def unmet_note(rows: list[dict[str, Any]]) -> str:
+    """Markdown: each unmet premise and what it does to the findings (empty when all are met)."""
+    bad = [r for r in rows if r["met"] is False]
+    return "\n".join(f"* **Not met: {r['premise']}** ({r['ours']:.3g}, target {r['target']}): {r['if_unmet']}."
+                     for r in bad)
 
 
 def premises_table(rows: list[dict[str, Any]]) -> pd.DataFrame:

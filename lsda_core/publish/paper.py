@@ -182,3 +182,20 @@ LSDA_CLAIMS = (
           (("classification network: Loc+BG share", 1.0), ("LSDA: Loc+BG share", -1.0)), None, "LSDA Figure 5",
           "figure-5-what-the-held-out-false-positives-are"),
 )
+
+
+# The papers' side of the premises (`experiments.premises.PREMISES`): value and where it comes from.
+PREMISES: dict[str, tuple[float | None, str]] = {
+    "recall": (0.98, "selective search's fast mode: about 98 % with about 2000 boxes per image (Uijlings et al., "
+                     "cited by R-CNN 2.1; not in R-CNN's text)"),
+    "lsda_recall": (0.98, "R-CNN's proposals, which LSDA uses"),
+    "pretrain_val": (0.57, "CaffeNet on ILSVRC 2012 val: top-1 error 2.2 points above Krizhevsky et al.'s "
+                           "(R-CNN 2.3), about 57 % top-1 over 1000 classes"),
+    "pretrain_fit": (None, "CaffeNet overfits enough to need dropout"),
+    "finetune_plateau": (None, "fine-tuned until little progress is made (R-CNN 2.3)"),
+    "finetune_passes": (None, "R-CNN does not give its count of foreground windows"),
+    "lsda_headroom": (round(LSDA_TABLE1["Oracle: Full Detection Network"][1]
+                            / LSDA_TABLE1["No Adapt (Classification Network)"][1], 2),
+                      "oracle / classification network, held-out mAP (LSDA Table 1)"),
+    "rcnn_headroom": (RCNN_MAP["R-CNN FT fc7"], "FT fc7, R-CNN Table 2's best row"),
+}

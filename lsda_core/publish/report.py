@@ -10,7 +10,6 @@ import pandas as pd
 from IPython.display import Markdown
 
 from lsda_core.core.params import Params
-from lsda_core.experiments import premises as PR
 from lsda_core.publish import findings as F
 from lsda_core.publish import paper
 from lsda_core.detection import pipeline as DP
@@ -273,13 +272,17 @@ def rcnn_findings(p: Params, seeded: stats.Seeded, grid: R.NegIouGrid, shares: s
     rows.add({r.name: r.map for r in grid.results.values()}, grid.spread).merge(shares)
     found = F.judge(paper.RCNN_CLAIMS, rows.points, rows.samples, "rcnn",
                     ours={v: k for k, v in RCNN_PAPER_ROW.items()}, seed=p.runtime.seed)
-    F.write_part(folder, "rcnn", found, PR.premise_rows(measured or {}))
+    F.write_part(folder, "rcnn", found, F.premise_rows(measured or {}))
     return found
 
 
-def premises(measured: dict[str, float | None]) -> pd.DataFrame:
-    """The premises a chapter measured (`premises.PREMISES`), paper beside ours, met or not."""
-    return F.premises_table(PR.premise_rows(measured))
+def premises(measured: dict[str, float | None]) -> Markdown:
+    """The premises a chapter measured (`premises.PREMISES`), paper beside ours, met or not; under
+    the table, each unmet premise and what it does to the findings."""
+    from IPython.display import display
+    rows = F.premise_rows(measured)
+    display(F.premises_table(rows))
+    return Markdown(F.unmet_note(rows) or "Every premise measured here is met.")
 
 
 def show_findings(rows: list[dict[str, Any]]) -> Markdown:
@@ -349,7 +352,7 @@ def lsda_findings(p: Params, seeded: stats.Seeded, shares: stats.Seeded, held: L
     rows = stats.Seeded(seeded.seeds, dict(seeded.points), dict(seeded.samples)).merge(shares)
     found = F.judge(paper.LSDA_CLAIMS, rows.points, rows.samples, "lsda", ours={paper.LSDA_ROW: held.lsda},
                     seed=p.runtime.seed)
-    F.write_part(folder, "lsda", found, PR.premise_rows(measured or {}))
+    F.write_part(folder, "lsda", found, F.premise_rows(measured or {}))
     return found
 
 

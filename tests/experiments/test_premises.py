@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 
 from lsda_core.experiments import premises as PR
-from lsda_core.experiments.premises import PREMISES, Premise, plateau, premise_rows
+from lsda_core.experiments.premises import PREMISES, Premise, plateau
+from lsda_core.publish import paper
+from lsda_core.publish.findings import premise_rows, unmet_note
 
 
 def pr(lo=None, hi=None) -> Premise:
-    return Premise("x", "a premise", "m", None, "note", lo=lo, hi=hi)
+    return Premise("x", "a premise", lo=lo, hi=hi)
 
 
 def test_target_text_for_each_kind_of_bound():
@@ -44,13 +46,21 @@ def test_premise_rows_only_measured_in_premises_order():
     rows = premise_rows(measured)
     assert [r["id"] for r in rows] == ["recall", "pretrain_val", "finetune_passes", "rcnn_headroom"]
     by = {r["id"]: r for r in rows}
-    assert by["recall"]["paper"] == PR.PREMISE_BY_ID["recall"].paper
+    assert by["recall"]["paper"] == paper.PREMISES["recall"][0]
     assert by["recall"]["target"] == ">= 0.95" and by["recall"]["met"] is True
     assert by["rcnn_headroom"]["met"] is False  # above hi = 80
     assert by["pretrain_val"]["ours"] is None and by["pretrain_val"]["met"] is None
     assert by["finetune_passes"]["target"] == "reported" and by["finetune_passes"]["met"] is None
     assert by["recall"]["premise"] == PR.PREMISE_BY_ID["recall"].text
     assert [p.id for p in PREMISES].index("recall") < [p.id for p in PREMISES].index("rcnn_headroom")
+
+
+def test_every_premise_has_the_papers_side_and_says_what_failing_it_does():
+    assert set(paper.PREMISES) == {p.id for p in PREMISES}
+    assert all(p.if_unmet for p in PREMISES if p.lo is not None or p.hi is not None)
+    note = unmet_note(premise_rows({"recall": 0.81, "pretrain_val": 0.6}))
+    assert note.startswith("* **Not met: selective search covers") and "0.81, target >= 0.95" in note
+    assert "pre-trained" not in note and unmet_note(premise_rows({"pretrain_val": 0.6})) == ""
 
 
 def test_premise_rows_with_numpy_values_are_json_ready():

@@ -66,10 +66,22 @@ def test_lsda_numbers_outside_table1_match_the_paper_text():
 
 
 def test_claims_are_rows_of_the_tables_and_their_differences():
-    for c in paper.RCNN_CLAIMS:
-        assert c.delta == paper.RCNN_MAP[c.a] - paper.RCNN_MAP[c.b], c.text
-    for c in paper.LSDA_CLAIMS:  # on the held-out categories
-        assert c.delta == paper.LSDA_TABLE1[c.a][1] - paper.LSDA_TABLE1[c.b][1], c.text
-    assert len({c.text for c in paper.RCNN_CLAIMS + paper.LSDA_CLAIMS}) == len(paper.RCNN_CLAIMS + paper.LSDA_CLAIMS)
+    """Each claim's paper effect is the weighted sum of its rows in the paper's table (never typed in);
+    figure claims and the optimum carry no effect; ids are unique; every kind has a verdict rule."""
+    from lsda_core.evaluation.stats import VERDICT_RULE
+    held = {k: v[1] for k, v in paper.LSDA_TABLE1.items()}
+    for claims, table in ((paper.RCNN_CLAIMS, paper.RCNN_MAP), (paper.LSDA_CLAIMS, held)):
+        for c in claims:
+            assert c.kind in VERDICT_RULE, c.id
+            if c.kind in ("qualitative", "optimum"):
+                assert c.paper is None, c.id
+            else:
+                assert c.paper == pytest.approx(sum(w * table[r] for r, w in c.terms), abs=0.006), c.id
+    ids = [c.id for c in paper.RCNN_CLAIMS + paper.LSDA_CLAIMS]
+    assert len(set(ids)) == len(ids)
+    by = {c.id: c for c in paper.RCNN_CLAIMS + paper.LSDA_CLAIMS}
     # the headline numbers the chapters used to type in
-    assert round(paper.RCNN_CLAIMS[0].delta, 2) == 5.4 and round(paper.LSDA_CLAIMS[-1].delta, 2) == 10.1
+    assert by["rcnn-ft-fc7"].paper == 5.4 and by["lsda-oracle"].paper == 10.1
+    assert by["rcnn-ft-fc7-vs-pool5"].paper == 3.4  # (FT fc7 - fc7) - (FT pool5 - pool5)
+    assert by["rcnn-fc7-fc6"].kind == "no difference" and by["rcnn-fc7-fc6"].margin == 1.65
+    assert by["rcnn-colour"].kind == "magnitude"
