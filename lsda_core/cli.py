@@ -129,13 +129,13 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 def cmd_sweep(args: argparse.Namespace) -> None:
     from lsda_core.experiments import sweep
-    from lsda_core.publish import book, plots
+    from lsda_core.publish import book, plots, report
     grid = sweep.parse_grid(args.grid)
     out = args.out.resolve()
     measure = None if args.experiment in sweep.MEASUREMENTS else book.chapter_metrics(args.experiment, out / "points")
     rows = sweep.run_sweep(args.experiment, args.params, _overrides(args), grid, record=args.record, note=args.note,
                            measure=measure)
-    table = sweep.table(rows, list(grid), args.metrics.split(",") if args.metrics else None)
+    table = report.sweep_table(rows, list(grid), args.metrics.split(",") if args.metrics else None)
     print(table.to_string())
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / f"{args.experiment}.csv")

@@ -116,21 +116,3 @@ def read_record(path: Path) -> list[dict[str, Any]]:
             raise SweepError(f"{path}:{n}: not a JSON record ({e.msg})") from None
     return out
 
-
-def table(rows: list[dict[str, Any]], keys: list[str], metrics: list[str] | None = None) -> "pd.DataFrame":
-    """The sweep as a table: one row per point indexed by its grid values, one column per metric
-    (`metrics`, all numeric ones when None); an unknown metric is a SweepError naming the known."""
-    import pandas as pd
-    df = pd.DataFrame(rows)
-    if df.empty:
-        return df
-    known = [c for c in df.columns if c not in keys]
-    if metrics:
-        bad = [m for m in metrics if m not in known]
-        if bad:
-            raise SweepError(f"--metrics: unknown {', '.join(bad)}; this sweep measured {', '.join(known)}")
-        cols = metrics
-    else:
-        cols = [c for c in known if pd.api.types.is_numeric_dtype(df[c])]
-    df = df.assign(**{k: df[k].map(str) for k in keys if df[k].map(lambda v: isinstance(v, list)).any()})
-    return df.set_index(keys)[cols] if keys else df[cols]

@@ -18,6 +18,7 @@ from lsda_core.evaluation import hoiem as An
 from lsda_core.evaluation import stats
 from lsda_core.experiments import lsda as L
 from lsda_core.experiments import rcnn as R
+from lsda_core.experiments import sweep
 
 # Our R-CNN rows and the paper's row each corresponds to (its mAP: paper.RCNN_MAP).
 RCNN_PAPER_ROW = {
@@ -420,3 +421,21 @@ def calibration_runs(path: str | None = None) -> pd.DataFrame:
                         for k in CALIBRATION_METRICS.get(r["experiment"], ())},
                      "why": r.get("note", "")})
     return pd.DataFrame(rows).set_index("run").astype(object).fillna("\u2014") if rows else pd.DataFrame()
+
+
+def sweep_table(rows: list[dict[str, Any]], keys: list[str], metrics: list[str] | None = None) -> pd.DataFrame:
+    """The sweep as a table: one row per point indexed by its grid values, one column per metric
+    (`metrics`, all numeric ones when None); an unknown metric is a SweepError naming the known."""
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    known = [c for c in df.columns if c not in keys]
+    if metrics:
+        bad = [m for m in metrics if m not in known]
+        if bad:
+            raise sweep.SweepError(f"--metrics: unknown {', '.join(bad)}; this sweep measured {', '.join(known)}")
+        cols = metrics
+    else:
+        cols = [c for c in known if pd.api.types.is_numeric_dtype(df[c])]
+    df = df.assign(**{k: df[k].map(str) for k in keys if df[k].map(lambda v: isinstance(v, list)).any()})
+    return df.set_index(keys)[cols] if keys else df[cols]
