@@ -76,6 +76,48 @@ def test_run_log_and_status_page(smoke_build):
 
 
 @pytest.mark.slow
+def test_findings_and_premises_of_the_build(smoke_build):
+    """The build merges the chapters' findings (every claim of both papers, with an interval and
+    a verdict of the stated rule) and premises into findings.json / premises.json, and the intro
+    page shows them with links to the sections that test them."""
+    from lsda_core.evaluation.stats import VERDICTS
+    from lsda_core.publish import paper
+    found = json.loads((smoke_build / "findings.json").read_text())
+    assert [f["id"] for f in found] == [c.id for c in paper.RCNN_CLAIMS + paper.LSDA_CLAIMS]
+    for f in found:
+        assert f["verdict"] in VERDICTS and {"claim", "paper", "ours", "ci_low", "ci_high"} <= set(f)
+        assert f["ci_low"] is None or f["ci_low"] <= f["ci_high"]
+    assert {f["seeds"] for f in found if f["id"] in ("rcnn-ft-fc7", "lsda-transfer")} == {2}  # smoke: 2 seeds
+    premises = json.loads((smoke_build / "premises.json").read_text())
+    ids = [pr["id"] for pr in premises]
+    assert len(ids) == len(set(ids)) and {"recall", "pretrain_val", "rcnn_headroom", "lsda_headroom"} <= set(ids)
+    assert all(set(pr) >= {"premise", "paper", "ours", "target", "met"} for pr in premises)
+    intro = (smoke_build / "html" / "book" / "intro.html").read_text()
+    assert 'href="rcnn.html#table-2-which-layer-and-what-fine-tuning-adds"' in intro
+    assert paper.RCNN_CLAIMS[0].text in intro and "Premises" in intro
+
+
+def test_chapter_metrics_reads_the_chapters_findings(tmp_path, monkeypatch):
+    """`lsda sweep rcnn`: each point runs the chapter into its own folder (named by the parameter
+    digest) and returns its findings' effects and premises' values by id."""
+    runs = []
+
+    def execute(root, chapter, p, resolved, out, progress=True):
+        runs.append((chapter.name, out, P.load(resolved).digest() == p.digest()))
+        part = {"findings": [{"id": "rcnn-ft-fc7", "ours": 3.5}], "premises": [{"id": "recall", "ours": 0.8}]}
+        (out / "findings").mkdir(parents=True)
+        (out / "findings" / "rcnn.json").write_text(json.dumps(part))
+        return 1.0
+
+    monkeypatch.setattr(book, "execute_chapter", execute)
+    p = P.load("params/smoke.yaml")
+    assert book.chapter_metrics("rcnn", tmp_path)(p, None) == {"rcnn-ft-fc7": 3.5, "recall": 0.8}
+    assert runs == [("rcnn", tmp_path / p.digest(), True)]
+    with pytest.raises(book.LsdaError, match="only chapters that judge claims"):
+        book.chapter_metrics("world", tmp_path)
+
+
+@pytest.mark.slow
 def test_figures_saved_as_png_and_svg(smoke_build):
     figs = smoke_build / "src" / "book" / "figures"
     pngs = sorted(figs.rglob("*.png"))
