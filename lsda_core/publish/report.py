@@ -405,22 +405,36 @@ CALIBRATION_METRICS = {"pretrain": ("train_top1", "val_top1", "fit_gap", "epochs
                        "finetune": ("plateau", "val_loss", "passes", "iterations")}
 
 
-def calibration_runs(path: str | None = None) -> pd.DataFrame:
-    """Every recorded calibration run in order: what it measured, the settings it changed from the
-    embedded default (runtime keys, which change no result, left out), its premise metrics and
-    why it was run."""
+CALIBRATION_TITLES = {"pretrain": "Pre-training (premise: val top-1 >= 0.55, not underfitting)",
+                      "proposals": "Proposals (premise: recall at IoU 0.5 >= 0.95 on the test split)",
+                      "finetune": "Fine-tuning length (premise: the validation loss has plateaued)"}
+
+
+def calibration_runs(path: str | None = None) -> dict[str, pd.DataFrame]:
+    """Every recorded calibration run, one table per premise measured (in the order first run):
+    the run's number in the log, its date, the settings it changed from the embedded default of
+    its day (runtime keys, which change no result, left out), its premise metrics and why it
+    was run."""
     from lsda_core.experiments.sweep import read_record
     from lsda_core.publish.book import project_root
-    rows = []
+    tables: dict[str, list[dict[str, Any]]] = {}
     for n, r in enumerate(read_record(project_root() / (path or CALIBRATION_LOG)), 1):
         changed = {k: v for k, v in r["overrides"].items() if not k.startswith("runtime.")}
         m = r["metrics"]
-        rows.append({"run": n, "date": r["date"], "measures": r["experiment"],
-                     "changed": ", ".join(f"{k}={v}" for k, v in changed.items()) or "(the default)",
-                     **{k: round(m[k], 3) if isinstance(m.get(k), float) else m.get(k)
-                        for k in CALIBRATION_METRICS.get(r["experiment"], ())},
-                     "why": r.get("note", "")})
-    return pd.DataFrame(rows).set_index("run").astype(object).fillna("\u2014") if rows else pd.DataFrame()
+        tables.setdefault(r["experiment"], []).append(
+            {"run": n, "date": r["date"], "changed": ", ".join(f"{k}={v}" for k, v in changed.items()) or "(the default)",
+             **{k: round(m[k], 3) if isinstance(m.get(k), float) else m.get(k)
+                for k in CALIBRATION_METRICS.get(r["experiment"], ())},
+             "why": r.get("note", "")})
+    return {e: pd.DataFrame(rows).set_index("run").astype(object).fillna("\u2014") for e, rows in tables.items()}
+
+
+def show_calibration(path: str | None = None) -> None:
+    """Display `calibration_runs`: a heading and a table per premise measured."""
+    from IPython.display import display
+    for experiment, t in calibration_runs(path).items():
+        display(Markdown(f"### {CALIBRATION_TITLES.get(experiment, experiment)}"))
+        display(t)
 
 
 def sweep_table(rows: list[dict[str, Any]], keys: list[str], metrics: list[str] | None = None) -> pd.DataFrame:
