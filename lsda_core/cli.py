@@ -129,7 +129,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 def cmd_sweep(args: argparse.Namespace) -> None:
     from lsda_core.experiments import sweep
-    from lsda_core.publish import book, plots, report
+    from lsda_core.publish import book, plots, report, viz
     grid = sweep.parse_grid(args.grid)
     out = args.out.resolve()
     measure = None if args.experiment in sweep.MEASUREMENTS else book.chapter_metrics(args.experiment, out / "points")
@@ -141,7 +141,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     table.to_csv(out / f"{args.experiment}.csv")
     if grid and len(table.columns):
         figure = plots.sweep_figure(table, list(grid)[0])
-        paths = plots.viz.savefig(figure, f"sweep_{args.experiment}", out)
+        paths = viz.savefig(figure, f"sweep_{args.experiment}", out)
         print(f"sweep: {out / (args.experiment + '.csv')}, {paths[0]}")
     if args.record:
         print(f"recorded {len(rows)} point(s) in {args.record}")

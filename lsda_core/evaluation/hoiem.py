@@ -441,14 +441,18 @@ def characteristics(dataset: DetectionDataset, diags: Mapping[str, ClassDiagnosi
 # ------------------------------------------------------------------ everything, and the command
 
 def analyze(dataset: DetectionDataset, detections: Mapping[str, Detections],
-            groups: Mapping[str, Sequence[str]] | None = None, cfg: Analysis | None = None) -> dict[str, Any]:
+            groups: Mapping[str, Sequence[str]] | None = None, cfg: Analysis | None = None,
+            diags: Mapping[str, ClassDiagnosis] | None = None) -> dict[str, Any]:
     """The whole diagnosis as plain, JSON-able data (NaN where a class has no positives):
     `groups`, `n_images`, `fp_types` (see `fp_counts`), `ap_impact`, `trend` (`"all"` classes
-    and each similarity group) and `characteristics`. `groups` None: `similarity_groups`."""
+    and each similarity group) and `characteristics`. `groups` None: `similarity_groups`.
+    `diags`: `diagnose`'s result for these detections, groups and `cfg.weak_iou`, when the
+    caller already has it."""
     cfg = cfg if cfg is not None else Analysis()
     groups = similarity_groups(dataset) if groups is None else {g: list(m) for g, m in groups.items()}
     objs = _objects(dataset)
-    diags = diagnose(dataset, detections, groups, cfg.weak_iou, _objs=objs)
+    if diags is None:
+        diags = diagnose(dataset, detections, groups, cfg.weak_iou, _objs=objs)
     trend = {"all": fp_trend(diags, None, cfg.trend_fps)}
     trend.update({g: fp_trend(diags, m, cfg.trend_fps) for g, m in groups.items()})
     n_norm = cfg.norm_fraction * len(dataset.images)

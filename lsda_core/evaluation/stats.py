@@ -88,20 +88,22 @@ class Seeded:
         return cls(list(seeds), {k: np.array([m[k] for m in maps]) for k in rows},
                    {k: np.stack([np.asarray(s[k]) for s in spreads]) for k in rows})
 
+    @classmethod
+    def once(cls, seed: int, rows: dict[str, tuple[float, np.ndarray]]) -> "Seeded":
+        """Rows measured with one seed: {row: (value on the test set, (B,) values on the resamples)}."""
+        return cls([seed], {k: np.array([v]) for k, (v, _) in rows.items()},
+                   {k: np.asarray(b)[None, :] for k, (_, b) in rows.items()})
+
     def add(self, maps: dict[str, float], spread: dict[str, np.ndarray]) -> "Seeded":
-        """Rows measured once (same resamples), with S = 1; rows already here are kept."""
-        for name, m in maps.items():
-            if name not in self.points:
-                self.points[name] = np.array([m])
-                self.samples[name] = np.asarray(spread[name])[None, :]
-        return self
+        """A new Seeded with rows measured once (same resamples) added, with S = 1; rows already
+        here are kept."""
+        return self.merge(Seeded.once(self.seeds[0], {k: (m, spread[k]) for k, m in maps.items()}))
 
     def merge(self, other: "Seeded") -> "Seeded":
-        """Both sets of rows (this one's kept where both have a row)."""
-        for name in other.points:
-            if name not in self.points:
-                self.points[name], self.samples[name] = other.points[name], other.samples[name]
-        return self
+        """A new Seeded with both sets of rows (this one's kept where both have a row)."""
+        new = [k for k in other.points if k not in self.points]
+        return Seeded(self.seeds, {**self.points, **{k: other.points[k] for k in new}},
+                      {**self.samples, **{k: other.samples[k] for k in new}})
 
     def table(self) -> list[dict[str, Any]]:
         """One row per seed: mAP (%) of every row retrained with each seed."""

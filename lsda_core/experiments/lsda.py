@@ -339,50 +339,46 @@ def premises(lb: LsdaBenchmark, t1: Table1) -> dict[str, float | None]:
             "lsda_recall": DP.proposal_recall(held, lb.bench.proposals, 0.5)["recall"]}
 
 
-def seeded(p: Params, cache: Cache, lb: LsdaBenchmark, t1: Table1) -> Seeded:
+def seeded(p: Params, cache: Cache, lb: LsdaBenchmark, t1: Table1, held: HeldOut) -> Seeded:
     """Held-out mAP of every Table 1 row, with the detection fine-tuning of the every-layer row and
     of full LSDA (k = `lsda.k`) repeated for each of `lsda.seeds` (window sampling, dropout, the
-    background row; the chapter's own run is reused for `runtime.seed`); pre-training and the
-    classification network are shared. Every row on the same bootstrap resamples of the test
-    images (`runtime.seed`), over set A's categories."""
+    background row; the chapter's own run and its bootstrap, `held`, are reused for
+    `runtime.seed`); pre-training and the classification network are shared. Every row on the
+    same bootstrap resamples of the test images (`runtime.seed`), over set A's categories."""
     row = lsda_row(p, lb)
+    held_map = {k: m["held-out (A)"] / 100 for k, m in held.maps.items()}
     maps: list[dict[str, float]] = []
     spreads: list[dict[str, np.ndarray]] = []
     for seed in p.lsda.seeds:
         if seed == p.runtime.seed:
-            res = {FULL_ROW: t1.results[FULL_ROW], row: t1.results[row]}
+            maps.append({k: held_map[k] for k in (FULL_ROW, row)})
+            spreads.append({k: held.spread[k] for k in (FULL_ROW, row)})
         else:
             q = replace(p, runtime=replace(p.runtime, seed=int(seed)))
             full, _ = adapt(q, cache, t1.cls_model, lb, ROWS[-1])
             feats = proposal_features(q, cache, full, lb.bench, "lsda-full")
             res = {FULL_ROW: detector(q, cache, full, feats, lb.bench, FULL_ROW),
                    row: detector(q, cache, transfer(full, t1.cls_model, lb, q.lsda.k), feats, lb.bench, row)}
-        maps.append({k: split_maps(r, lb)["held-out (A)"] / 100 for k, r in res.items()})
-        spreads.append(bootstrap_map(lb.bench, list(res.values()), n=p.rcnn.bootstrap, seed=p.runtime.seed,
-                                     classes=lb.A))
-    out = Seeded.stack(list(p.lsda.seeds), maps, spreads)
-    once = bootstrap_map(lb.bench, list(t1.results.values()), n=p.rcnn.bootstrap, seed=p.runtime.seed, classes=lb.A)
-    return out.add({k: split_maps(r, lb)["held-out (A)"] / 100 for k, r in t1.results.items()}, once)
+            maps.append({k: split_maps(r, lb)["held-out (A)"] / 100 for k, r in res.items()})
+            spreads.append(bootstrap_map(lb.bench, list(res.values()), n=p.rcnn.bootstrap, seed=p.runtime.seed,
+                                         classes=lb.A))
+    return Seeded.stack(list(p.lsda.seeds), maps, spreads).add(held_map, held.spread)
 
 
 # Figure 5's claim: the share of Loc and BG among the held-out categories' top N false positives,
-# N being their positives in the test set
-FIG5_SHARES = {"classification network: Loc+BG share": CLS_ROW, "LSDA: Loc+BG share": None}
+# N being their positives in the test set (statistic -> `held_out_fps`' detector)
+FIG5_SHARES = {"classification network: Loc+BG share": "classification network", "LSDA: Loc+BG share": "LSDA"}
 
 
-def fp_shares(p: Params, lb: LsdaBenchmark, t1: Table1) -> Seeded:
-    """Figure 5's statistics (`FIG5_SHARES`; None: full LSDA's row) on the test set and on the
-    chapter's bootstrap resamples (one seed)."""
-    groups = An.similarity_groups(lb.bench.test)
+def fp_shares(p: Params, lb: LsdaBenchmark, fps: dict[str, dict[str, Any]]) -> Seeded:
+    """Figure 5's statistics (`FIG5_SHARES`) from `held_out_fps`' diagnoses, on the test set and
+    on the chapter's bootstrap resamples (one seed)."""
     held = set(lb.A)
     n = sum(1 for im in lb.bench.test.images for o in im.objects if o.cls in held and not o.difficult)
     picks = resamples(len(lb.bench.test.images), p.rcnn.bootstrap, p.runtime.seed)
-    out = Seeded([p.runtime.seed], {}, {})
-    for name, row in FIG5_SHARES.items():
-        d = An.diagnose(lb.bench.test, t1.results[row or lsda_row(p, lb)].detections, groups, p.analysis.weak_iou)
-        point, boot = An.fp_share_samples(d, lb.A, ("loc", "bg"), n, picks)
-        out.points[name], out.samples[name] = np.array([point]), boot[None, :]
-    return out
+    return Seeded.once(p.runtime.seed, {name: An.fp_share_samples(fps[label]["diagnosis"], lb.A, ("loc", "bg"), n,
+                                                                  picks)
+                                        for name, label in FIG5_SHARES.items()})
 
 
 # ---------------------------------------------------------------------------------------
@@ -669,14 +665,16 @@ def fast_vs_warping(p: Params, cache: Cache, lb: LsdaBenchmark, t1: Table1) -> F
 def held_out_fps(p: Params, lb: LsdaBenchmark, t1: Table1) -> dict[str, dict[str, Any]]:
     """Figure 5: the held-out categories' false positives of the classification network and of
     full LSDA, typed by Hoiem et al.'s analysis: per detector the share of each type among the top
-    N (`trend`, N over `analysis.trend_fps`) and the count of each type over all (`counts`)."""
+    N (`trend`, N over `analysis.trend_fps`), the count of each type over all (`counts`), and the
+    diagnosis itself (`diagnosis`, for `fp_shares`)."""
     groups = An.similarity_groups(lb.bench.test)
     out = {}
     for name, row in (("classification network", CLS_ROW), ("LSDA", lsda_row(p, lb))):
         d = An.diagnose(lb.bench.test, t1.results[row].detections, groups, p.analysis.weak_iou)
         per_class = An.fp_counts({c: d[c] for c in lb.A if c in d})
         out[name] = {"trend": An.fp_trend(d, lb.A, p.analysis.trend_fps),
-                     "counts": {t: sum(per_class.get(c, {}).get(t, 0) for c in lb.A) for t in An.FP_TYPES}}
+                     "counts": {t: sum(per_class.get(c, {}).get(t, 0) for c in lb.A) for t in An.FP_TYPES},
+                     "diagnosis": d}
     return out
 
 

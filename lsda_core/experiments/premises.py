@@ -74,7 +74,6 @@ PREMISES = (
     Premise("rcnn_headroom", "the detection task has headroom both ways (best R-CNN row mAP)", lo=35.0, hi=80.0,
             if_unmet="near the floor every row is noise; near the ceiling no row can beat another"),
 )
-PREMISE_BY_ID = {pr.id: pr for pr in PREMISES}
 
 
 # --------------------------------------------------------------------------- measurements

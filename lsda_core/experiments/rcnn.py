@@ -205,22 +205,16 @@ def seeded(p: Params, cache: Cache, bench: Benchmark, t2: Table2, gray: Comparis
 # Figure 4's claims: share of a false-positive type among the top N false positives, N being the
 # test set's positives (as many false positives as there are objects to find)
 FIG4_SHARES = {"FT fc7: Loc share": ("FT fc7", ("loc",)), "FT fc7: BG share": ("FT fc7", ("bg",)),
-               "HOG: BG share": (HOG_ROW, ("bg",))}
+               "HOG: BG share": ("HOG", ("bg",))}  # statistic -> (`DIAGNOSED` label, FP types)
 
 
-def fp_shares(p: Params, bench: Benchmark, t2: Table2) -> stats.Seeded:
-    """Figure 4's statistics (`FIG4_SHARES`) on the test set and on the chapter's bootstrap
-    resamples (one seed: the chapter's detectors)."""
-    groups = A.similarity_groups(bench.test)
+def fp_shares(p: Params, bench: Benchmark, diag: Diagnosis) -> stats.Seeded:
+    """Figure 4's statistics (`FIG4_SHARES`) from the chapter's diagnosis, on the test set and on
+    the chapter's bootstrap resamples (one seed: the chapter's detectors)."""
     n = sum(1 for im in bench.test.images for o in im.objects if not o.difficult)
     picks = stats.resamples(len(bench.test.images), p.rcnn.bootstrap, p.runtime.seed)
-    diags = {row: A.diagnose(bench.test, t2.results[row].detections, groups, p.analysis.weak_iou)
-             for row in {row for row, _ in FIG4_SHARES.values()}}
-    out = stats.Seeded([p.runtime.seed], {}, {})
-    for name, (row, types) in FIG4_SHARES.items():
-        point, boot = A.fp_share_samples(diags[row], None, types, n, picks)
-        out.points[name], out.samples[name] = np.array([point]), boot[None, :]
-    return out
+    return stats.Seeded.once(p.runtime.seed, {name: A.fp_share_samples(diag.diagnoses[label], None, types, n, picks)
+                                              for name, (label, types) in FIG4_SHARES.items()})
 
 
 def premises(p: Params, cache: Cache, bench: Benchmark, nets: dict[str, Any], t2: Table2) -> dict[str, float | None]:
@@ -240,11 +234,13 @@ def premises(p: Params, cache: Cache, bench: Benchmark, nets: dict[str, Any], t2
 @dataclass
 class Diagnosis:
     """Hoiem et al.'s diagnosis of the `DIAGNOSED` detectors: the similarity groups (superclasses),
-    the largest ones (shown per group), and `hoiem.analyze`'s result per detector label."""
+    the largest ones (shown per group), `hoiem.analyze`'s result per detector label, and the
+    typed false positives it was made from (`diagnoses`, for `fp_shares`)."""
 
     groups: dict[str, list[str]]
     shown: list[str]
     results: dict[str, dict[str, Any]]
+    diagnoses: dict[str, dict[str, A.ClassDiagnosis]]
 
 
 def diagnosis(p: Params, bench: Benchmark, t2: Table2) -> Diagnosis:
@@ -252,8 +248,11 @@ def diagnosis(p: Params, bench: Benchmark, t2: Table2) -> Diagnosis:
     and their normalised AP per object characteristic."""
     groups = A.similarity_groups(bench.test)
     shown = A.largest_groups(groups, DIAGNOSED_GROUPS)
-    return Diagnosis(groups, shown, {label: A.analyze(bench.test, t2.results[row].detections, groups, p.analysis)
-                                     for label, row in DIAGNOSED.items()})
+    diags = {label: A.diagnose(bench.test, t2.results[row].detections, groups, p.analysis.weak_iou)
+             for label, row in DIAGNOSED.items()}
+    return Diagnosis(groups, shown, {label: A.analyze(bench.test, t2.results[row].detections, groups, p.analysis,
+                                                      diags=diags[label])
+                                     for label, row in DIAGNOSED.items()}, diags)
 
 
 @dataclass

@@ -79,10 +79,10 @@ def run_sweep(experiment: str, params_file: str | Path | None, base: dict[str, A
             raise SweepError(f"unknown experiment {experiment!r}; known: {', '.join(sorted(MEASUREMENTS))}")
         measure = MEASUREMENTS[experiment]
     points = grid_points(grid)
-    loaded = [P.load(params_file, {**base, **point}) for point in points]  # every point valid before any work
+    overs = [{**base, **point} for point in points]
+    loaded = [P.load(params_file, over) for over in overs]  # every point valid before any work
     rows = []
-    for point, p in zip(points, loaded):
-        over = {**base, **point}
+    for point, over, p in zip(points, overs, loaded):
         seed_everything(p.runtime.seed)
         cache = Cache(p.runtime.artifacts)
         cache.check_root()

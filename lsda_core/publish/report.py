@@ -269,8 +269,7 @@ def rcnn_findings(p: Params, seeded: stats.Seeded, grid: R.NegIouGrid, shares: s
     """R-CNN's claims (`paper.RCNN_CLAIMS`) judged on Table 2 and the colour ablation over the
     training seeds (`rcnn.seeded`), the negative-overlap grid and Figure 4's shares (one seed);
     handed to the build with the chapter's premises (`measured`) when `folder` is given."""
-    rows = stats.Seeded(seeded.seeds, dict(seeded.points), dict(seeded.samples))
-    rows.add({r.name: r.map for r in grid.results.values()}, grid.spread).merge(shares)
+    rows = seeded.add({r.name: r.map for r in grid.results.values()}, grid.spread).merge(shares)
     found = F.judge(paper.RCNN_CLAIMS, rows.points, rows.samples, "rcnn",
                     ours={v: k for k, v in RCNN_PAPER_ROW.items()}, seed=p.runtime.seed)
     F.write_part(folder, "rcnn", found, F.premise_rows(measured or {}))
@@ -350,7 +349,7 @@ def lsda_findings(p: Params, seeded: stats.Seeded, shares: stats.Seeded, held: L
     """LSDA's claims (`paper.LSDA_CLAIMS`) on the held-out categories over the training seeds
     (`lsda.seeded`) and Figure 5's shares; the paper's full LSDA (k = 10) is our full LSDA row.
     Handed to the build with the chapter's premises (`measured`) when `folder` is given."""
-    rows = stats.Seeded(seeded.seeds, dict(seeded.points), dict(seeded.samples)).merge(shares)
+    rows = seeded.merge(shares)
     found = F.judge(paper.LSDA_CLAIMS, rows.points, rows.samples, "lsda", ours={paper.LSDA_ROW: held.lsda},
                     seed=p.runtime.seed)
     F.write_part(folder, "lsda", found, F.premise_rows(measured or {}))

@@ -53,3 +53,15 @@ def test_resamples_shape_sums_and_seed():
     assert not np.array_equal(r, resamples(5, 40, seed=4))
     assert len({tuple(row) for row in r}) > 1  # the rows differ from each other
     assert resamples(5, 0, seed=3).shape == (0, 5)
+
+
+def test_add_merge_and_once_leave_their_inputs_alone():
+    """add and merge return new objects (the chapters' Seeded are reused after a merge); once builds
+    one-seed rows from (value, resampled values) pairs."""
+    s = two_seeds()
+    before = {k: v.copy() for k, v in s.points.items()}
+    s.add({"c": 0.2}, {"c": np.zeros(3)})
+    s.merge(Seeded.once(7, {"d": (0.4, np.full(3, 0.4))}))
+    assert list(s.points) == list(before) and all(np.array_equal(s.points[k], before[k]) for k in before)
+    o = Seeded.once(5, {"x": (0.1, np.array([0.0, 0.2]))})
+    assert o.seeds == [5] and np.allclose(o.points["x"], [0.1]) and o.samples["x"].shape == (1, 2)

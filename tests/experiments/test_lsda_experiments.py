@@ -78,13 +78,13 @@ def test_held_out_figure3_and_t_test(lsda):
     plt.close(plots.held_out_figure(held))
     # one seed: the hand-made detectors are the chapter's run (other seeds retrain: the smoke book runs them)
     q = replace(p, lsda=replace(p.lsda, seeds=[p.runtime.seed]))
-    seeds = L.seeded(q, Cache(p.runtime.artifacts), lb, t1)
+    seeds = L.seeded(q, Cache(p.runtime.artifacts), lb, t1, held)
     S, i = 1, 0
     assert seeds.points[held.lsda].shape == (S,) and seeds.points[L.CLS_ROW].shape == (1,)
     held_maps = {k: m["held-out (A)"] for k, m in held.maps.items()}
     assert 100 * seeds.points[held.lsda][i] == pytest.approx(held_maps[held.lsda])
     np.testing.assert_allclose(seeds.samples[L.CLS_ROW][0], held.spread[L.CLS_ROW])  # the same resamples
-    shares = L.fp_shares(p, lb, t1)
+    shares = L.fp_shares(p, lb, L.held_out_fps(p, lb, t1))
     found = report.lsda_findings(q, seeds, shares, held)
     assert [f["id"] for f in found] == [c.id for c in paper.LSDA_CLAIMS]
     by = {f["id"]: f for f in found}

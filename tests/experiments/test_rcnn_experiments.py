@@ -10,6 +10,7 @@ import pytest
 from synthetic import make_detection, params
 
 from lsda_core.detection import pipeline as DP
+from lsda_core.evaluation import hoiem as A
 from lsda_core.evaluation import stats
 from lsda_core.experiments import rcnn as R
 from lsda_core.models import finetune as FT
@@ -128,7 +129,8 @@ def test_seeded_rows_share_pretraining_and_resamples(chapter, tmp_path, monkeypa
     table = report.seed_table(seeds)
     assert list(table.index) == p.rcnn.seeds + ["mean", "std"] and "FT fc7" in table and R.GRAY_ROW in table
     grid = R.neg_iou_grid(p, cache, bench, t2)
-    shares = R.fp_shares(p, bench, t2)
+    diag = R.diagnosis(p, bench, t2)
+    shares = R.fp_shares(p, bench, diag)
     assert set(shares.points) == set(R.FIG4_SHARES) and all(0 <= v[0] <= 1 for v in shares.points.values())
     found = report.rcnn_findings(p, seeds, grid, shares, str(tmp_path), {"recall": 0.9})
     assert [f["id"] for f in found] == [c.id for c in paper.RCNN_CLAIMS]  # every claim has its rows
@@ -145,6 +147,9 @@ def test_diagnosis_of_the_three_detectors(chapter):
     p, _, bench, _, t2 = chapter
     diag = R.diagnosis(p, bench, t2)
     assert list(diag.results) == list(R.DIAGNOSED) and diag.groups == {"cool": ["blue", "green"], "warm": ["red"]}
+    assert list(diag.diagnoses) == list(R.DIAGNOSED)  # analyze was given these: the same result as its own
+    again = A.analyze(bench.test, t2.results["FT fc7"].detections, diag.groups, p.analysis)
+    assert again["fp_types"] == diag.results["FT fc7"]["fp_types"] and again["trend"] == diag.results["FT fc7"]["trend"]
     assert set(diag.shown) <= set(diag.groups) and len(diag.shown) <= R.DIAGNOSED_GROUPS
     for r in diag.results.values():
         assert {"trend", "ap_impact", "characteristics"} <= set(r) and set(diag.shown) <= set(r["trend"])
