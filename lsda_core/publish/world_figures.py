@@ -20,10 +20,10 @@ if TYPE_CHECKING:
 
     from lsda_core.world import WorldLayout
 
-# (view, split) of each detection benchmark, with the folder holding its images
-DETECTION = {("voc", "test"): "voc/JPEGImages", ("ilsvrc", "train"): "ilsvrc/ILSVRC2013_DET_train",
-             ("ilsvrc", "val"): "ilsvrc/ILSVRC2013_DET_val", ("large", "train"): "large/JPEGImages",
-             ("large", "test"): "large/JPEGImages"}
+# (view, split) of each detection benchmark, with the folder inside the view holding its images
+DETECTION = {("voc", "test"): "JPEGImages", ("ilsvrc", "train"): "ILSVRC2013_DET_train",
+             ("ilsvrc", "val"): "ILSVRC2013_DET_val", ("large", "train"): "JPEGImages",
+             ("large", "test"): "JPEGImages"}
 
 
 def objects(layout: WorldLayout) -> pd.DataFrame:
@@ -39,7 +39,7 @@ def world_design(layout: WorldLayout) -> Design:
 def _image_path(layout: WorldLayout, view: str, split: str, image: str, wnid: str) -> Path:
     if view == "classification":
         return layout.classification / split / wnid / f"{image}.JPEG"
-    folder = layout.root / DETECTION[(view, split)]
+    folder = getattr(layout, view) / DETECTION[(view, split)]
     if view == "ilsvrc" and split == "train":
         return folder / image.rsplit("_", 1)[0] / f"{image}.JPEG"
     return folder / (f"{image}.JPEG" if view == "ilsvrc" else f"{image}.jpg")

@@ -2,7 +2,7 @@
 moved to another folder stays warm and a changed file is never mistaken for the old one.
 
 - an array: its bytes, shape and dtype (`array_digest`);
-- an image file: the cache entry that wrote it ("world/<key>") when it lives in the cache, else
+- an image file: the cache entry that wrote it ("world-voc/<key>") when it lives in the cache, else
   its name and size (`image_identity`; a real dataset's files are not read whole);
 - a dataset split: name, split, classes, every image's identity and annotations (`dataset_identity`);
 - a file such as downloaded weights: its bytes (`file_digest`);

@@ -320,11 +320,40 @@ def _meta(world: World, d: Design, counts: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def generate(world: World, out: Path, workers: int = 1, progress: bool = False) -> None:
-    """Draw and write the whole world under `out` (its views, world.json, objects.csv)."""
+VIEWS = ("classification", "voc", "ilsvrc", "large")
+COUNTS = "counts.json"  # a partial world's view sizes, merged into world.json by `write_meta`
+# The parameters each view's images depend on besides the seed and the design's categories
+# (`view_config`); the design's own parameters are covered by its digest. Every World field is
+# in DESIGN_PARAMS or some view's list (tests/world checks it), so none can be missed.
+DESIGN_PARAMS = ("seed", "n_categories", "n_superclasses", "voc_classes", "ilsvrc_classes", "large_box_fraction")
+_SCENE = ("det_width", "det_height", "objects_min", "objects_max", "distractors_max", "occluders_max")
+VIEW_PARAMS = {
+    "classification": ("cls_size", "cls_train_per_class", "cls_val_per_class", "distractors_max", "occluders_max"),
+    "voc": (*_SCENE, "voc_train", "voc_val", "voc_test"),
+    "ilsvrc": (*_SCENE, "ilsvrc_train", "ilsvrc_val"),
+    "large": (*_SCENE, "large_train", "large_test"),
+}
+
+
+def view_config(world: World, view: str) -> dict[str, Any]:
+    """What one view's files depend on: the generator's version, the seed, the part of the
+    design the view draws from (by content) and the view's own parameters. A view is cached on
+    this alone, so changing the ILSVRC view's size leaves the classification images (and the
+    networks trained on them) as they are."""
+    d = design(world)
+    used = {"classification": (), "voc": d.voc, "ilsvrc": d.ilsvrc, "large": d.large_boxes}[view]
+    return {"view": view, "version": VERSION, "seed": world.seed,
+            "design": repr((d.superclasses, d.categories, used)),
+            "params": {k: getattr(world, k) for k in VIEW_PARAMS[view]}}
+
+
+def generate(world: World, out: Path, workers: int = 1, progress: bool = False,
+             views: tuple[str, ...] = VIEWS) -> None:
+    """Draw and write `views` of the world under `out` (each in its folder, with its lists),
+    objects.csv (their objects) and counts.json; with every view, world.json too."""
     out = Path(out)
     d = design(world)
-    todo = jobs(world, d)
+    todo = [j for j in jobs(world, d) if j.view in views]
     if workers > 1:
         ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
         with ctx.Pool(workers, initializer=_init, initargs=(world, out)) as pool:
@@ -334,29 +363,49 @@ def generate(world: World, out: Path, workers: int = 1, progress: bool = False) 
         results = [render_job(j) for j in progress_bar(todo, "world", progress)]
     rows = [r for res in results for r in res]
     by = lambda view, split: [j for j in todo if j.view == view and j.split == split]  # noqa: E731
-    (out / "classification").mkdir(parents=True, exist_ok=True)
-    (out / "classification" / "LOC_synset_mapping.txt").write_text(
-        "".join(f"{c.wnid} {c.name}\n" for c in d.categories))
-    voc = {s: [j.name for j in by("voc", s)] for s in ("train", "val", "test")}
-    voc["trainval"] = voc["train"] + voc["val"]
-    voc_rows = [r for r in rows if r["view"] == "voc"]
-    _voc_lists(out / "voc", voc_rows, voc, {s: [d.categories[c].name for c in d.voc] for s in voc})
-    large = {s: [j.name for j in by("large", s)] for s in ("train", "test")}
-    _voc_lists(out / "large", [r for r in rows if r["view"] == "large"], large,
-               {"train": [d.categories[c].name for c in d.large_boxes], "test": [c.name for c in d.categories]})
-    ilsvrc = _ilsvrc_lists(world, d, out / "ilsvrc", by("ilsvrc", "val"), rows)
     n_obj = lambda view, split: sum(1 for r in rows if r["view"] == view and r["split"] == split  # noqa: E731
                                     and r["annotated"])
-    counts = {
-        "classification": {s: {"images": len(by("classification", s))} for s in ("train", "val")},
-        "voc": {s: {"images": len(v), "objects": sum(n_obj("voc", p) for p in (("train", "val") if s == "trainval" else (s,)))}
-                for s, v in voc.items()},
-        "ilsvrc": {"train": {"images": world.ilsvrc_train, "objects": n_obj("ilsvrc", "train")},
-                   "val": {"images": world.ilsvrc_val, "objects": n_obj("ilsvrc", "val")}, **ilsvrc},
-        "large": {s: {"images": len(v), "objects": n_obj("large", s)} for s, v in large.items()},
-    }
-    (out / "world.json").write_text(json.dumps(_meta(world, d, counts), indent=1) + "\n")
+    counts: dict[str, Any] = {}
+    if "classification" in views:
+        (out / "classification").mkdir(parents=True, exist_ok=True)
+        (out / "classification" / "LOC_synset_mapping.txt").write_text(
+            "".join(f"{c.wnid} {c.name}\n" for c in d.categories))
+        counts["classification"] = {s: {"images": len(by("classification", s))} for s in ("train", "val")}
+    if "voc" in views:
+        voc = {s: [j.name for j in by("voc", s)] for s in ("train", "val", "test")}
+        voc["trainval"] = voc["train"] + voc["val"]
+        _voc_lists(out / "voc", [r for r in rows if r["view"] == "voc"], voc,
+                   {s: [d.categories[c].name for c in d.voc] for s in voc})
+        counts["voc"] = {s: {"images": len(v), "objects": sum(n_obj("voc", p) for p in
+                                                              (("train", "val") if s == "trainval" else (s,)))}
+                         for s, v in voc.items()}
+    if "ilsvrc" in views:
+        ilsvrc = _ilsvrc_lists(world, d, out / "ilsvrc", by("ilsvrc", "val"), rows)
+        counts["ilsvrc"] = {"train": {"images": world.ilsvrc_train, "objects": n_obj("ilsvrc", "train")},
+                            "val": {"images": world.ilsvrc_val, "objects": n_obj("ilsvrc", "val")}, **ilsvrc}
+    if "large" in views:
+        large = {s: [j.name for j in by("large", s)] for s in ("train", "test")}
+        _voc_lists(out / "large", [r for r in rows if r["view"] == "large"], large,
+                   {"train": [d.categories[c].name for c in d.large_boxes], "test": [c.name for c in d.categories]})
+        counts["large"] = {s: {"images": len(v), "objects": n_obj("large", s)} for s, v in large.items()}
+    (out / COUNTS).write_text(json.dumps(counts, indent=1) + "\n")
     with open(out / "objects.csv", "w", newline="") as f:
         wr = csv.DictWriter(f, FIELDS, lineterminator="\n")
         wr.writeheader()
         wr.writerows(rows)
+    if set(views) == set(VIEWS):
+        write_meta(world, out, [out])
+
+
+def write_meta(world: World, out: Path, parts: list[Path]) -> None:
+    """world.json and objects.csv of a world whose views were drawn into `parts` (folders written
+    by `generate`, in VIEWS order): their counts merged, their objects.csv concatenated."""
+    counts: dict[str, Any] = {}
+    lines: list[str] = []
+    for part in parts:
+        counts.update(json.loads((part / COUNTS).read_text()))
+        body = (part / "objects.csv").read_text().splitlines(keepends=True)
+        lines += body if not lines else body[1:]
+    (out / "world.json").write_text(json.dumps(_meta(world, design(world), counts), indent=1) + "\n")
+    if parts != [out]:
+        (out / "objects.csv").write_text("".join(lines))

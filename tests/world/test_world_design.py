@@ -3,6 +3,7 @@ cached entry point."""
 from __future__ import annotations
 
 import dataclasses
+import filecmp
 import re
 
 import numpy as np
@@ -10,7 +11,8 @@ import numpy as np
 from lsda_core.store import cache as C
 from lsda_core.core import params as P
 from lsda_core.world import WorldLayout
-from lsda_core.world import ensure_world
+from lsda_core.world import ensure_world, generate
+from lsda_core.world.write import DESIGN_PARAMS, VIEW_PARAMS, VIEWS
 from lsda_core.world.categories import design
 from lsda_core.world.scenes import Style, compose
 
@@ -79,13 +81,15 @@ def test_boxes_are_the_visible_extent_and_full_boxes_the_whole_object(tiny) -> N
     assert larger > 0  # some objects are partly hidden, so their whole extent is larger
 
 
-def test_ensure_world_builds_once_into_the_cache(tmp_path) -> None:
-    over = {"world.n_categories": 6, "world.n_superclasses": 2, "world.cls_size": 24,
+SMALL = {"world.n_categories": 6, "world.n_superclasses": 2, "world.cls_size": 24,
             "world.cls_train_per_class": 1, "world.cls_val_per_class": 1, "world.voc_classes": 3,
             "world.voc_train": 2, "world.voc_val": 2, "world.voc_test": 2, "world.ilsvrc_classes": 4,
             "world.ilsvrc_train": 2, "world.ilsvrc_val": 2, "world.large_train": 2, "world.large_test": 2,
             "runtime.progress": False, "runtime.workers": 1}
-    p = P.load(None, over)
+
+
+def test_ensure_world_builds_once_into_the_cache(tmp_path) -> None:
+    p = P.load(None, SMALL)
     cache = C.Cache(tmp_path / "artifacts")
     layout = ensure_world(p, cache)
     assert isinstance(layout, WorldLayout)
@@ -94,3 +98,34 @@ def test_ensure_world_builds_once_into_the_cache(tmp_path) -> None:
     assert len(layout.categories()) == 6
     stamp = layout.meta.stat().st_mtime_ns
     assert ensure_world(p, cache).root == layout.root and layout.meta.stat().st_mtime_ns == stamp
+
+
+def test_every_world_parameter_is_a_design_or_a_view_parameter() -> None:
+    """A view is cached on its own parameters (`view_config`): a World field in neither list
+    could change a view's images without changing its key."""
+    fields = {f.name for f in dataclasses.fields(P.World)}
+    listed = set(DESIGN_PARAMS).union(*VIEW_PARAMS.values())
+    assert fields == listed, fields ^ listed
+
+
+def _files(root) -> dict[str, bytes]:
+    return {str(f.relative_to(root)): f.read_bytes() for f in sorted(root.rglob("*")) if f.is_file()}
+
+
+def test_the_cached_world_is_the_generated_world_and_a_view_change_rebuilds_that_view_only(tmp_path) -> None:
+    p = P.load(None, SMALL)
+    cache = C.Cache(tmp_path / "artifacts")
+    layout = ensure_world(p, cache)
+    whole = tmp_path / "whole"
+    generate(p.world, whole)
+    for v in VIEWS:  # byte for byte what one generate call writes
+        assert _files(getattr(layout, v)) == _files(whole / v), v
+    for name in ("world.json", "objects.csv"):
+        assert filecmp.cmp(layout.root / name, whole / name, shallow=False), name
+    bigger = ensure_world(P.load(None, {**SMALL, "world.ilsvrc_train": 4}), cache)
+    assert bigger.ilsvrc != layout.ilsvrc and bigger.root != layout.root
+    for v in ("classification", "voc", "large"):  # the same entries: nothing trained on them rebuilds
+        assert getattr(bigger, v) == getattr(layout, v), v
+    assert bigger.info()["views"]["ilsvrc"]["train"]["images"] == 4
+    moved = ensure_world(P.load(None, {**SMALL, "world.cls_train_per_class": 2}), cache)
+    assert moved.classification != layout.classification and moved.voc == layout.voc
