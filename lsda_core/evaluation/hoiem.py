@@ -66,7 +66,7 @@ ASPECT_BINS = ("XT", "T", "M", "W", "XW")  # extra-tall ... extra-wide (w / h)
 _CHUNK = 65536  # false positives per vectorised IoU block
 
 __all__ = ["FP_TYPES", "VOC_GROUPS", "ClassDiagnosis", "read_groups", "similarity_groups", "largest_groups",
-           "diagnose", "fp_counts", "fp_trend", "ap_without", "ap_impact", "normalized_ap",
+           "diagnose", "fp_counts", "fp_trend", "ap_without", "ap_impact", "normalized_ap", "extreme_subsets_samples",
            "object_subsets", "characteristics", "analyze", "format_report", "analyze_command"]
 
 
@@ -400,28 +400,38 @@ def _positive_rows(objs: _Objects, dataset: DetectionDataset, cls: str) -> np.nd
 
 
 def characteristics(dataset: DetectionDataset, diags: Mapping[str, ClassDiagnosis], n_norm: float,
-                    part_visible: float = 0.5, *, _objs: _Objects | None = None) -> dict[str, Any]:
+                    part_visible: float = 0.5, *, weights: np.ndarray | None = None,
+                    _objs: _Objects | None = None, _subsets: dict[str, dict[str, np.ndarray]] | None = None
+                    ) -> dict[str, Any]:
     """Normalised AP overall and per object subset, and each characteristic's sensitivity and
     impact (see the module docstring). Returns `{"n_norm", "overall": mean AP_N,
     "ap_n": {class: AP_N}, "per_characteristic": {name: {"subsets": {subset: mean AP_N over
     classes with positives in it}, "min", "max", "overall", "sensitivity", "impact",
-    "n_classes"}}}`."""
+    "n_classes"}}}`. `weights`: (images,) counts of a bootstrap resample, an image drawn k times
+    counting its detections and positives k times (matching is per image, so this is exact)."""
     objs = _objs if _objs is not None else _objects(dataset)
-    subsets = object_subsets(dataset, part_visible)
+    subsets = _subsets if _subsets is not None else object_subsets(dataset, part_visible)
+    obj_w = np.ones(objs.cls.shape[0], np.int64) if weights is None else np.asarray(weights)[objs.gt.img]
+
+    def ap(m: Matching, keep: np.ndarray, n_pos: int) -> float:
+        if weights is None:
+            return normalized_ap(m.tp[keep], m.fp[keep], n_pos, n_norm)
+        r = np.asarray(weights)[m.image_index[keep]]
+        return normalized_ap(np.repeat(m.tp[keep], r), np.repeat(m.fp[keep], r), n_pos, n_norm)
+
     overall: dict[str, float] = {}
     per_cls: dict[str, dict[str, dict[str, float]]] = {name: {} for name in subsets}
     for c, d in diags.items():
         m = d.matching
         counted = m.tp | m.fp
-        overall[c] = normalized_ap(m.tp[counted], m.fp[counted], m.n_pos, n_norm)
         pos = _positive_rows(objs, dataset, c)
+        overall[c] = ap(m, counted, m.n_pos if weights is None else int(obj_w[pos].sum()))
         row = np.where(m.gt_index >= 0, objs.first[m.image_index] + m.gt_index, -1)
         for name, subs in subsets.items():
             per_cls[name][c] = {}
             for s, mask in subs.items():
-                n_pos = int((pos & mask).sum())
                 keep = counted & ((row < 0) | mask[np.maximum(row, 0)])
-                per_cls[name][c][s] = normalized_ap(m.tp[keep], m.fp[keep], n_pos, n_norm)
+                per_cls[name][c][s] = ap(m, keep, int(obj_w[pos & mask].sum()))
     result: dict[str, Any] = {}
     for name, by_cls in per_cls.items():
         lo, hi, base = [], [], []
@@ -436,6 +446,25 @@ def characteristics(dataset: DetectionDataset, diags: Mapping[str, ClassDiagnosi
                         "min": mn, "max": mx, "overall": ov, "sensitivity": mx - mn, "impact": mx - ov,
                         "n_classes": len(lo)}
     return {"n_norm": n_norm, "overall": _nanmean(overall.values()), "ap_n": overall, "per_characteristic": result}
+
+
+def extreme_subsets_samples(dataset: DetectionDataset, diags: Mapping[str, ClassDiagnosis], n_norm: float,
+                            part_visible: float, picks: np.ndarray) -> dict[str, tuple[float, np.ndarray]]:
+    """R-CNN Figure 5's two statistics of one detector: the mean over characteristics of its
+    worst and of its best subset's normalised AP (`characteristics`' "min" / "max"), on the test
+    set and on each bootstrap resample (`picks`, as `fp_share_samples`). Returns
+    {"worst": (value, (B,) values), "best": (...)}."""
+    objs = _objects(dataset)
+    subsets = object_subsets(dataset, part_visible)
+
+    def both(w: np.ndarray | None) -> tuple[float, float]:
+        ch = characteristics(dataset, diags, n_norm, part_visible, weights=w, _objs=objs,
+                             _subsets=subsets)["per_characteristic"]
+        return _nanmean(r["min"] for r in ch.values()), _nanmean(r["max"] for r in ch.values())
+
+    full = both(None)
+    samples = np.array([both(w) for w in picks]).reshape(len(picks), 2)
+    return {"worst": (full[0], samples[:, 0]), "best": (full[1], samples[:, 1])}
 
 
 # ------------------------------------------------------------------ everything, and the command

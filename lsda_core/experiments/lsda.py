@@ -305,8 +305,7 @@ def table1(p: Params, cache: Cache, lb: LsdaBenchmark, pre: CaffeNet | None = No
     seven adaptations, the transfer with each k of `lsda.knn`, and the oracle."""
     bench = lb.bench
     cls_model, cls_hist = classification_network(p, cache, lb, pre)
-    cls_feats = proposal_features(p, cache, cls_model, bench, "lsda-cls")
-    results = {CLS_ROW: detector(p, cache, cls_model, cls_feats, bench, CLS_ROW, background=False)}
+    cls_feats, results = cls_row(p, cache, lb, cls_model)
     windows = window_cache(p, cache, cls_model, lb)
     histories: dict[str, dict[str, Any]] = {}
     full = None
@@ -323,20 +322,47 @@ def table1(p: Params, cache: Cache, lb: LsdaBenchmark, pre: CaffeNet | None = No
     name = knn_bias_row(lsda_k(p, lb))
     results[name] = detector(p, cache, transfer(full, cls_model, lb, p.lsda.k, move_bias=True), full_feats,
                              bench, name)
-    model, histories[ORACLE_ROW] = oracle(p, cache, cls_model, lb)
-    oracle_feats = proposal_features(p, cache, model, bench, "lsda-oracle")
-    results[ORACLE_ROW] = detector(p, cache, model, oracle_feats, bench, ORACLE_ROW)
+    results[ORACLE_ROW], histories[ORACLE_ROW] = oracle_row(p, cache, lb, cls_model)
     return Table1(results, cls_model, cls_hist, full, histories)
 
 
-def premises(lb: LsdaBenchmark, t1: Table1) -> dict[str, float | None]:
+def cls_row(p: Params, cache: Cache, lb: LsdaBenchmark, cls_model: CaffeNet
+            ) -> tuple[DP.FeatureSet, dict[str, DP.DetectorResult]]:
+    """Table 1's first row, the classification network's raw scores (no adaptation), with the
+    test features the frozen-conv rows reuse."""
+    feats = proposal_features(p, cache, cls_model, lb.bench, "lsda-cls")
+    return feats, {CLS_ROW: detector(p, cache, cls_model, feats, lb.bench, CLS_ROW, background=False)}
+
+
+def oracle_row(p: Params, cache: Cache, lb: LsdaBenchmark, cls_model: CaffeNet
+               ) -> tuple[DP.DetectorResult, dict[str, Any]]:
+    """Table 1's last row, the oracle detector, and its fine-tuning history."""
+    model, hist = oracle(p, cache, cls_model, lb)
+    return detector(p, cache, model, proposal_features(p, cache, model, lb.bench, "lsda-oracle"), lb.bench,
+                    ORACLE_ROW), hist
+
+
+def premises(lb: LsdaBenchmark, results: dict[str, DP.DetectorResult]) -> dict[str, float | None]:
     """The chapter's premise (`premises.PREMISES`): the oracle's held-out mAP over the
     classification network's (the room LSDA has to close), and the recall of the proposals on
-    the held-out categories' test objects, beside R-CNN's."""
-    a = {k: split_maps(t1.results[k], lb)["held-out (A)"] for k in (CLS_ROW, ORACLE_ROW)}
+    the held-out categories' test objects, beside R-CNN's. `results` holds Table 1's
+    classification-network and oracle rows (at least)."""
+    a = {k: split_maps(results[k], lb)["held-out (A)"] for k in (CLS_ROW, ORACLE_ROW)}
     held = keep_classes(lb.bench.test, lb.A)
     return {"lsda_headroom": a[ORACLE_ROW] / a[CLS_ROW] if a[CLS_ROW] > 0 else float("nan"),
-            "lsda_recall": DP.proposal_recall(held, lb.bench.proposals, 0.5)["recall"]}
+            "lsda_recall": DP.proposal_recall(held, lb.bench.proposals, 0.5)["recall"],
+            "cls_held_out_map": a[CLS_ROW], "oracle_held_out_map": a[ORACLE_ROW]}
+
+
+def headroom(p: Params, cache: Cache) -> dict[str, float | None]:
+    """The chapter's premises from its two bounding rows alone (the classification network and
+    the oracle, under the chapter's cache keys), for `lsda sweep lsda_headroom`: calibrating the
+    LSDA view's sizes needs no adaptation row."""
+    lb = load_benchmark(p, cache)
+    cls_model, _ = classification_network(p, cache, lb)
+    _, results = cls_row(p, cache, lb, cls_model)
+    results[ORACLE_ROW], _ = oracle_row(p, cache, lb, cls_model)
+    return premises(lb, results)
 
 
 def seeded(p: Params, cache: Cache, lb: LsdaBenchmark, t1: Table1, held: HeldOut) -> Seeded:

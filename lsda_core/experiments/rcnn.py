@@ -208,13 +208,24 @@ FIG4_SHARES = {"FT fc7: Loc share": ("FT fc7", ("loc",)), "FT fc7: BG share": ("
                "HOG: BG share": ("HOG", ("bg",))}  # statistic -> (`DIAGNOSED` label, FP types)
 
 
-def fp_shares(p: Params, bench: Benchmark, diag: Diagnosis) -> stats.Seeded:
-    """Figure 4's statistics (`FIG4_SHARES`) from the chapter's diagnosis, on the test set and on
-    the chapter's bootstrap resamples (one seed: the chapter's detectors)."""
+# Figure 5's claims: the mean over characteristics of the worst and of the best subset's
+# normalised AP, without and with fine-tuning (statistic -> (`DIAGNOSED` label, "worst" / "best"))
+FIG5_SUBSETS = {f"{label}: {which}-subset AP_N": (label, which)
+                for label in ("fc7 (no FT)", "FT fc7") for which in ("worst", "best")}
+
+
+def figure_stats(p: Params, bench: Benchmark, diag: Diagnosis) -> stats.Seeded:
+    """Figures 4 and 5's statistics (`FIG4_SHARES`, `FIG5_SUBSETS`) from the chapter's diagnosis,
+    on the test set and on the chapter's bootstrap resamples (one seed: the chapter's detectors)."""
     n = sum(1 for im in bench.test.images for o in im.objects if not o.difficult)
     picks = stats.resamples(len(bench.test.images), p.rcnn.bootstrap, p.runtime.seed)
-    return stats.Seeded.once(p.runtime.seed, {name: A.fp_share_samples(diag.diagnoses[label], None, types, n, picks)
-                                              for name, (label, types) in FIG4_SHARES.items()})
+    rows = {name: A.fp_share_samples(diag.diagnoses[label], None, types, n, picks)
+            for name, (label, types) in FIG4_SHARES.items()}
+    n_norm = p.analysis.norm_fraction * len(bench.test.images)
+    extremes = {label: A.extreme_subsets_samples(bench.test, diag.diagnoses[label], n_norm, p.analysis.part_visible,
+                                                 picks) for label in {lb for lb, _ in FIG5_SUBSETS.values()}}
+    rows.update({name: extremes[label][which] for name, (label, which) in FIG5_SUBSETS.items()})
+    return stats.Seeded.once(p.runtime.seed, rows)
 
 
 def premises(p: Params, cache: Cache, bench: Benchmark, nets: dict[str, Any], t2: Table2) -> dict[str, float | None]:
@@ -235,7 +246,7 @@ def premises(p: Params, cache: Cache, bench: Benchmark, nets: dict[str, Any], t2
 class Diagnosis:
     """Hoiem et al.'s diagnosis of the `DIAGNOSED` detectors: the similarity groups (superclasses),
     the largest ones (shown per group), `hoiem.analyze`'s result per detector label, and the
-    typed false positives it was made from (`diagnoses`, for `fp_shares`)."""
+    typed false positives it was made from (`diagnoses`, for `figure_stats`)."""
 
     groups: dict[str, list[str]]
     shown: list[str]

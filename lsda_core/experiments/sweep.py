@@ -16,6 +16,7 @@ from typing import Any, Callable
 from lsda_core.core import params as P
 from lsda_core.core import yamltext
 from lsda_core.core.errors import LsdaError
+from lsda_core.experiments import lsda as L
 from lsda_core.experiments import premises as PR
 from lsda_core.experiments.rcnn import pretrained_network
 from lsda_core.store.cache import Cache
@@ -27,7 +28,8 @@ MEASUREMENTS: dict[str, Callable[[P.Params, Cache], dict[str, Any]]] = {
     "pretrain": lambda p, cache: PR.pretrain_quality(p, cache, *pretrained_network(p, cache)),
     "proposals": PR.proposal_quality,
     "finetune": lambda p, cache: PR.finetune_quality(p, cache, pretrained_network(p, cache)[0]),
-}  # the premises `lsda sweep` measures by name (`premises.py`)
+    "lsda_headroom": L.headroom,
+}  # the premises `lsda sweep` measures by name (`premises.py`, `lsda.headroom`)
 
 
 class SweepError(LsdaError, ValueError):

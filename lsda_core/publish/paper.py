@@ -161,6 +161,14 @@ RCNN_CLAIMS = (
     Claim("rcnn-fig4-hog-bg", "HOG's false positives are more often BG than CNN's (BG share, HOG - FT fc7)",
           "qualitative", (("HOG: BG share", 1.0), ("FT fc7: BG share", -1.0)), None, "R-CNN Figure 4",
           "figure-4-what-the-false-positives-are"),
+    Claim("rcnn-fig5-worst", "fine-tuning raises the lowest-performing subsets (mean over characteristics of the "
+          "worst subset's normalised AP, FT fc7 - fc7)", "qualitative",
+          (("FT fc7: worst-subset AP_N", 1.0), ("fc7 (no FT): worst-subset AP_N", -1.0)), None, "R-CNN Figure 5",
+          "figure-5-sensitivity-to-object-characteristics"),
+    Claim("rcnn-fig5-best", "fine-tuning raises the highest-performing subsets (mean over characteristics of the "
+          "best subset's normalised AP, FT fc7 - fc7)", "qualitative",
+          (("FT fc7: best-subset AP_N", 1.0), ("fc7 (no FT): best-subset AP_N", -1.0)), None, "R-CNN Figure 5",
+          "figure-5-sensitivity-to-object-characteristics"),
 )
 
 # The findings of LSDA that the LSDA chapter tests (Table 1 on the held-out categories, Figure 5).

@@ -401,12 +401,15 @@ def world_sets(facts: dict[str, Any]) -> pd.DataFrame:
 CALIBRATION_LOG = "calibration/runs.jsonl"  # every calibration run, appended by `lsda sweep --record`
 CALIBRATION_METRICS = {"pretrain": ("train_top1", "val_top1", "fit_gap", "epochs", "seconds"),
                        "proposals": ("recall@0.5", "recall@0.7", "boxes_per_image"),
-                       "finetune": ("plateau", "val_loss", "passes", "iterations")}
+                       "finetune": ("plateau", "val_loss", "passes", "iterations"),
+                       "lsda_headroom": ("cls_held_out_map", "oracle_held_out_map", "lsda_headroom", "lsda_recall")}
 
 
 CALIBRATION_TITLES = {"pretrain": "Pre-training (premise: val top-1 >= 0.55, not underfitting)",
                       "proposals": "Proposals (premise: recall at IoU 0.5 >= 0.95 on the test split)",
-                      "finetune": "Fine-tuning length (premise: the validation loss has plateaued)"}
+                      "finetune": "Fine-tuning length (premise: the validation loss has plateaued)",
+                      "lsda_headroom": "LSDA view sizes (premise: oracle held-out mAP at least twice the classification "
+                                       "network's)"}
 
 
 def calibration_runs(path: str | None = None) -> dict[str, pd.DataFrame]:

@@ -344,3 +344,46 @@ def test_plots_draw_trend_and_sensitivity():
     assert [t.get_text() for t in axes[3].get_xticklabels()] == ["occ", "size"]
     assert any(line.get_linestyle() == "--" and line.get_ydata()[0] == 0.5 for line in axes[3].lines)
     viz.plt.close(fig)
+
+
+def _cats(extra: str = "") -> dict[str, list[ObjectAnn]]:
+    return {"i1": [ObjectAnn("cat", box(0, 0, 20, 20)), ObjectAnn("cat", box(50, 50, 70, 70), truncated=True)],
+            "i2": [ObjectAnn("cat", box(10, 10, 40, 40), truncated=True)],
+            "i3": [ObjectAnn("cat", box(60, 0, 90, 30)), ObjectAnn("dog", box(0, 60, 30, 90))]}
+
+
+CAT_ROWS = [("i1", 0.9, [0, 0, 20, 20]), ("i2", 0.85, [10, 10, 40, 40]), ("i1", 0.8, [30, 0, 40, 10]),
+            ("i3", 0.75, [0, 60, 30, 90]), ("i1", 0.7, [50, 50, 70, 70]), ("i3", 0.6, [60, 0, 90, 30]),
+            ("i2", 0.5, [80, 80, 95, 95])]
+
+
+def test_weighted_characteristics_equal_the_test_set_with_images_repeated():
+    """A bootstrap resample's weights (i1 twice, i2 never, i3 once) give the normalised APs of
+    the test set with those images copied; all-ones weights give the unweighted result."""
+    ds = dataset(_cats())
+    d = A.diagnose(ds, {"cat": dets(CAT_ROWS)}, {})
+    plain = A.characteristics(ds, d, n_norm=2.0)
+    assert A.characteristics(ds, d, n_norm=2.0, weights=np.ones(3, np.int64)) == plain
+    weighted = A.characteristics(ds, d, n_norm=2.0, weights=np.array([2, 0, 1]))
+    scene = _cats()
+    rep = dataset({"i1": scene["i1"], "i1b": scene["i1"], "i3": scene["i3"]})
+    rows = [r for r in CAT_ROWS if r[0] == "i1"] + [("i1b", *r[1:]) for r in CAT_ROWS if r[0] == "i1"] \
+        + [r for r in CAT_ROWS if r[0] == "i3"]
+    copied = A.characteristics(rep, A.diagnose(rep, {"cat": dets(sorted(rows, key=lambda r: -r[1]))}, {}), n_norm=2.0)
+    assert weighted["ap_n"]["cat"] == pytest.approx(copied["ap_n"]["cat"])
+    assert weighted["ap_n"]["cat"] != pytest.approx(plain["ap_n"]["cat"])
+    for name in ("truncation",):  # an attribute subset (area bins would move with the copies' percentiles)
+        w, c = weighted["per_characteristic"][name], copied["per_characteristic"][name]
+        assert w["subsets"] == pytest.approx(c["subsets"], nan_ok=True) and w["min"] == pytest.approx(c["min"])
+
+
+def test_extreme_subsets_samples_are_the_mean_worst_and_best_subsets():
+    ds = dataset(_cats())
+    d = A.diagnose(ds, {"cat": dets(CAT_ROWS)}, {})
+    ch = A.characteristics(ds, d, n_norm=2.0)["per_characteristic"]
+    picks = np.array([[1, 1, 1], [2, 0, 1]])
+    out = A.extreme_subsets_samples(ds, d, 2.0, 0.5, picks)
+    worst = np.nanmean([r["min"] for r in ch.values()])
+    assert out["worst"][0] == pytest.approx(worst) and out["worst"][1][0] == pytest.approx(worst)
+    assert out["best"][0] == pytest.approx(np.nanmean([r["max"] for r in ch.values()]))
+    assert out["worst"][1].shape == (2,) and out["best"][0] >= out["worst"][0]

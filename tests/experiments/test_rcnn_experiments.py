@@ -130,8 +130,11 @@ def test_seeded_rows_share_pretraining_and_resamples(chapter, tmp_path, monkeypa
     assert list(table.index) == p.rcnn.seeds + ["mean", "std"] and "FT fc7" in table and R.GRAY_ROW in table
     grid = R.neg_iou_grid(p, cache, bench, t2)
     diag = R.diagnosis(p, bench, t2)
-    shares = R.fp_shares(p, bench, diag)
-    assert set(shares.points) == set(R.FIG4_SHARES) and all(0 <= v[0] <= 1 for v in shares.points.values())
+    shares = R.figure_stats(p, bench, diag)
+    assert set(shares.points) == set(R.FIG4_SHARES) | set(R.FIG5_SUBSETS)
+    assert all(0 <= v[0] <= 1 for v in shares.points.values())
+    ch = diag.results["FT fc7"]["characteristics"]["per_characteristic"]  # the figure's own numbers
+    assert shares.points["FT fc7: worst-subset AP_N"][0] == pytest.approx(np.nanmean([r["min"] for r in ch.values()]))
     found = report.rcnn_findings(p, seeds, grid, shares, str(tmp_path), {"recall": 0.9})
     assert [f["id"] for f in found] == [c.id for c in paper.RCNN_CLAIMS]  # every claim has its rows
     assert all(f["verdict"] in stats.VERDICTS for f in found)

@@ -165,3 +165,19 @@ def test_resolved_params_round_trip(tmp_path):
     again = P.load(resolved)
     assert again == p and again.units.category == "007" and again.svm.C == 0.5
     assert resolved.read_text().startswith(f"# resolved parameters, digest {p.digest()}")
+
+
+@pytest.mark.slow
+def test_lsda_sweep_measures_the_chapters_premise_from_its_cache(smoke_build):
+    """`lsda sweep lsda_headroom` reads the LSDA chapter's own cache entries (nothing rebuilt)
+    and gives the premise the chapter published."""
+    from lsda_core.experiments import sweep
+    from lsda_core.store.cache import Cache
+    artifacts = smoke_build.parent / "artifacts"
+    p = P.load(ROOT / "params" / "smoke.yaml", {"runtime.artifacts": str(artifacts), "runtime.progress": False})
+    before = sorted(str(x) for x in artifacts.glob("*/*"))
+    measured = sweep.MEASUREMENTS["lsda_headroom"](p, Cache(artifacts))
+    assert sorted(str(x) for x in artifacts.glob("*/*")) == before
+    published = {pr["id"]: pr["ours"] for pr in json.loads((smoke_build / "premises.json").read_text())}
+    assert measured["lsda_headroom"] == pytest.approx(published["lsda_headroom"])
+    assert measured["lsda_headroom"] == pytest.approx(measured["oracle_held_out_map"] / measured["cls_held_out_map"])
