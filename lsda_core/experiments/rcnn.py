@@ -182,6 +182,22 @@ def table2(p: Params, cache: Cache, bench: Benchmark, nets: dict[str, Any], boot
     return Table2(results, spread, feats)
 
 
+def layer_gains(p: Params, cache: Cache) -> dict[str, float]:
+    """"What it takes" (`lsda sweep rcnn_layers`): the CNN rows of Table 2 for one seed under the
+    chapter's cache keys, as the quantities the paper's layer and fine-tuning findings are
+    about (fc6 - pool5, and what fine-tuning adds to each layer, in mAP points), with the
+    pre-trained network's val / train top-1 that the setup gave."""
+    bench = load_benchmark(p, cache)
+    nets = load_networks(p, cache, bench)
+    m = {prefix + layer: 100 * svm_detector(p, cache, cnn_features(p, cache, nets[net], bench, layer, tag), bench,
+                                            prefix + layer).map
+         for prefix, net, tag in TABLE2_NETWORKS for layer in TABLE2_LAYERS}
+    pre = PR.pretrain_quality(p, cache, nets["pretrained"], nets["pretrain_history"]) \
+        if not p.data.imagenet_weights else {}
+    return {"val_top1": pre.get("val_top1"), "train_top1": pre.get("train_top1"), "fc6 - pool5": m["fc6"] - m["pool5"],
+            **{f"FT gain {layer}": m["FT " + layer] - m[layer] for layer in TABLE2_LAYERS}, "FT fc7": m["FT fc7"]}
+
+
 def seeded(p: Params, cache: Cache, bench: Benchmark, t2: Table2, gray: Comparison) -> stats.Seeded:
     """Table 2 and the colour ablation for every seed of `rcnn.seeds` (the chapter's own run is
     reused for `runtime.seed`; the others fine-tune and train SVMs again, cached), every one on

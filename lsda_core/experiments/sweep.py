@@ -18,6 +18,7 @@ from lsda_core.core import yamltext
 from lsda_core.core.errors import LsdaError
 from lsda_core.experiments import lsda as L
 from lsda_core.experiments import premises as PR
+from lsda_core.experiments import rcnn as R
 from lsda_core.experiments.rcnn import pretrained_network
 from lsda_core.store.cache import Cache
 from lsda_core.store.files import atomic_write_text
@@ -29,7 +30,8 @@ MEASUREMENTS: dict[str, Callable[[P.Params, Cache], dict[str, Any]]] = {
     "proposals": PR.proposal_quality,
     "finetune": lambda p, cache: PR.finetune_quality(p, cache, pretrained_network(p, cache)[0]),
     "lsda_headroom": L.headroom,
-}  # the premises `lsda sweep` measures by name (`premises.py`, `lsda.headroom`)
+    "rcnn_layers": R.layer_gains,
+}  # the premises `lsda sweep` measures by name (`premises.py`, `lsda.headroom`), and "what it takes" (`rcnn.layer_gains`)
 
 
 class SweepError(LsdaError, ValueError):

@@ -75,6 +75,19 @@ def test_prepare_computes_the_features_of_the_chapter(chapter, monkeypatch):
     assert any(ln.startswith("features: pool5, fc6, fc7:") for ln in feats)
 
 
+def test_layer_gains_are_table2s_differences(chapter, monkeypatch):
+    """`lsda sweep rcnn_layers` measures with the chapter's own detectors (same cache entries)."""
+    p, cache, bench, nets, t2 = chapter
+    monkeypatch.setattr(R, "load_benchmark", lambda p, cache: bench)
+    monkeypatch.setattr(R, "load_networks", lambda p, cache, bench: nets)
+    monkeypatch.setattr(R.PR, "pretrain_quality", lambda p, cache, model, hist: {"val_top1": 0.5, "train_top1": 0.6})
+    g = R.layer_gains(p, cache)
+    m = {k: 100 * r.map for k, r in t2.results.items()}
+    assert g["fc6 - pool5"] == pytest.approx(m["fc6"] - m["pool5"])
+    assert g["FT gain fc7"] == pytest.approx(m["FT fc7"] - m["fc7"]) and g["FT fc7"] == pytest.approx(m["FT fc7"])
+    assert g["FT gain pool5"] == pytest.approx(m["FT pool5"] - m["pool5"]) and g["val_top1"] == 0.5
+
+
 def test_ablations_reuse_table2_and_share_its_resamples(chapter):
     p, cache, bench, nets, t2 = chapter
     gray = R.grayscale_ablation(p, cache, bench, nets, t2)
