@@ -402,14 +402,18 @@ CALIBRATION_LOG = "calibration/runs.jsonl"  # every calibration run, appended by
 CALIBRATION_METRICS = {"pretrain": ("train_top1", "val_top1", "fit_gap", "epochs", "seconds"),
                        "proposals": ("recall@0.5", "recall@0.7", "boxes_per_image"),
                        "finetune": ("plateau", "val_loss", "passes", "iterations"),
-                       "lsda_headroom": ("cls_held_out_map", "oracle_held_out_map", "lsda_headroom", "lsda_recall")}
+                       "lsda_headroom": ("cls_held_out_map", "oracle_held_out_map", "lsda_headroom", "lsda_recall"),
+                       "rcnn_layers": ("val_top1", "train_top1", "fc6 - pool5", "FT gain pool5", "FT gain fc6",
+                                       "FT gain fc7", "FT fc7")}
 
 
 CALIBRATION_TITLES = {"pretrain": "Pre-training (premise: val top-1 >= 0.55, not underfitting)",
                       "proposals": "Proposals (premise: recall at IoU 0.5 >= 0.95 on the test split)",
                       "finetune": "Fine-tuning length (premise: the validation loss has plateaued)",
                       "lsda_headroom": "LSDA view sizes (premise: oracle held-out mAP at least twice the classification "
-                                       "network's)"}
+                                       "network's)",
+                      "rcnn_layers": "What it takes: R-CNN's layer and fine-tuning gaps as the setup varies (mAP points, "
+                                     "one seed)"}
 
 
 def calibration_runs(path: str | None = None) -> dict[str, pd.DataFrame]:
