@@ -21,6 +21,7 @@ from typing import Any, Callable, Literal
 
 from lsda_core.core.errors import LsdaError
 from lsda_core.store import distributed as D
+from lsda_core.store import terminal
 from lsda_core.store.files import TMP_MARK, atomic_write_text
 from lsda_core.store.identity import META
 from lsda_core.store.stages import code_state, stage_of
@@ -112,6 +113,8 @@ class Cache:
             work = Path(tempfile.mkdtemp(prefix=key + TMP_MARK, dir=final.parent))
         try:
             t0 = time.time()
+            if finish:
+                terminal.status(f"{stage}: building {key[:12]}")
             build(work)
             D.barrier()
             if finish:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import platform
 import random
-import sys
 from typing import Iterable, TypeVar
 
 import numpy as np
@@ -13,6 +12,7 @@ from tqdm import tqdm
 
 from lsda_core.core.errors import LsdaError
 from lsda_core.store import distributed as D
+from lsda_core.store import terminal
 
 T = TypeVar("T")
 
@@ -60,8 +60,8 @@ def _cpu_name() -> str:
 
 
 def progress(items: Iterable[T], desc: str, enabled: bool = True, total: int | None = None) -> Iterable[T]:
-    """A progress bar over `items` on a terminal (none when disabled, or when stderr is not
-    a terminal, as inside a chapter executed by Papermill: the book shows no bars; under
-    torchrun only rank 0's, for its share)."""
-    show = enabled and sys.stderr.isatty() and D.is_main()
-    return tqdm(items, desc=desc, total=total, disable=not show, leave=False, dynamic_ncols=True)
+    """A progress bar over `items` on the terminal (`terminal.stream`: stderr, or the terminal of
+    the `lsda book` that runs this chapter); none when disabled, without a terminal (CI), or on
+    torchrun ranks other than 0 (rank 0's bar shows its share)."""
+    out = terminal.stream() if enabled and D.is_main() else None
+    return tqdm(items, desc=desc, total=total, disable=out is None, leave=False, dynamic_ncols=True, file=out)
