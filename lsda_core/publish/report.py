@@ -399,6 +399,7 @@ def world_sets(facts: dict[str, Any]) -> pd.DataFrame:
 # the calibration appendix
 
 CALIBRATION_LOG = "calibration/runs.jsonl"  # every calibration run, appended by `lsda sweep --record`
+WHAT_IT_TAKES_LOG = "calibration/what_it_takes.jsonl"  # runs made after the default was fixed (not calibration)
 CALIBRATION_METRICS = {"pretrain": ("train_top1", "val_top1", "fit_gap", "epochs", "seconds"),
                        "proposals": ("recall@0.5", "recall@0.7", "boxes_per_image"),
                        "finetune": ("plateau", "val_loss", "passes", "iterations"),
