@@ -272,8 +272,10 @@ def parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("sweep", help="measure a named experiment (a premise) over a grid of parameter values, "
                                       "every point cached")
     sp.add_argument("experiment", help="what to measure: pretrain (train / val top-1), proposals (recall), finetune "
-                                       "(validation-loss plateau), lsda_headroom (oracle / classification network, held out), or a chapter that judges claims (rcnn, lsda: its "
-                                       "findings and premises, run through Papermill)")
+                                       "(validation-loss plateau), lsda_headroom (oracle / classification network, "
+                                       "held out), rcnn_layers (fc6 - pool5 and the fine-tuning gains), or a chapter "
+                                       "that judges claims (rcnn, lsda: its findings and premises, run through "
+                                       "Papermill)")
     sp.add_argument("--metrics", default="", help="comma-separated metrics to keep in the table and plot (default all)")
     sp.add_argument("--out", type=Path, default=Path("_build/sweep"), help="folder of the table, plot and chapter runs")
     sp.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
