@@ -411,12 +411,13 @@ def characteristics(dataset: DetectionDataset, diags: Mapping[str, ClassDiagnosi
     counting its detections and positives k times (matching is per image, so this is exact)."""
     objs = _objs if _objs is not None else _objects(dataset)
     subsets = _subsets if _subsets is not None else object_subsets(dataset, part_visible)
-    obj_w = np.ones(objs.cls.shape[0], np.int64) if weights is None else np.asarray(weights)[objs.gt.img]
+    w = None if weights is None else np.asarray(weights)
+    obj_w = np.ones(objs.cls.shape[0], np.int64) if w is None else w[objs.gt.img]
 
     def ap(m: Matching, keep: np.ndarray, n_pos: int) -> float:
-        if weights is None:
+        if w is None:
             return normalized_ap(m.tp[keep], m.fp[keep], n_pos, n_norm)
-        r = np.asarray(weights)[m.image_index[keep]]
+        r = w[m.image_index[keep]]
         return normalized_ap(np.repeat(m.tp[keep], r), np.repeat(m.fp[keep], r), n_pos, n_norm)
 
     overall: dict[str, float] = {}
@@ -425,7 +426,7 @@ def characteristics(dataset: DetectionDataset, diags: Mapping[str, ClassDiagnosi
         m = d.matching
         counted = m.tp | m.fp
         pos = _positive_rows(objs, dataset, c)
-        overall[c] = ap(m, counted, m.n_pos if weights is None else int(obj_w[pos].sum()))
+        overall[c] = ap(m, counted, m.n_pos if w is None else int(obj_w[pos].sum()))
         row = np.where(m.gt_index >= 0, objs.first[m.image_index] + m.gt_index, -1)
         for name, subs in subsets.items():
             per_cls[name][c] = {}

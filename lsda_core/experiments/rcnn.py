@@ -159,13 +159,16 @@ class Table2(Comparison):
     features: dict[str, FeatureSet]
 
 
+def cnn_table2_features(p: Params, cache: Cache, bench: Benchmark, nets: dict[str, Any]) -> dict[str, FeatureSet]:
+    """The features of Table 2's CNN rows by row name: pool5, fc6 and fc7 of the pre-trained and
+    the fine-tuned network (pool5 extracted once per network, cached)."""
+    return {prefix + layer: cnn_features(p, cache, nets[net], bench, layer, tag)
+            for prefix, net, tag in TABLE2_NETWORKS for layer in TABLE2_LAYERS}
+
+
 def table2_features(p: Params, cache: Cache, bench: Benchmark, nets: dict[str, Any]) -> dict[str, FeatureSet]:
-    """The features of Table 2's rows by row name: pool5, fc6 and fc7 of the pre-trained and the
-    fine-tuned network (pool5 extracted once per network, cached), and HOG for the DPM stand-in."""
-    feats = {prefix + layer: cnn_features(p, cache, nets[net], bench, layer, tag)
-             for prefix, net, tag in TABLE2_NETWORKS for layer in TABLE2_LAYERS}
-    feats[HOG_ROW] = hog_features(p, cache, bench)
-    return feats
+    """The features of every Table 2 row: the CNN rows' and HOG for the DPM stand-in."""
+    return {**cnn_table2_features(p, cache, bench, nets), HOG_ROW: hog_features(p, cache, bench)}
 
 
 def table2(p: Params, cache: Cache, bench: Benchmark, nets: dict[str, Any], boot_seed: int | None = None) -> Table2:
@@ -189,9 +192,8 @@ def layer_gains(p: Params, cache: Cache) -> dict[str, float]:
     pre-trained network's val / train top-1 that the setup gave."""
     bench = load_benchmark(p, cache)
     nets = load_networks(p, cache, bench)
-    m = {prefix + layer: 100 * svm_detector(p, cache, cnn_features(p, cache, nets[net], bench, layer, tag), bench,
-                                            prefix + layer).map
-         for prefix, net, tag in TABLE2_NETWORKS for layer in TABLE2_LAYERS}
+    m = {name: 100 * svm_detector(p, cache, fs, bench, name).map
+         for name, fs in cnn_table2_features(p, cache, bench, nets).items()}
     pre = PR.pretrain_quality(p, cache, nets["pretrained"], nets["pretrain_history"]) \
         if not p.data.imagenet_weights else {}
     return {"val_top1": pre.get("val_top1"), "train_top1": pre.get("train_top1"), "fc6 - pool5": m["fc6"] - m["pool5"],

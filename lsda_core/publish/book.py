@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import html.parser
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -163,13 +162,11 @@ def execute_chapter(root: Path, chapter: Chapter, p: P.Params, resolved: Path, o
         injected["findings_dir"] = str(out / F.PARTS)
     if chapter.name == INTRO_CHAPTER:
         injected["build_dir"] = str(out)
-    if progress:  # the chapter's own bars and stage lines replace Papermill's cell counter
-        terminal.name_for_children()
+    own_bars = progress and terminal.name_for_children()  # they replace Papermill's cell counter
     t0 = time.time()
     try:
         pm.execute_notebook(str(root / chapter.path), str(dest), parameters=injected, cwd=str(root),
-                            progress_bar=progress and not os.environ.get(terminal.PROGRESS_TTY),
-                            kernel_name="python3", log_output=False)
+                            progress_bar=progress and not own_bars, kernel_name="python3", log_output=False)
     except pm.PapermillExecutionError as e:
         first = next((ln for ln in e.source.splitlines() if ln.strip()), "")
         raise ChapterError(f"chapter {chapter.name!r} failed in cell {e.cell_index} "

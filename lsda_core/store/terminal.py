@@ -38,7 +38,10 @@ def status(line: str) -> None:
         out.flush()
 
 
-def name_for_children() -> None:
-    """Let child processes (a chapter's kernel) write progress to this terminal, when it is one."""
-    if sys.stderr.isatty():
-        os.environ[PROGRESS_TTY] = os.ttyname(sys.stderr.fileno())
+def name_for_children() -> bool:
+    """Let child processes (a chapter's kernel) write progress to this terminal, when it is one;
+    returns whether it is."""
+    if not sys.stderr.isatty():
+        return False
+    os.environ[PROGRESS_TTY] = os.ttyname(sys.stderr.fileno())
+    return True

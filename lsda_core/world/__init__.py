@@ -15,6 +15,7 @@ from typing import Any
 
 from lsda_core.store.cache import Cache
 from lsda_core.core.params import Params
+from lsda_core.world.categories import design
 from lsda_core.world.write import VIEWS, generate, view_config, write_meta
 
 __all__ = ["WorldLayout", "ensure_world", "generate"]
@@ -55,7 +56,8 @@ def ensure_world(params: Params, cache: Cache) -> WorldLayout:
     """The world of `params.world`, generated into the cache unless already there: each view in
     its own `world-<view>` entry, then world.json and objects.csv in the `world` entry."""
     w = params.world
-    parts = {v: cache.entry(f"world-{v}", config=view_config(w, v),
+    d = design(w)
+    parts = {v: cache.entry(f"world-{v}", config=view_config(w, v, d),
                             build=lambda out, v=v: generate(w, out, params.runtime.workers, params.runtime.progress,
                                                             views=(v,)))
              for v in VIEWS}

@@ -335,12 +335,11 @@ VIEW_PARAMS = {
 }
 
 
-def view_config(world: World, view: str) -> dict[str, Any]:
+def view_config(world: World, view: str, d: Design) -> dict[str, Any]:
     """What one view's files depend on: the generator's version, the seed, the part of the
-    design the view draws from (by content) and the view's own parameters. A view is cached on
-    this alone, so changing the ILSVRC view's size leaves the classification images (and the
-    networks trained on them) as they are."""
-    d = design(world)
+    world's design `d` the view draws from (by content) and the view's own parameters. A view is
+    cached on this alone, so changing the ILSVRC view's size leaves the classification images
+    (and the networks trained on them) as they are."""
     used = {"classification": (), "voc": d.voc, "ilsvrc": d.ilsvrc, "large": d.large_boxes}[view]
     return {"view": view, "version": VERSION, "seed": world.seed,
             "design": repr((d.superclasses, d.categories, used)),
