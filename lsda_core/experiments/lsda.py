@@ -26,7 +26,6 @@ per-class then cross-class NMS, for the paper's Figure 6.
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Sequence
 
@@ -569,26 +568,20 @@ def fast_variant(p: Params, cache: Cache, lb: LsdaBenchmark, full: CaffeNet, cls
 def time_variants(p: Params, full: CaffeNet, head: SPP.SppHead, bench: DP.Benchmark, n: int) -> dict[str, float]:
     """Seconds per test image of the warping detector (warp every proposal, the whole net)
     and of the fast one (one conv pass, SPP, the head), measured now on the same images and
-    proposals with the benchmark's scorers, scores of every class included, proposals and
-    NMS excluded."""
+    proposals with `lsda bench`'s scorers and its harness (`bench.detector_seconds`: the
+    fastest of `bench.repeats` passes), scores of every class included, proposals and NMS
+    excluded."""
     ims = bench.test.images[:n]
-    t = {"warping": 0.0, "fast": 0.0}
     full.eval()
-    warp, fast = F.warp_scorer(full, FT.context_pixels(p), True), SPP.fast_scorer(full, head, p, True)
+    device = full.mean.device
+    pixels = [np.require(load_image(im.path), requirements=["W", "C"]) for im in ims]
+    boxes = [np.asarray(bench.proposals[im.image_id], np.float32) for im in ims]
+    scorers = {"warping": F.warp_scorer(full, FT.context_pixels(p), True), "fast": SPP.fast_scorer(full, head, p, True)}
     with torch.inference_mode():
-        for im in ims:
-            img = np.require(load_image(im.path), requirements=["W", "C"])
-            boxes = np.asarray(bench.proposals[im.image_id], np.float32)
-            t0 = time.perf_counter()
-            warp(img, boxes)
-            t1 = time.perf_counter()
-            fast(img, boxes)
-            t["warping"] += t1 - t0
-            t["fast"] += time.perf_counter() - t1
-    out = {k: v / max(len(ims), 1) for k, v in t.items()}
+        out = {k: BM.detector_seconds(f, pixels, boxes, p.bench.repeats, device) for k, f in scorers.items()}
     out["speed-up"] = out["warping"] / max(out["fast"], 1e-12)
     out["images"] = len(ims)
-    out["proposals / image"] = float(np.mean([len(bench.proposals[im.image_id]) for im in ims])) if ims else 0.0
+    out["proposals / image"] = float(np.mean([len(b) for b in boxes])) if ims else 0.0
     return out
 
 

@@ -203,6 +203,14 @@ def _over_images(score: Callable[[np.ndarray, np.ndarray], Any], pixels: Sequenc
     return lambda: [score(img, b) for img, b in zip(pixels, boxes)]
 
 
+def detector_seconds(score: Callable[[np.ndarray, np.ndarray], Any], pixels: Sequence[np.ndarray],
+                     boxes: Sequence[np.ndarray], repeats: int, device: torch.device) -> float:
+    """Seconds per image of one detector over these images and boxes: the fastest of `repeats`
+    passes over all of them (on CUDA after one untimed pass). The one timing harness of
+    `lsda bench` and of the LSDA chapter's warping vs fast comparison."""
+    return _best(_over_images(score, pixels, boxes), repeats, device)[0] / max(len(pixels), 1)
+
+
 # ------------------------------------------------------------------------------ stages
 
 def _peaks(device: torch.device, full: bool, repeats: int) -> tuple[dict[str, float | None], list[dict]]:
@@ -267,11 +275,11 @@ def _detector(score: Callable, pixels: Sequence[np.ndarray], boxes: Sequence[np.
     g0 = [_gflop(lambda: score(img, e)) for img, e in zip(pixels, empty)]
     g1 = [_gflop(lambda: score(img, b[:1])) for img, b in zip(pixels, boxes)]
     gflop = sum(a + len(b) * (c - a) for a, c, b in zip(g0, g1, boxes)) / n_im
-    sec = _best(_over_images(score, pixels, boxes), repeats, device)[0] / n_im
+    sec = detector_seconds(score, pixels, boxes, repeats, device)
     n = len(boxes[0])
     if per_image is None or per_image == n:
         return sec, gflop, MEASURED
-    sec0 = _best(_over_images(score, pixels, empty), repeats, device)[0] / n_im
+    sec0 = detector_seconds(score, pixels, empty, repeats, device)
     k = per_image / n
     return (sec0 + max(sec - sec0, 0.0) * k, sum(g0) / n_im + (gflop - sum(g0) / n_im) * k,
             f"{EXTRAPOLATED} linearly from 0 and {n} regions per image")

@@ -12,8 +12,10 @@ from synthetic import make_detection, params
 from lsda_core.core.structures import keep_classes
 from lsda_core.data.comp4 import Detections
 from lsda_core.detection import pipeline as DP
+from lsda_core.detection import spp as SPP
 from lsda_core.evaluation import hoiem as An
 from lsda_core.experiments import lsda as L
+from lsda_core.models.nets import CaffeNet
 from lsda_core.perf import bench as BM
 from lsda_core.publish import paper, plots, report
 from lsda_core.store.cache import Cache
@@ -163,3 +165,23 @@ def test_detection_images_drop_val1_images_without_a_set_b_box(tmp_path):
     assert [o.cls for o in both.images[2].objects] == ["b1", "a1"]
     det = keep_classes(both, ["b1", "b2"])
     assert [[o.cls for o in im.objects] for im in det.images] == [["b1"], ["b2"], ["b1"], ["b2"]]
+
+
+def test_the_chapter_times_both_detectors_with_the_benchmark_harness(lsda, monkeypatch):
+    """time_variants measures the warping and the fast detector through bench.detector_seconds
+    (the harness of `lsda bench`), on the same test images and proposals, `bench.repeats` passes."""
+    p, lb, _ = lsda
+    calls = []
+
+    def fake(score, pixels, boxes, repeats, device):
+        calls.append(([x.shape for x in pixels], [len(b) for b in boxes], repeats))
+        return 0.4 if len(calls) == 1 else 0.05
+
+    monkeypatch.setattr(BM, "detector_seconds", fake)
+    net = CaffeNet(p.net, len(lb.bench.classes) + 1).eval()
+    t = L.time_variants(p, net, SPP.SppHead.from_model(net, p.fast.bins), lb.bench, 2)
+    ims = lb.bench.test.images[:2]
+    want = ([(im.height, im.width, 3) for im in ims], [len(lb.bench.proposals[im.image_id]) for im in ims],
+            p.bench.repeats)
+    assert calls == [want, want]
+    assert t["warping"] == 0.4 and t["fast"] == 0.05 and t["speed-up"] == pytest.approx(8.0) and t["images"] == 2

@@ -300,3 +300,16 @@ def test_fast_accuracy_is_kept_and_held_against_two_points(tmp_path, tiny_run):
     assert row["met"] == "no" and row["measured"].startswith("fast 17.5 vs warping 20.0 mAP (-2.5 points)")
     bench.record_fast_accuracy(path, 20.0, 18.5, {"warping": 0.2, "fast": 0.02, "speed-up": 10.0})
     assert perf_report.targets_table(bench.load(path)).loc[key, "met"] == "yes"
+
+
+def test_detector_seconds_is_the_fastest_pass_per_image(monkeypatch):
+    """The one timing harness: each pass scores every image once; the fastest of `repeats`
+    passes, divided by the images (a fake clock: pass k takes 3, 1, 2 s)."""
+    ticks = iter([0.0, 3.0, 10.0, 11.0, 20.0, 22.0])
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: next(ticks))
+    seen = []
+    secs = bench.detector_seconds(lambda img, b: seen.append((img.shape, len(b))),
+                                  [np.zeros((4, 5, 3)), np.zeros((6, 7, 3))], [np.zeros((2, 4)), np.zeros((3, 4))],
+                                  3, torch.device("cpu"))
+    assert secs == pytest.approx(0.5)
+    assert seen == [((4, 5, 3), 2), ((6, 7, 3), 3)] * 3
