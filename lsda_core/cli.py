@@ -60,7 +60,7 @@ def cmd_book(args: argparse.Namespace) -> None:
     from lsda_core.publish import book
     _load(args)
     index = book.build(args.params, _overrides(args), args.out, only=args.only,
-                       progress=not args.quiet)
+                       progress=not args.quiet, keep_features=args.keep_features)
     print(f"book: {index}")
 
 
@@ -220,6 +220,9 @@ def parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("book", help="execute every chapter with Papermill and build the HTML book")
     _add_params(sp)
     sp.add_argument("--only", metavar="CHAPTER", help="execute only this chapter (others keep earlier outputs)")
+    sp.add_argument("--keep-features", action="store_true",
+                    help="keep the cached features and decoded images after a full build (by default removed: every "
+                         "result made from them is cached; keep them to re-train detectors with new settings quickly)")
     _add_build(sp)
     sp.set_defaults(func=cmd_book)
 

@@ -32,7 +32,7 @@ import torch
 from lsda_core.core import boxes as B
 from lsda_core.store import distributed as D
 from lsda_core.models import nets
-from lsda_core.store.cache import Cache
+from lsda_core.store.cache import Cache, Lazy
 from lsda_core.store.files import atomic_save_npy
 from lsda_core.data.images import load_image
 from lsda_core.models.nets import CaffeNet
@@ -108,13 +108,20 @@ def pool5_of_regions(model: CaffeNet, image: np.ndarray | torch.Tensor, regions:
 
 def extract_pool5(model: CaffeNet, dataset: DetectionDataset, regions: dict[str, np.ndarray], p: Params,
                   cache: Cache, tag: str, chunk: int = CHUNK) -> Path:
+    """`pool5_entry`'s folder, built now if it is not in the cache."""
+    return pool5_entry(model, dataset, regions, p, cache, tag, chunk).folder()
+
+
+def pool5_entry(model: CaffeNet, dataset: DetectionDataset, regions: dict[str, np.ndarray], p: Params,
+                cache: Cache, tag: str, chunk: int = CHUNK) -> Lazy:
     """pool5 features of `regions[image_id]` for every image of `dataset`, warped with
     `context_pixels(p)` to `net.input_size`, in eval mode under `torch.inference_mode`, on
     `runtime.device` (on CUDA by the GPU path; under torchrun each rank its share of the
     images, on its own GPU).
     Cached resumable per image in `pool5-<tag>/<key>` (see the module docstring for the
     layout), keyed on the model's cache key, the dataset, the regions and the warp settings.
-    Returns the folder (read it with `load_pool5` / `load_regions`)."""
+    Returns the entry, deferred (`store.cache.Lazy`: its `ref` now, its folder, read with
+    `load_pool5` / `load_regions`, when asked for); `model` must not change before then."""
     device = pick_device(p.runtime.device)
     size, ctx = p.net.input_size, context_pixels(p)
     ids = [im.image_id for im in dataset.images]
@@ -141,8 +148,7 @@ def extract_pool5(model: CaffeNet, dataset: DetectionDataset, regions: dict[str,
         finally:
             model.to(dev0).train(was)
 
-    return cache.entry(f"pool5-{tag}", config, build, resumable=True,
-                       ranks="shard")
+    return cache.lazy(f"pool5-{tag}", config, build, resumable=True, ranks="shard")
 
 
 def load_pool5(folder: Path, image_id: str, mmap: bool = False) -> np.ndarray:

@@ -49,7 +49,7 @@ import torch.nn.functional as F
 
 from lsda_core.core import boxes as B
 from lsda_core.store import distributed as D
-from lsda_core.store.cache import Cache
+from lsda_core.store.cache import Cache, Lazy
 from lsda_core.store.files import atomic_save_npy
 from lsda_core.data.images import load_image
 from lsda_core.detection.features import file_stem
@@ -222,10 +222,16 @@ def hog_params_features(windows: torch.Tensor, p_hog) -> torch.Tensor:
 
 
 def extract_hog(dataset: DetectionDataset, regions: dict[str, np.ndarray], p: Params, cache: Cache) -> Path:
+    """`hog_entry`'s folder, built now if it is not in the cache."""
+    return hog_entry(dataset, regions, p, cache).folder()
+
+
+def hog_entry(dataset: DetectionDataset, regions: dict[str, np.ndarray], p: Params, cache: Cache) -> Lazy:
     """HOG of `regions[image_id]` for every image of `dataset`, each region warped (context
     `hog.context` at 227 px, scaled) to `hog.window` px: float16 (N, D) per image, cached
     resumable in `hog/<key>` (keyed on this module and the warp's, not on their callers'),
-    under torchrun each rank its share of the images. Returns the folder."""
+    under torchrun each rank its share of the images. Returns the entry, deferred
+    (`store.cache.Lazy`)."""
     ctx = p.hog.context * p.hog.window / 227
     config = {"images": images_identity(dataset), "hog": asdict(p.hog),
               "regions": array_digest(regions[im.image_id] for im in dataset.images)}
@@ -239,4 +245,4 @@ def extract_hog(dataset: DetectionDataset, regions: dict[str, np.ndarray], p: Pa
             win = B.warp_regions(img, regions[im.image_id], p.hog.window, ctx)
             atomic_save_npy(dest, hog_params_features(win, p.hog).numpy().astype(np.float16))
 
-    return cache.entry("hog", config, build, resumable=True, ranks="shard")
+    return cache.lazy("hog", config, build, resumable=True, ranks="shard")

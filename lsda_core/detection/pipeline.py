@@ -21,7 +21,7 @@ from lsda_core.evaluation import ap as E
 from lsda_core.detection import features as F
 from lsda_core.detection import hog as H
 from lsda_core.detection import svm as S
-from lsda_core.store.cache import Cache
+from lsda_core.store.cache import Cache, Lazy
 from lsda_core.store.files import atomic_write_bytes, atomic_write_text
 from lsda_core.data.comp4 import Detections, write_detections
 from lsda_core.data.images import load_image
@@ -31,7 +31,7 @@ from lsda_core.core.params import Params
 from lsda_core.detection.proposals import ProposalConfig, compute_proposals, proposal_recall
 
 from lsda_core.core.structures import DetectionDataset
-from lsda_core.store.identity import array_digest, dataset_identity, images_identity
+from lsda_core.store.identity import dataset_identity, digest, images_identity, model_key
 
 
 @dataclass
@@ -82,6 +82,11 @@ class FeatureSet:
     regions: dict[str, dict[str, np.ndarray]]
     n_gt: dict[str, int]
     load: Callable[[str, str], np.ndarray]
+    entries: tuple[Lazy, ...] = ()  # the cache entries `load` reads, built on first read
+
+    def build(self) -> list[Path]:
+        """Build (or find) every cache entry the features are read from, now; their folders."""
+        return [e.folder() for e in self.entries]
 
 
 def feature_regions(bench: Benchmark) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, int]]:
@@ -118,13 +123,14 @@ def grayscale(ds: DetectionDataset, cache: Cache) -> DetectionDataset:
 
 def cnn_features(p: Params, cache: Cache, model: CaffeNet, bench: Benchmark, layer: str, tag: str,
                  gray: bool = False) -> FeatureSet:
-    """pool5 of every region from `model`, extracted once (cached) for train and test;
-    `layer` (pool5 / fc6 / fc7) is computed from it on load."""
+    """pool5 of every region from `model`, extracted once (cached) for train and test when
+    first read (a warm chapter whose detectors are cached never reads them); `layer` (pool5 /
+    fc6 / fc7) is computed from it on load."""
     train_regions, test_regions, n_gt = feature_regions(bench)
     train_ds, test_ds = (grayscale(bench.train, cache), grayscale(bench.test, cache)) if gray else (bench.train, bench.test)
-    folders = {"train": F.extract_pool5(model, train_ds, train_regions, p, cache, tag),
-               "test": F.extract_pool5(model, test_ds, test_regions, p, cache, tag)}
-
+    entries = {"train": F.pool5_entry(model, train_ds, train_regions, p, cache, tag),
+               "test": F.pool5_entry(model, test_ds, test_regions, p, cache, tag)}
+    folders: dict[str, Path] = {}
     memo: dict[tuple[str, str], np.ndarray] = {}
     room = [MEMO_BYTES]
 
@@ -134,6 +140,8 @@ def cnn_features(p: Params, cache: Cache, model: CaffeNet, bench: Benchmark, lay
         # point read them again (the embedded default's largest set: about 0.8 GB)
         f = memo.get((split, image_id))
         if f is None:
+            if split not in folders:
+                folders[split] = entries[split].folder()
             f = F.fc_features(model, F.load_pool5(folders[split], image_id), layer)
             if f.nbytes <= room[0]:
                 f.setflags(write=False)
@@ -141,22 +149,32 @@ def cnn_features(p: Params, cache: Cache, model: CaffeNet, bench: Benchmark, lay
                 room[0] -= f.nbytes
         return f
 
-    key = f"{folders['train'].name}/{folders['test'].name}/{layer}"
-    return FeatureSet(f"{tag} {layer}", key, {"train": train_regions, "test": test_regions}, n_gt, load)
+    key = f"{_key_of(entries['train'])}/{_key_of(entries['test'])}/{layer}"
+    return FeatureSet(f"{tag} {layer}", key, {"train": train_regions, "test": test_regions}, n_gt, load,
+                      (entries["train"], entries["test"]))
+
+
+def _key_of(entry: Lazy) -> str:
+    """The entry's key alone (its folder's name), as feature-set keys record it."""
+    return entry.ref.rsplit("/", 1)[1]
 
 
 def hog_features(p: Params, cache: Cache, bench: Benchmark) -> FeatureSet:
     """HOG of every region warped to `hog.window` px: the features of the DPM HOG stand-in
-    (cached per image; under torchrun each rank its share of the images)."""
+    (cached per image when first read; under torchrun each rank its share of the images)."""
     train_regions, test_regions, n_gt = feature_regions(bench)
-    folders = {"train": H.extract_hog(bench.train, train_regions, p, cache),
-               "test": H.extract_hog(bench.test, test_regions, p, cache)}
+    entries = {"train": H.hog_entry(bench.train, train_regions, p, cache),
+               "test": H.hog_entry(bench.test, test_regions, p, cache)}
+    folders: dict[str, Path] = {}
 
     def load(split: str, image_id: str) -> np.ndarray:
+        if split not in folders:
+            folders[split] = entries[split].folder()
         return np.load(folders[split] / f"{F.file_stem(image_id)}.npy").astype(np.float32)
 
-    key = f"{folders['train'].name}/{folders['test'].name}/hog"
-    return FeatureSet("HOG", key, {"train": train_regions, "test": test_regions}, n_gt, load)
+    key = f"{_key_of(entries['train'])}/{_key_of(entries['test'])}/hog"
+    return FeatureSet("HOG", key, {"train": train_regions, "test": test_regions}, n_gt, load,
+                      (entries["train"], entries["test"]))
 
 
 @dataclass
@@ -276,14 +294,18 @@ def svm_detector(p: Params, cache: Cache, fs: FeatureSet, bench: Benchmark, name
     return score_detections(name, bench, dets, scale=m["history"].get("scale"), features=fs.name)
 
 
-def softmax_detector(p: Params, model: CaffeNet, fs_fc7: FeatureSet, bench: Benchmark, name: str) -> DetectorResult:
-    """Scores from the fine-tuned network's own softmax (class probability), no SVMs."""
+def softmax_detector(p: Params, cache: Cache, model: CaffeNet, fs_fc7: FeatureSet, bench: Benchmark,
+                     name: str) -> DetectorResult:
+    """Scores from the fine-tuned network's own softmax (class probability), no SVMs; the
+    detections cached like an SVM detector's."""
     @torch.inference_mode()
     def scorer(f: np.ndarray) -> np.ndarray:
         logits = model.head(torch.tensor(f, device=model.mean.device))  # a copy: cached features are read-only
         return torch.softmax(logits, dim=1)[:, 1:].cpu().numpy()
 
-    return score_detections(name, bench, run_detector(p, fs_fc7, bench, scorer))
+    config = {"scores": "softmax", "model": model_key(model), "features": fs_fc7.key, "detect": asdict(p.detect)}
+    return score_detections(name, bench, cached_detections(cache, bench, config,
+                                                           lambda: run_detector(p, fs_fc7, bench, scorer)))
 
 
 def bbox_regressor(p: Params, pool5: FeatureSet, bench: Benchmark) -> BR.BBoxRegModel:
@@ -307,15 +329,23 @@ def bbox_regressor(p: Params, pool5: FeatureSet, bench: Benchmark) -> BR.BBoxReg
                              lam=p.detect.bbox_reg_lambda, min_iou=p.detect.bbox_reg_iou, scale=scale)
 
 
-def bbox_refiner(model: BR.BBoxRegModel, pool5: FeatureSet, bench: Benchmark):
-    """A `refine` for `run_detector`: regress each kept box with its region's pool5."""
+def bbox_refiner(p: Params, pool5: FeatureSet, bench: Benchmark):
+    """A `refine` for `run_detector`: regress each kept box with its region's pool5. The
+    regressor (`bbox_regressor`) is trained on the first box it refines, so a detector whose
+    detections are cached never trains it; its `key` names what makes it (the features, the
+    training split, the settings it reads, this code through the detections stage)."""
     sizes = {im.image_id: (im.width, im.height) for im in bench.test.images}
+    model: list[BR.BBoxRegModel] = []
 
     def refine(image_id: str, boxes: np.ndarray, regions: np.ndarray, classes: np.ndarray) -> np.ndarray:
+        if not model:
+            model.append(bbox_regressor(p, pool5, bench))
         f = pool5.load("test", image_id)[regions]
-        return BR.apply_bbox_reg(boxes[regions], f, model, classes, image_size=sizes[image_id])
+        return BR.apply_bbox_reg(boxes[regions], f, model[0], classes, image_size=sizes[image_id])
 
-    refine.key = f"bbox regression {array_digest([model.W, model.b])} on {pool5.key}"
+    made_of = {"train": dataset_identity(bench.train), "classes": bench.classes, "seed": p.runtime.seed,
+               "iou": p.detect.bbox_reg_iou, "lambda": p.detect.bbox_reg_lambda, "norm": p.svm.feature_norm}
+    refine.key = f"bbox regression {digest(made_of)} on {pool5.key}"
     return refine
 
 

@@ -62,7 +62,7 @@ import torch.nn.functional as F
 from lsda_core.models import finetune as FT
 from lsda_core.models import nets
 from lsda_core.models import solver as sgd
-from lsda_core.store.cache import Cache
+from lsda_core.store.cache import Cache, Lazy, entry_folder, entry_ref
 from lsda_core.store.files import atomic_save_npy, atomic_write_bytes, atomic_write_text
 from lsda_core.data.images import load_image
 from lsda_core.core.errors import DataError
@@ -340,12 +340,18 @@ class SppHead(nn.Module):
 
 def extract_spp(model: CaffeNet, dataset: DetectionDataset, regions: dict[str, np.ndarray], p: Params,
                 cache: Cache, tag: str, mirror: bool = False) -> Path:
+    """`spp_entry`'s folder, built now if it is not in the cache."""
+    return spp_entry(model, dataset, regions, p, cache, tag, mirror).folder()
+
+
+def spp_entry(model: CaffeNet, dataset: DetectionDataset, regions: dict[str, np.ndarray], p: Params,
+              cache: Cache, tag: str, mirror: bool = False) -> Lazy:
     """SPP features of `regions[image_id]` for every image of `dataset` (one conv pass per
     image, `spp_features`), eval mode, on `runtime.device`; with `mirror`, also those of the
     mirrored regions in the mirrored image (for fine-tuning with mirroring). Cached resumable
     per image in `spp-<tag>/<key>` (layout: module docstring), keyed on the model's cache key,
-    the dataset, the regions, `fast` and `mirror`. Returns the folder (read it with
-    `load_spp` and `features.load_regions`)."""
+    the dataset, the regions, `fast` and `mirror`. Returns the entry, deferred
+    (`store.cache.Lazy`; read its folder with `load_spp` and `features.load_regions`)."""
     device = pick_device(p.runtime.device)
     ids = [im.image_id for im in dataset.images]
     missing = [i for i in ids if i not in regions]
@@ -375,7 +381,7 @@ def extract_spp(model: CaffeNet, dataset: DetectionDataset, regions: dict[str, n
         finally:
             model.to(dev0).train(was)
 
-    return cache.entry(f"spp-{tag}", config, build, resumable=True)
+    return cache.lazy(f"spp-{tag}", config, build, resumable=True)
 
 
 def load_spp(folder: Path, image_id: str, flip: bool = False, mmap: bool = False) -> np.ndarray:
@@ -448,7 +454,7 @@ class _Rows:
 
 
 def finetune_head(p: Params, head: SppHead, dataset: DetectionDataset, proposals: dict[str, np.ndarray],
-                  cache: Cache, classes: Sequence[str], features: Path, frozen: Iterable[str] = (),
+                  cache: Cache, classes: Sequence[str], features: Path | Lazy, frozen: Iterable[str] = (),
                   head_rows: Sequence[int] | None = None, seed: int | None = None,
                   mirror: bool | None = None) -> tuple[SppHead, dict[str, Any]]:
     """SPP-net's fine-tuning of the fc layers only, on cached SPP features; the conv layers
@@ -483,26 +489,18 @@ def finetune_head(p: Params, head: SppHead, dataset: DetectionDataset, proposals
     if rows is not None and (not rows or rows[0] < 0 or rows[-1] >= head.num_classes):
         raise ValueError(f"head_rows must be non-empty indices in [0, {head.num_classes}), got {head_rows}")
     mirror = p.finetune.mirror if mirror is None else mirror
-    features = Path(features)
-    windows, _ = regions_with_gt(dataset, proposals, classes)
-    for im in dataset.images:
-        if not np.array_equal(load_regions(features, im.image_id), windows[im.image_id]):
-            raise ValueError(f"{features}: the cached regions of image {im.image_id!r} are not its windows "
-                             f"(features.regions_with_gt(dataset, proposals, classes))")
-        if mirror and not (features / f"{file_stem(im.image_id)}.flip.npy").is_file():
-            raise DataError(f"{features}: no mirrored features; extract them with extract_spp(..., mirror=True) "
-                            f"or fine-tune with mirror=False (finetune.mirror)")
     seed = p.runtime.seed if seed is None else int(seed)
     device = pick_device(p.runtime.device)
     ids = [im.image_id for im in dataset.images]
-    config = {"head": model_key(head), "features": f"{features.parent.name}/{features.name}",
+    config = {"head": model_key(head), "features": entry_ref(features),
               "dataset": dataset_identity(dataset), "classes": classes, "finetune": asdict(p.finetune),
               "proposals": array_digest(np.asarray(proposals.get(i, np.zeros((0, 4))), np.float32) for i in ids),
               "seed": seed, "frozen": frozen, "head_rows": rows, "mirror": mirror}
 
     def build(out: Path) -> None:
-        tuned, history = _finetune_head(p, head, dataset, proposals, classes, features, frozen, rows, seed,
-                                        mirror, device)
+        folder = entry_folder(features)
+        _check_features(folder, dataset, proposals, classes, mirror)
+        tuned, history = _finetune_head(p, head, dataset, proposals, classes, folder, frozen, rows, seed, mirror, device)
         buf = io.BytesIO()
         torch.save({k: v.detach().cpu() for k, v in tuned.state_dict().items()}, buf)
         atomic_write_bytes(out / "head.pt", buf.getvalue())
@@ -515,6 +513,19 @@ def finetune_head(p: Params, head: SppHead, dataset: DetectionDataset, proposals
     tuned.load_state_dict(torch.load(folder / "head.pt", map_location="cpu", weights_only=True))
     tuned.cache_key = history["key"]
     return tuned.to(device).eval(), history
+
+
+def _check_features(folder: Path, dataset: DetectionDataset, proposals: dict[str, np.ndarray],
+                    classes: list[str], mirror: bool) -> None:
+    """The cached SPP features must be those of the fine-tuning windows (and mirrored ones)."""
+    windows, _ = regions_with_gt(dataset, proposals, classes)
+    for im in dataset.images:
+        if not np.array_equal(load_regions(folder, im.image_id), windows[im.image_id]):
+            raise ValueError(f"{folder}: the cached regions of image {im.image_id!r} are not its windows "
+                             f"(features.regions_with_gt(dataset, proposals, classes))")
+        if mirror and not (folder / f"{file_stem(im.image_id)}.flip.npy").is_file():
+            raise DataError(f"{folder}: no mirrored features; extract them with extract_spp(..., mirror=True) "
+                            f"or fine-tune with mirror=False (finetune.mirror)")
 
 
 def _finetune_head(p: Params, head: SppHead, dataset: DetectionDataset, proposals: dict[str, np.ndarray],

@@ -27,8 +27,10 @@ give; here the maximum is over the whole split (its Figure 6 caption), so values
 """
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field, replace
 from itertools import islice
+from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 import numpy as np
@@ -39,6 +41,9 @@ from lsda_core.models import nets
 from lsda_core.data.images import load_image
 from lsda_core.models.finetune import context_pixels
 from lsda_core.core.params import Net, Params, ParamsError
+from lsda_core.store.cache import Cache
+from lsda_core.store.files import atomic_write_bytes
+from lsda_core.store.identity import digest
 from lsda_core.store.runtime import progress as progress_bar
 from lsda_core.core.structures import DetectionDataset
 
@@ -46,8 +51,9 @@ from lsda_core.core.structures import DetectionDataset
 
 class FeatureSet(Protocol):
     """What the unit search reads of region features (`detection.pipeline.FeatureSet` has it):
-    the regions per split and image, and a loader of their (N, D) features."""
+    the regions per split and image, a loader of their (N, D) features, and the key naming them."""
 
+    key: str
     regions: dict[str, dict[str, np.ndarray]]
 
     def load(self, split: str, image_id: str) -> np.ndarray: ...
@@ -165,6 +171,32 @@ def top_regions(fs: FeatureSet, units: Sequence[Unit], k: int, nms: float = 0.1,
         out.append(UnitTop(unit, kept_ids, r[sel].astype(np.int64), boxes, s[sel].astype(np.float32),
                            float(cmax[unit.channel])))
     return out
+
+
+def cached_top_regions(cache: Cache, fs: FeatureSet, units: Sequence[Unit], k: int, nms: float = 0.1,
+                       split: str = "test", progress: bool = False) -> list[UnitTop]:
+    """`top_regions`, cached as `units/<key>` on the features' key, the units, `k`, `nms` and
+    the split (one npz: per unit the image index in the split's order, region, box and
+    activation; every channel's maximum), so a warm chapter does not read the features."""
+    units = list(units)
+    ids = list(fs.regions[split])
+    config = {"features": fs.key, "split": split, "units": [[u.y, u.x, u.channel] for u in units], "k": k,
+              "nms": nms, "images": digest(ids)}
+
+    def build(out: Path) -> None:
+        tops = top_regions(fs, units, k, nms, split, progress)
+        index = {image_id: i for i, image_id in enumerate(ids)}
+        arrays: dict[str, np.ndarray] = {"channel_max": np.array([t.channel_max for t in tops], np.float64)}
+        for j, t in enumerate(tops):
+            arrays[f"image{j}"] = np.array([index[i] for i in t.image_ids], np.int64)
+            arrays[f"region{j}"], arrays[f"boxes{j}"], arrays[f"activation{j}"] = t.region_index, t.boxes, t.activation
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        atomic_write_bytes(out / "units.npz", buf.getvalue())
+
+    z = np.load(cache.entry("units", config, build) / "units.npz")
+    return [UnitTop(u, [ids[i] for i in z[f"image{j}"]], z[f"region{j}"], z[f"boxes{j}"], z[f"activation{j}"],
+                    float(z["channel_max"][j])) for j, u in enumerate(units)]
 
 
 # ------------------------------------------------------------------------- receptive fields

@@ -179,8 +179,8 @@ def window_cache(p: Params, cache: Cache, cls_model: CaffeNet, lb: LsdaBenchmark
     """pool5 of every training window from the classification network's conv layers,
     extracted once: every row that keeps conv1-5 frozen trains on it."""
     regions, _ = F.regions_with_gt(lb.bench.train, lb.bench.proposals, lb.bench.classes)
-    folder = F.extract_pool5(cls_model, lb.bench.train, regions, p, cache, "lsda-windows")
-    return FT.CachedWindows(f"{folder.parent.name}/{folder.name}", lambda i: F.load_pool5(folder, i))
+    entry = F.pool5_entry(cls_model, lb.bench.train, regions, p, cache, "lsda-windows")
+    return FT.CachedWindows(entry.ref, lambda i: F.load_pool5(entry.folder(), i), entry)
 
 
 def adapt(p: Params, cache: Cache, cls_model: CaffeNet, lb: LsdaBenchmark, row: Row,
@@ -242,11 +242,11 @@ def transfer(det_model: CaffeNet, cls_model: CaffeNet, lb: LsdaBenchmark, k: int
 # detection and evaluation
 
 def proposal_features(p: Params, cache: Cache, model: CaffeNet, bench: DP.Benchmark, tag: str) -> DP.FeatureSet:
-    """pool5 of every test proposal from `model` (cached); scoring computes the rest."""
+    """pool5 of every test proposal from `model` (cached when first read); scoring computes the rest."""
     regions = {im.image_id: np.asarray(bench.proposals[im.image_id], np.float32) for im in bench.test.images}
-    folder = F.extract_pool5(model, bench.test, regions, p, cache, tag)
-    return DP.FeatureSet(tag, f"{folder.parent.name}/{folder.name}", {"test": regions}, {},
-                        lambda split, image_id: F.load_pool5(folder, image_id))
+    entry = F.pool5_entry(model, bench.test, regions, p, cache, tag)
+    return DP.FeatureSet(tag, entry.ref, {"test": regions}, {},
+                         lambda split, image_id: F.load_pool5(entry.folder(), image_id), (entry,))
 
 
 def detector(p: Params, cache: Cache, model: CaffeNet | SPP.SppHead, pool5: DP.FeatureSet, bench: DP.Benchmark,
@@ -553,14 +553,14 @@ def fast_variant(p: Params, cache: Cache, lb: LsdaBenchmark, full: CaffeNet, cls
     proposals excluded (the same for both)."""
     bench, classes = lb.bench, lb.bench.classes
     regions, _ = F.regions_with_gt(bench.train, bench.proposals, classes)
-    train_f = SPP.extract_spp(full, bench.train, regions, p, cache, "lsda-train", mirror=p.finetune.mirror)
+    train_f = SPP.spp_entry(full, bench.train, regions, p, cache, "lsda-train", mirror=p.finetune.mirror)
     rows = [0] + [1 + classes.index(c) for c in lb.B]
     head, hist = SPP.finetune_head(p, SPP.SppHead.from_model(full, p.fast.bins), bench.train, bench.proposals, cache,
                                    classes, train_f, head_rows=rows)
     test_regions = {im.image_id: np.asarray(bench.proposals[im.image_id], np.float32) for im in bench.test.images}
-    test_f = SPP.extract_spp(full, bench.test, test_regions, p, cache, "lsda-test")
-    fs = DP.FeatureSet("spp", f"{test_f.parent.name}/{test_f.name}", {"test": test_regions}, {},
-                      lambda split, image_id: SPP.load_spp(test_f, image_id))
+    test_f = SPP.spp_entry(full, bench.test, test_regions, p, cache, "lsda-test")
+    fs = DP.FeatureSet("spp", test_f.ref, {"test": test_regions}, {},
+                       lambda split, image_id: SPP.load_spp(test_f.folder(), image_id), (test_f,))
     result = detector(p, cache, transfer(head, cls_model, lb, p.lsda.k), fs, bench, "LSDA, fast (SPP)")
     return Fast(result, hist, time_variants(p, full, head, bench, n_timing))
 
@@ -603,9 +603,13 @@ def prepare(p: Params, cache: Cache, stage: str = "features") -> list[str]:
     lines.append(f"networks: {cls_model.cache_key}, {full.cache_key}, {top.cache_key}")
     if upto < 2:
         return lines
-    lines.append(f"features: windows {window_cache(p, cache, cls_model, lb).key}")
+    windows = window_cache(p, cache, cls_model, lb)
+    windows.entry.folder()
+    lines.append(f"features: windows {windows.key}")
     for tag, model in (("lsda-cls", cls_model), ("lsda-full", full), ("lsda-oracle", top)):
-        lines.append(f"features: {tag} {proposal_features(p, cache, model, lb.bench, tag).key}")
+        fs = proposal_features(p, cache, model, lb.bench, tag)
+        fs.build()
+        lines.append(f"features: {tag} {fs.key}")
     return lines
 
 

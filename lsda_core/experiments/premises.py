@@ -6,7 +6,9 @@ measure it the same way. Calibration looks at these numbers only, never at a fin
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +23,9 @@ from lsda_core.models import finetune as FT
 from lsda_core.models import pretrain as PT
 from lsda_core.models.nets import CaffeNet
 from lsda_core.store.cache import Cache
+from lsda_core.store.files import atomic_write_text
+from lsda_core.store.identity import dataset_identity, model_key
+from lsda_core.core.structures import ClassificationDataset
 
 
 @dataclass(frozen=True)
@@ -84,12 +89,23 @@ def pretrain_quality(p: Params, cache: Cache, model: CaffeNet, hist: dict[str, A
     accuracy has dropout and augmentation on, so it is not the fit), and the gap between them."""
     root = sources.classification_root(p, cache)
     train, val = read_image_folder(root, "train"), read_image_folder(root, "val")
-    size = p.net.input_size
-    tr = PT.evaluate_classification(model, PT.load_classification_tensor(train, size, cache, False), train.labels)
-    va = PT.evaluate_classification(model, PT.load_classification_tensor(val, size, cache, False), val.labels)
+    tr, va = evaluated(p, cache, model, train), evaluated(p, cache, model, val)
     return {"train_top1": tr["top1"], "val_top1": va["top1"], "val_top5": va["top5"],
             "fit_gap": tr["top1"] - va["top1"], "classes": len(train.classes), "train_images": len(train),
             "epochs": len(hist.get("epochs", [])), "seconds": float(hist.get("seconds", 0.0))}
+
+
+def evaluated(p: Params, cache: Cache, model: CaffeNet, ds: ClassificationDataset) -> dict[str, float]:
+    """`pretrain.evaluate_classification` of `model` on `ds` at the net's input size (eval
+    mode, no augmentation), cached as `evaluation/<key>` on the model's key and the split, so a
+    warm chapter neither decodes nor scores the images again."""
+    config = {"model": model_key(model), "dataset": dataset_identity(ds), "size": p.net.input_size}
+
+    def build(out: Path) -> None:
+        images = PT.load_classification_tensor(ds, p.net.input_size, cache, False)
+        atomic_write_text(out / "accuracy.json", json.dumps(PT.evaluate_classification(model, images, ds.labels)))
+
+    return json.loads((cache.entry("evaluation", config, build) / "accuracy.json").read_text())
 
 
 def proposal_quality(p: Params, cache: Cache) -> dict[str, float]:

@@ -30,7 +30,7 @@ from lsda_core.core.params import Params
 from lsda_core.detection.pipeline import (Benchmark, FeatureSet, cnn_features, hog_features, proposal_config, proposals_of,
                                           svm_detector)
 from lsda_core.detection.proposals import proposal_recall, selective_search
-from lsda_core.detection.pipeline import (DetectorResult, bbox_refiner, bbox_regressor, softmax_detector,
+from lsda_core.detection.pipeline import (DetectorResult, bbox_refiner, softmax_detector,
                                           train_svm_detector)
 from lsda_core.evaluation import hoiem as A
 from lsda_core.evaluation import stats
@@ -88,6 +88,7 @@ def prepare(p: Params, cache: Cache, stage: str = "features") -> list[str]:
     feats = {**table2_features(p, cache, bench, nets), GRAY_ROW: grayscale_features(p, cache, bench, nets)}
     rows_of: dict[str, list[str]] = {}  # one extraction (pool5 or HOG) serves several rows
     for name, fs in feats.items():
+        fs.build()
         rows_of.setdefault(fs.key.rsplit("/", 1)[0], []).append(name)
     lines += [f"features: {', '.join(names)}: {folders}" for folders, names in rows_of.items()]
     return lines
@@ -177,9 +178,8 @@ def table2(p: Params, cache: Cache, bench: Benchmark, nets: dict[str, Any], boot
     (resamples drawn with `boot_seed`, default `runtime.seed`)."""
     feats = table2_features(p, cache, bench, nets)
     results = {name: svm_detector(p, cache, fs, bench, name) for name, fs in feats.items()}
-    bbreg = bbox_regressor(p, feats["FT pool5"], bench)
     results[BBOX_ROW] = svm_detector(p, cache, feats["FT fc7"], bench, BBOX_ROW,
-                                     refine=bbox_refiner(bbreg, feats["FT pool5"], bench))
+                                     refine=bbox_refiner(p, feats["FT pool5"], bench))
     spread = stats.bootstrap_map(bench, list(results.values()), n=p.rcnn.bootstrap,
                                  seed=p.runtime.seed if boot_seed is None else boot_seed)
     return Table2(results, spread, feats)
@@ -305,7 +305,8 @@ def pool5_units(p: Params, cache: Cache, bench: Benchmark, nets: dict[str, Any],
     fs5 = t2.features["FT pool5"]
     svm5 = train_svm_detector(p, cache, fs5, bench)
     units = U.choose_units(p, svm5, bench.classes)
-    tops = U.top_regions(fs5, units, max(p.units.top, p.units.montage_top), p.units.nms, progress=p.runtime.progress)
+    tops = U.cached_top_regions(cache, fs5, units, max(p.units.top, p.units.montage_top), p.units.nms,
+                                progress=p.runtime.progress)
     fill = tuple(nets["finetuned"].mean.flatten().tolist())
     size, stride, _ = N.receptive_field(p.net, "pool5")
     caffenet = paper_params(p).net
@@ -346,9 +347,9 @@ def grayscale_ablation(p: Params, cache: Cache, bench: Benchmark, nets: dict[str
                                                 seed=p.runtime.seed if boot_seed is None else boot_seed))
 
 
-def softmax_ablation(p: Params, bench: Benchmark, nets: dict[str, Any], t2: Table2) -> Comparison:
+def softmax_ablation(p: Params, cache: Cache, bench: Benchmark, nets: dict[str, Any], t2: Table2) -> Comparison:
     """The fine-tuned network's own softmax as the scorer instead of SVMs, beside FT fc7's SVMs."""
-    soft = softmax_detector(p, nets["finetuned"], t2.features["FT fc7"], bench, SOFTMAX_ROW)
+    soft = softmax_detector(p, cache, nets["finetuned"], t2.features["FT fc7"], bench, SOFTMAX_ROW)
     rows = {"FT fc7": t2.results["FT fc7"], SOFTMAX_ROW: soft}
     return Comparison(rows, stats.bootstrap_map(bench, list(rows.values()), n=p.rcnn.bootstrap, seed=p.runtime.seed))
 

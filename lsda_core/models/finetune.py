@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from lsda_core.core import boxes as B
 from lsda_core.store import distributed as D
 from lsda_core.models import nets
-from lsda_core.store.cache import Cache
+from lsda_core.store.cache import Cache, Lazy
 from lsda_core.store.files import atomic_write_text
 from lsda_core.data.images import load_image
 from lsda_core.core.errors import DataError
@@ -218,6 +218,7 @@ class CachedWindows:
 
     key: str
     load: Callable[[str], np.ndarray]
+    entry: Lazy | None = None  # the cache entry `load` reads, when it is one (built on first read)
 
 
 class _WindowFeatures:

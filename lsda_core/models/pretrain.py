@@ -120,6 +120,16 @@ def augment(x: torch.Tensor, gen: torch.Generator, pad: int = 4, mirror: bool = 
     return x.contiguous()
 
 
+def sgd_step(model: CaffeNet, opt: torch.optim.Optimizer, batch: torch.Tensor, y: torch.Tensor,
+             gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of (re-)training on image-level labels: normalise the uint8 batch, augment it,
+    forward, cross-entropy, SGD. Returns (loss, logits). `lsda bench` times this very step."""
+    logits = model(augment(model.normalize(batch), gen))
+    loss = F.cross_entropy(logits, y)
+    step(opt, loss)
+    return loss, logits
+
+
 @torch.inference_mode()
 def evaluate_classification(model: CaffeNet, images: torch.Tensor | ClassificationStream, labels: Any,
                             batch: int = 256, progress: bool = False) -> dict[str, float]:
@@ -280,11 +290,8 @@ def _train_classifier(p: Params, train: ClassificationDataset, val: Classificati
             for s in bar:
                 idx = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]
                 batch = images[idx.to(images.device)] if isinstance(images, torch.Tensor) else images[idx]
-                x = augment(model.normalize(batch), gen)
                 y = labels[idx].to(device)
-                logits = model(x)
-                loss = F.cross_entropy(logits, y)
-                step(opt, loss)
+                loss, logits = sgd_step(model, opt, batch, y, gen)
                 if not math.isfinite(loss.item()):
                     raise FloatingPointError(f"{stage} diverged at epoch {epoch + 1}, step {s + 1} "
                                              f"(loss {loss.item()}); lower its learning rate")

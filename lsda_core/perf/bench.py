@@ -76,11 +76,14 @@ from lsda_core.store.files import atomic_write_text
 from lsda_core.data.images import load_image
 from lsda_core.data.text import check_output_file, read_text, write_output
 from lsda_core.core.errors import LsdaError
+from lsda_core.models import finetune as FT
 from lsda_core.models.finetune import context_pixels
+from lsda_core.models.pretrain import sgd_step
+from lsda_core.models.solver import param_groups, step as sgd_update
 from lsda_core.models.nets import CaffeNet
 from lsda_core.detection.proposals import ProposalConfig, selective_search
 from lsda_core.store.runtime import machine, pick_device
-from lsda_core.core.structures import ImageAnn
+from lsda_core.core.structures import DetectionDataset, ImageAnn
 
 FORMAT = 1
 ROOT = Path(__file__).resolve().parents[2]
@@ -302,6 +305,53 @@ def _detector_rows(prefix: str, what: str, warp: Callable, fast: Callable, pixel
     return out
 
 
+def _sgd(model: CaffeNet, lr: float, weight_decay: float, momentum: float, head_mult: float) -> torch.optim.SGD:
+    return torch.optim.SGD(param_groups(model, lr, weight_decay, head_mult), lr=lr, momentum=momentum)
+
+
+def _training(p: P.Params, ims: Sequence[ImageAnn], props: Sequence[np.ndarray], device: torch.device,
+              repeats: int, peaks: dict) -> list[dict]:
+    """The two training stages' own steps at the embedded size: a pre-training step
+    (`pretrain.sgd_step`: normalise, augment, forward, backward, SGD on `pretrain.batch_size`
+    images of `world.cls_size` resized to the net's input) and a fine-tuning step (R-CNN's
+    `finetune.fg_per_batch` + `bg_per_batch` windows drawn from the images' ground truth and
+    proposals, warped by `finetune.warp_batch`, forward, backward, SGD). Work counted by
+    FlopCounterMode on one step, backward included."""
+    gen = torch.Generator().manual_seed(p.runtime.seed)
+    S = p.net.input_size
+    net = CaffeNet(p.net, p.world.n_categories).to(device).train()
+    opt = _sgd(net, p.pretrain.lr, p.pretrain.weight_decay, p.pretrain.momentum, 1.0)
+    bs = p.pretrain.batch_size
+    batch = torch.randint(0, 256, (bs, 3, S, S), generator=gen, dtype=torch.uint8).to(device)
+    y = torch.randint(0, p.world.n_categories, (bs,), generator=gen).to(device)
+    pre = lambda: sgd_step(net, opt, batch, y, gen)  # noqa: E731
+    pre()  # first step: allocations
+    gflop = _gflop(pre)
+    sec, _ = _best(pre, repeats, device)
+    rows = [_row("training.pretrain", "training", f"pre-training step, {bs} images of {S} px, embedded net", device,
+                 bs / sec, "images/s", sec, gflop, "float32", peaks)]
+    classes = sorted({o.cls for im in ims for o in im.objects})
+    ds = DetectionDataset("bench", "test", classes, list(ims))
+    windows = FT.window_lists(ds, {im.image_id: b for im, b in zip(ims, props)}, classes, p.finetune.fg_iou)
+    store = FT.ImageStore(ds, device)
+    ft = CaffeNet(p.net, len(classes) + 1).to(device).train()
+    opt = _sgd(ft, p.finetune.lr, p.finetune.weight_decay, p.finetune.momentum, 10.0)
+    ctx = context_pixels(p)
+    n = p.finetune.fg_per_batch + p.finetune.bg_per_batch
+
+    def ft_step() -> None:
+        b = FT.sample_windows(windows, p.finetune.fg_per_batch, p.finetune.bg_per_batch, gen, p.finetune.mirror)
+        logits = ft(FT.warp_batch(ft, store, b["image"], b["box"], S, ctx, b["flip"]))
+        sgd_update(opt, torch.nn.functional.cross_entropy(logits, b["label"].to(device)))
+
+    ft_step()
+    gflop = _gflop(ft_step)
+    sec, _ = _best(ft_step, repeats, device)
+    rows.append(_row("training.finetune", "training", f"fine-tuning step, {n} warped windows of {len(ims)} images, "
+                     f"embedded net", device, n / sec, "windows/s", sec, gflop, "float32", peaks))
+    return rows
+
+
 def _svm(p: P.Params, full: bool, regions: int, repeats: int) -> dict:
     n_cls, dim = p.world.voc_classes, p.net.fc_width
     n_images = p.world.voc_train + p.world.voc_val if full else p.bench.svm_images
@@ -360,6 +410,7 @@ def run(p: P.Params, images: Sequence[ImageAnn], full: bool = False) -> dict[str
         rows += _paper_rows(pp, pixels, props, n_out, full, b, device, peaks)
         n_cls = RCNN_CLASSES if full else min(b.classes_reduced, RCNN_CLASSES)
         rows.append(_scoring(device, n_cls, b.repeats, peaks))
+    rows += _training(p, ims, props, device, b.repeats, peaks)
     regions = max(1, round(np.mean([len(x) for x in props])))
     rows.append(_svm(p, full, regions, b.repeats))
     return {"device": device.type, "mode": "full" if full else "reduced", "machine": machine(),

@@ -24,10 +24,11 @@ import yaml
 
 from lsda_core.core import params as P
 from lsda_core.publish import findings as F
-from lsda_core.store.cache import Cache
+from lsda_core.store.cache import Cache, human_bytes
 from lsda_core.store.files import atomic_write_text
 from lsda_core.core.errors import LsdaError
 from lsda_core.store import terminal
+from lsda_core.store.stages import SCRATCH
 from lsda_core.store.runtime import machine
 
 ROOT_FILES = ("_config.yml", "_toc.yml")
@@ -209,14 +210,25 @@ def chapter_metrics(name: str, out: Path, progress: bool = False) -> Callable[[P
 
 def record_build(out: Path, p: P.Params, seconds: float, before: set[tuple[str, str]], cache: Cache) -> None:
     """Add this full build to the run log's `builds`: its time (world and chapters, before
-    the status page and the HTML), and whether it started from an empty cache (cold) or
-    reused entries (warm), so the status page can hold both against their budgets."""
-    after = {(e["stage"], e["key"]) for e in cache.entries()}
+    the status page and the HTML), whether it started from an empty cache (cold) or reused
+    entries (warm), the artifact folder's size after it, and per stage the entries it built
+    with their build seconds and the stage's bytes, so the status and performance pages can
+    hold it against the budgets and show where the time and the space went."""
+    entries = cache.entries()
+    after = {(e["stage"], e["key"]) for e in entries}
+    stages: dict[str, dict[str, float]] = {}
+    for e in entries:
+        st = stages.setdefault(e["stage"], {"built": 0, "seconds": 0.0, "bytes": 0})
+        st["bytes"] += e["bytes"]
+        if (e["stage"], e["key"]) not in before:
+            st["built"] += 1
+            st["seconds"] = round(st["seconds"] + e["own_seconds"], 1)
     log = _read_log(out)
     log.setdefault("builds", []).append({
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "seconds": round(seconds, 1),
         "cache": "cold" if not before else "warm", "entries_reused": len(before & after),
-        "entries_built": len(after - before), "params_digest": p.digest(), "machine": machine()})
+        "entries_built": len(after - before), "artifacts_bytes": sum(e["bytes"] for e in entries),
+        "stages": stages, "params_digest": p.digest(), "machine": machine()})
     atomic_write_text(out / "run_log.json", json.dumps(log, indent=1, sort_keys=True))
 
 
@@ -240,11 +252,12 @@ def build_html(out: Path) -> Path:
 
 
 def build(params_file: Path, overrides: dict[str, Any], out: Path, only: str | None = None,
-          progress: bool = True, log=print) -> Path:
+          progress: bool = True, log=print, keep_features: bool = False) -> Path:
     """Execute the chapters in order (or only one) and build the HTML book; returns the
     path of index.html. The intro page (the findings summary) runs after every chapter, once their
     findings are merged into `findings.json` and `premises.json`; the status chapter runs last
-    so it sees every run time."""
+    so it sees every run time. A full build then removes the cache's scratch stages (features,
+    decoded images: every result made from them is cached) unless `keep_features`."""
     root = project_root()
     out = out.resolve()
     p, resolved = resolve_params(params_file, overrides, out)  # validated once, before any work
@@ -270,7 +283,11 @@ def build(params_file: Path, overrides: dict[str, Any], out: Path, only: str | N
         if c.name == INTRO_CHAPTER:
             F.merge(out, [ch.name for ch in chs])
         if c.name == STATUS_CHAPTER:
-            record_build(out, p, time.time() - t_build, before, cache)
+            seconds = time.time() - t_build
+            if only is None and not keep_features:
+                log(f"cache: removed the scratch stages ({', '.join(SCRATCH)}), "
+                    f"{human_bytes(cache.clean_scratch())}")
+            record_build(out, p, seconds, before, cache)
         log(f"[{i}/{n}] {c.name} ...")
         s = execute_chapter(root, c, p, resolved, out, progress)
         log(f"[{i}/{n}] {c.name} done in {s:.1f} s")

@@ -11,6 +11,7 @@ import yaml
 from IPython.display import Markdown
 
 from lsda_core.core.params import Params
+from lsda_core.store.cache import human_bytes
 
 
 def read_run_log(path: str | Path) -> dict[str, Any]:
@@ -65,6 +66,27 @@ def build_table(log: dict[str, Any]) -> pd.DataFrame:
         rows.append({"build": kind, "seconds": b["seconds"], "budget (s)": BUDGET_SECONDS[kind],
                      "met": "yes" if b["seconds"] <= BUDGET_SECONDS[kind] else "no",
                      "cache entries built / reused": f"{b['entries_built']} / {b['entries_reused']}",
+                     "artifacts": human_bytes(b["artifacts_bytes"]) if "artifacts_bytes" in b else "not recorded",
                      "finished": b["finished"],
                      "machine": f"{m['cpu']} ({m['cores']} cores)" + ("" if m["gpu"] == "none" else f", {m['gpu']}")})
     return pd.DataFrame(rows).set_index("build")
+
+
+def stage_table(log: dict[str, Any], kind: str = "cold") -> pd.DataFrame:
+    """Where the latest `kind` build's time and space went: per cached stage, the entries it
+    built, their own build seconds (without entries built inside them) and share of the
+    build, and the stage's bytes in the artifact folder afterwards; longest first."""
+    runs = [b for b in log.get("builds", []) if b["cache"] == kind and "stages" in b]
+    if not runs:
+        return pd.DataFrame({"stage": [f"no {kind} build with stage times on record yet"]}).set_index("stage")
+    b = runs[-1]
+    rows = [{"stage": name, "entries built": st["built"], "seconds": st["seconds"],
+             "share of the build": f"{st['seconds'] / b['seconds']:.0%}", "size": human_bytes(st["bytes"]),
+             "bytes": st["bytes"]} for name, st in b["stages"].items()]
+    rows.sort(key=lambda r: (-r["seconds"], -r["bytes"]))
+    rest = b["seconds"] - sum(r["seconds"] for r in rows)
+    rows.append({"stage": "outside cached stages (loading, evaluation, figures)", "entries built": "",
+                 "seconds": round(rest, 1), "share of the build": f"{rest / b['seconds']:.0%}", "size": "", "bytes": 0})
+    rows.append({"stage": "total", "entries built": b["entries_built"], "seconds": b["seconds"],
+                 "share of the build": "100%", "size": human_bytes(b["artifacts_bytes"]), "bytes": b["artifacts_bytes"]})
+    return pd.DataFrame(rows).drop(columns="bytes").set_index("stage")

@@ -24,9 +24,12 @@ from lsda_core.store import distributed as D
 from lsda_core.store import terminal
 from lsda_core.store.files import TMP_MARK, atomic_write_text
 from lsda_core.store.identity import META
-from lsda_core.store.stages import code_state, stage_of
+from lsda_core.store.stages import SCRATCH, code_state, stage_of
 
 PARTIAL = ".partial"
+# seconds spent in entries built inside each build now running in this process (innermost last):
+# an entry's own build time excludes those of the entries it built on the way
+_NESTED: list[list[float]] = []
 
 
 def key_inputs(stage: str, config: dict[str, Any]) -> dict[str, Any]:
@@ -101,6 +104,10 @@ class Cache:
         self._build(stage, key, config, build, resumable, finish=D.is_main())
         return final
 
+    def lazy(self, stage: str, config: dict[str, Any], build: Callable[[Path], None], **options: Any) -> Lazy:
+        """`entry(stage, config, build, **options)`, deferred until its folder is asked for."""
+        return Lazy(self, stage, config, build, options)
+
     def _build(self, stage: str, key: str, config: dict[str, Any], build: Callable[[Path], None],
                resumable: bool, finish: bool = True) -> None:
         """Run `build` in a work folder; with `finish` (rank 0), once every rank is done,
@@ -115,11 +122,18 @@ class Cache:
             t0 = time.time()
             if finish:
                 terminal.status(f"{stage}: building {key[:12]}")
-            build(work)
+            _NESTED.append([0.0])
+            try:
+                build(work)
+            finally:
+                nested = _NESTED.pop()[0]
+                seconds = time.time() - t0
+                if _NESTED:
+                    _NESTED[-1][0] += seconds
             D.barrier()
             if finish:
-                meta = {**key_inputs(stage, config), "key": key, "seconds": round(time.time() - t0, 3),
-                        "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                meta = {**key_inputs(stage, config), "key": key, "seconds": round(seconds, 3),
+                        "own_seconds": round(seconds - nested, 3), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
                 atomic_write_text(work / META, json.dumps(meta, indent=1, sort_keys=True, default=str))
                 if final.exists():  # an entry whose meta.json is missing or damaged: replace it
                     shutil.rmtree(final)
@@ -133,8 +147,9 @@ class Cache:
             raise
 
     def entries(self) -> list[dict[str, Any]]:
-        """Every complete entry with its stage, key, size and creation time (an entry whose
-        meta.json cannot be read is not complete: it is rebuilt when next needed)."""
+        """Every complete entry with its stage, key, size, creation time and build seconds (all,
+        and its own: without the entries built inside it) (an entry whose meta.json cannot be
+        read is not complete: it is rebuilt when next needed)."""
         out = []
         if not self.root.is_dir():
             return out
@@ -144,7 +159,8 @@ class Cache:
                 continue
             size = sum(p.stat().st_size for p in meta.parent.rglob("*") if p.is_file())
             out.append({"stage": info["stage"], "key": info["key"], "bytes": size,
-                        "created": info.get("created", ""), "seconds": info.get("seconds", 0.0)})
+                        "created": info.get("created", ""), "seconds": info.get("seconds", 0.0),
+                        "own_seconds": info.get("own_seconds", info.get("seconds", 0.0))})
         return out
 
     def stage_folders(self) -> list[Path]:
@@ -176,6 +192,16 @@ class Cache:
         for d in folders:
             shutil.rmtree(d)
         return len(folders)
+
+    def clean_scratch(self) -> int:
+        """Remove every scratch stage folder (`stages.SCRATCH`: features and decoded images, read
+        only while what is made from them is built); returns the bytes freed."""
+        freed = 0
+        for d in self.stage_folders():
+            if stage_of(d.name).name in SCRATCH:
+                freed += sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
+                shutil.rmtree(d)
+        return freed
 
     def find(self, name: str) -> Path:
         """An entry by 'stage/key' (or a key prefix, or the entry's folder path)."""
@@ -217,6 +243,37 @@ class Cache:
                 diff.insert(0, "version/code")
             lines.append(f"  differs from {stage}/{other['key']} in: {', '.join(diff) if diff else 'nothing'}")
         return lines
+
+
+@dataclass
+class Lazy:
+    """A cache entry named before it is needed: `ref` ("stage/key", what the keys of entries
+    made from it record, the same as for its folder) is known at once, the entry is built or
+    found only when `folder()` is first called. A warm chapter whose results are all cached
+    never asks for its features, so they need not be kept (`lsda book` removes them)."""
+
+    cache: Cache
+    stage: str
+    config: dict[str, Any]
+    build: Callable[[Path], None]
+    options: dict[str, Any]
+
+    @property
+    def ref(self) -> str:
+        return f"{self.stage}/{stage_key(self.stage, self.config)}"
+
+    def folder(self) -> Path:
+        return self.cache.entry(self.stage, self.config, self.build, **self.options)
+
+
+def entry_ref(entry: Path | Lazy) -> str:
+    """"stage/key" of an entry given as its folder or as a `Lazy`."""
+    return entry.ref if isinstance(entry, Lazy) else f"{entry.parent.name}/{entry.name}"
+
+
+def entry_folder(entry: Path | Lazy) -> Path:
+    """The folder of an entry given as its folder or as a `Lazy` (built now if needed)."""
+    return entry.folder() if isinstance(entry, Lazy) else Path(entry)
 
 
 def read_meta(folder: Path) -> dict[str, Any]:

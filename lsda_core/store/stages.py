@@ -55,12 +55,19 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
                   _P + "detection.pipeline:hog_features"), "per-class linear SVMs on one feature set"),
     Stage("detections", (_P + "detection.pipeline:cached_detections", _P + "detection.pipeline:svm_detector",
                          _P + "detection.pipeline:cnn_features", _P + "detection.pipeline:hog_features",
-                         _P + "detection.pipeline:bbox_refiner", _P + "experiments.lsda:detector",
+                         _P + "detection.pipeline:bbox_refiner", _P + "detection.pipeline:softmax_detector",
+                         _P + "experiments.lsda:detector",
                          _P + "experiments.lsda:proposal_features"),
           "a detector's scored and NMS-ed boxes on the test split"),
     Stage("spp", (_P + "detection.spp:extract_spp",), "spatial-pyramid-pooled features of every region (fast detector)"),
     Stage("finetune-spp", (_P + "detection.spp:finetune_head",), "the fast detector's fc layers fine-tuned on SPP features"),
+    Stage("units", (_P + "evaluation.units:cached_top_regions",), "the test regions that excite chosen pool5 units most"),
+    Stage("evaluation", (_P + "experiments.premises:evaluated",),
+          "a classification network's top-1 / top-5 on a classification split"),
 )}
+# features and decoded images: read only while the results made from them are built, so a full
+# `lsda book` removes them when it finishes (`--keep-features` keeps them)
+SCRATCH = ("pool5", "hog", "spp", "cls-images")
 
 
 def stage_of(name: str) -> Stage:

@@ -15,6 +15,7 @@ from lsda_core.evaluation import stats
 from lsda_core.experiments import rcnn as R
 from lsda_core.models import finetune as FT
 from lsda_core.publish import paper, plots, report
+from lsda_core.store import stages
 from lsda_core.store.cache import Cache
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -91,7 +92,7 @@ def test_layer_gains_are_table2s_differences(chapter, monkeypatch):
 def test_ablations_reuse_table2_and_share_its_resamples(chapter):
     p, cache, bench, nets, t2 = chapter
     gray = R.grayscale_ablation(p, cache, bench, nets, t2)
-    soft = R.softmax_ablation(p, bench, nets, t2)
+    soft = R.softmax_ablation(p, cache, bench, nets, t2)
     assert list(gray.results) == ["fc6", R.GRAY_ROW] and gray.results["fc6"] is t2.results["fc6"]
     assert list(soft.results) == ["FT fc7", R.SOFTMAX_ROW] and soft.results["FT fc7"] is t2.results["FT fc7"]
     np.testing.assert_array_equal(gray.spread["fc6"], t2.spread["fc6"])  # the same resamples: paired
@@ -192,3 +193,24 @@ def test_timing_per_image(chapter):
     assert t["images"] == p.rcnn.timing_images
     assert t["total"] == pytest.approx(t["proposals"] + t["features"] + t["scoring"])
     assert report.rcnn_timing_table(t).loc["total", "paper CPU (s / image)"] == paper.RCNN_SECONDS_PER_IMAGE["cpu"]
+
+
+def test_a_warm_chapter_reads_no_features(chapter):
+    """Once its results are cached, the chapter needs none of the scratch stages (features,
+    decoded images) that `lsda book` removes: Table 2, box regression, the units, both
+    ablations and the grid come back from the cache with the same numbers, and no feature
+    entry is built again."""
+    p, cache, bench, nets, t2 = chapter
+
+    def everything(t2):
+        units = R.pool5_units(p, cache, bench, nets, t2)
+        rows = R.merged(t2, R.grayscale_ablation(p, cache, bench, nets, t2), R.softmax_ablation(p, cache, bench, nets, t2))
+        grid = R.neg_iou_grid(p, cache, bench, t2)
+        return ({k: r.map for k, r in rows.results.items()}, {t: r.map for t, r in grid.results.items()},
+                [(u.image_ids, u.activation.tolist()) for u in units.tops])
+
+    first = everything(t2)
+    assert cache.clean_scratch() > 0
+    again = everything(R.table2(p, cache, bench, nets))
+    assert again == first
+    assert [d.name for d in cache.stage_folders() if stages.stage_of(d.name).name in stages.SCRATCH] == []

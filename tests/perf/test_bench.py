@@ -36,7 +36,8 @@ fast: {scale: 80}
 TINY = {"bench.images": 2, "bench.regions": 2, "bench.classes_reduced": 10, "bench.svm_images": 3,
         "bench.repeats": 1, "fast.scale": 80, "world.voc_classes": 3}
 EXPECTED_KEYS = {"peak.float32", "peak.float16", "proposals.images", "proposals.boxes", "features.embedded",
-                 "features.paper", "features.paper.fp32", "scoring.100k", "svm"} | {
+                 "features.paper", "features.paper.fp32", "scoring.100k", "svm", "training.pretrain",
+                 "training.finetune"} | {
     f"detector.{size}.{name}" for size in ("embedded", "embedded.one_thread", "paper", "paper.fp32")
     for name in ("warp", "fast", "speedup")}
 ROW_FIELDS = {"key", "stage", "what", "device", "value", "unit", "seconds", "gflop", "gflop_per_s", "peak", "of_peak",
@@ -100,7 +101,8 @@ def test_share_of_peak_is_flops_over_time_over_peak(tiny_run):
     assert bench.of_peak(10.0, 2.0, 5.0) == 1.0
     assert rows_by_key(tiny_run)["peak.float32"]["of_peak"] == pytest.approx(1.0)
     shared = [r for r in tiny_run["rows"] if r["of_peak"] is not None]
-    assert {r["key"] for r in shared} >= {"features.embedded", "features.paper", "detector.paper.warp", "scoring.100k"}
+    assert {r["key"] for r in shared} >= {"features.embedded", "features.paper", "detector.paper.warp", "scoring.100k",
+                                          "training.pretrain", "training.finetune"}
     for r in shared:
         assert r["peak"] == "float32"
         assert r["gflop_per_s"] == pytest.approx(r["gflop"] / r["seconds"])
@@ -115,6 +117,21 @@ def test_work_is_counted_per_region(tiny_run):
     assert one > 0
     warp = rows["detector.paper.warp"]  # 5 regions of the same net, plus its output layer
     assert 5 * one < warp["gflop"] < 5 * one * 1.1
+
+
+def test_training_steps_count_forward_and_backward(tiny_run):
+    """A training step's work is about three forward passes (forward, gradients of inputs and
+    of weights; conv1 needs no input gradient) over its batch: the pre-training step's batch
+    of `pretrain.batch_size` images, the fine-tuning step's fg + bg windows."""
+    rows = rows_by_key(tiny_run)
+    p = params(**TINY)
+    net = CaffeNet(p.net, p.world.n_categories).eval()
+    one = bench._gflop(lambda: net(torch.zeros(1, 3, p.net.input_size, p.net.input_size)))
+    pre, ft = rows["training.pretrain"], rows["training.finetune"]
+    n = p.finetune.fg_per_batch + p.finetune.bg_per_batch
+    assert 2.3 * one * p.pretrain.batch_size < pre["gflop"] < 3.1 * one * p.pretrain.batch_size
+    assert 2.3 * one * n < ft["gflop"] < 3.1 * one * n and f"{n} warped windows" in ft["what"]
+    assert pre["value"] == pytest.approx(p.pretrain.batch_size / pre["seconds"])
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
@@ -206,6 +223,24 @@ def test_build_budgets_come_from_the_run_log(tiny_run):
     warm = t.loc["the book on the embedded default, warm cache"]
     assert (cold["measured"], cold["met"]) == ("25.0 min", "yes")
     assert (warm["measured"], warm["met"]) == ("3.3 min", "no")
+    size = t.loc["artifacts/ after a full build (every cached stage)"]
+    assert size["met"] == "not measured"  # these builds recorded no size
+    log["builds"][-1]["artifacts_bytes"] = 1_300_000_000
+    size = perf_report.targets_table({"format": 1, "runs": {}}, log).loc["artifacts/ after a full build (every cached stage)"]
+    assert (size["measured"], size["met"]) == ("1.30 GB", "no") and size["where"].startswith("warm build")
+
+
+def test_compute_bound_stages_are_held_against_half_the_peak(tiny_run):
+    """Each compute-bound row of a run (training steps, features, scoring) is a target at 0.5 of
+    that run's peak; SVM training (liblinear, FLOPs not counted) says it is not measured."""
+    t = perf_report.targets_table({"format": 1, "runs": {"cpu reduced": tiny_run}})
+    rows = rows_by_key(tiny_run)
+    stages = t.loc[[i for i in t.index if i.endswith("at half the matrix-product peak or more")]]
+    assert len(stages) == len(perf_report.STAGE_TARGETS) + 1
+    pre = stages.loc["pre-training (SGD step) at half the matrix-product peak or more"]
+    share = rows["training.pretrain"]["of_peak"]
+    assert pre["measured"].startswith(f"{share:.2f} (") and pre["met"] == ("yes" if share >= 0.5 else "no")
+    assert stages.loc["SVM training at half the matrix-product peak or more", "met"] == "not measured"
 
 
 def test_paper_table_sets_our_figures_beside_the_papers(tiny_run):

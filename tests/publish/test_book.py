@@ -72,6 +72,13 @@ def test_run_log_and_status_page(smoke_build):
     (build,) = log["builds"]  # one full build, from an empty cache
     assert build["cache"] == "cold" and build["entries_reused"] == 0 and build["entries_built"] > 0
     assert 0 < build["seconds"] < sum(e["seconds"] for e in log["chapters"].values()) + 600
+    # where the time and the space went: every stage built, none counted twice
+    artifacts = Path(log["params"]["values"]["runtime"]["artifacts"])
+    on_disk = sum(f.stat().st_size for f in artifacts.rglob("*") if f.is_file() and "bench" not in f.parts)
+    assert build["artifacts_bytes"] == sum(s["bytes"] for s in build["stages"].values()) <= on_disk
+    assert {"world", "pretrain", "finetune", "pool5", "svm", "detections"} <= set(build["stages"])
+    assert sum(s["built"] for s in build["stages"].values()) == build["entries_built"]
+    assert 0 < sum(s["seconds"] for s in build["stages"].values()) <= build["seconds"]
     assert "Build times" in status and "not run yet" in status  # no warm build on record yet
 
 

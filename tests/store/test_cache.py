@@ -162,3 +162,24 @@ def test_cache_folder_that_cannot_be_one(tmp_path):
     for root in (tmp_path / "file", tmp_path / "file" / "below"):
         with pytest.raises(C.CacheError, match="runtime.artifacts: "):
             C.Cache(root).entry("svm", {}, lambda d: None)
+
+
+def test_own_seconds_leave_out_entries_built_inside(tmp_path, monkeypatch):
+    """A detections entry that builds an svm entry on the way: its seconds count the svm's
+    build, its own seconds do not (a fake clock: the svm takes 5 s, the rest 2 s)."""
+    now = [0.0]
+    monkeypatch.setattr(C.time, "time", lambda: now[0])
+    cache = C.Cache(tmp_path)
+
+    def svm(d):
+        now[0] += 5.0
+
+    def detections(d):
+        now[0] += 1.0
+        cache.entry("svm", {"k": 1}, svm)
+        now[0] += 1.0
+
+    cache.entry("detections", {"k": 1}, detections)
+    got = {e["stage"]: (e["seconds"], e["own_seconds"]) for e in cache.entries()}
+    assert got == {"svm": (5.0, 5.0), "detections": (7.0, 2.0)}
+    assert C._NESTED == []
