@@ -18,7 +18,7 @@ import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import yaml
 
@@ -28,7 +28,7 @@ from lsda_core.store.cache import Cache, human_bytes
 from lsda_core.store.files import atomic_write_text
 from lsda_core.core.errors import LsdaError
 from lsda_core.store import terminal
-from lsda_core.store.stages import SCRATCH
+from lsda_core.store.stages import SCRATCH, stage_of
 from lsda_core.store.runtime import machine
 
 ROOT_FILES = ("_config.yml", "_toc.yml")
@@ -208,17 +208,20 @@ def chapter_metrics(name: str, out: Path, progress: bool = False) -> Callable[[P
     return measure
 
 
-def record_build(out: Path, p: P.Params, seconds: float, before: set[tuple[str, str]], cache: Cache) -> None:
+def record_build(out: Path, p: P.Params, seconds: float, before: set[tuple[str, str]],
+                 entries: list[dict[str, Any]], removed: Sequence[str] = ()) -> None:
     """Add this full build to the run log's `builds`: its time (world and chapters, before
     the status page and the HTML), whether it started from an empty cache (cold) or reused
-    entries (warm), the artifact folder's size after it, and per stage the entries it built
-    with their build seconds and the stage's bytes, so the status and performance pages can
-    hold it against the budgets and show where the time and the space went."""
-    entries = cache.entries()
+    entries (warm), and per stage the entries it built with their own build seconds
+    (`Cache.entries`, read when the chapters were done) and the stage's bytes then, flagged
+    when the stage was removed afterwards (`removed`: the scratch stages), and the artifact
+    folder's size that leaves; so the status and performance pages can hold the build against
+    the budgets and show where its time and space went."""
     after = {(e["stage"], e["key"]) for e in entries}
-    stages: dict[str, dict[str, float]] = {}
+    stages: dict[str, dict[str, Any]] = {}
     for e in entries:
-        st = stages.setdefault(e["stage"], {"built": 0, "seconds": 0.0, "bytes": 0})
+        st = stages.setdefault(e["stage"], {"built": 0, "seconds": 0.0, "bytes": 0,
+                                            "removed": stage_of(e["stage"]).name in removed})
         st["bytes"] += e["bytes"]
         if (e["stage"], e["key"]) not in before:
             st["built"] += 1
@@ -227,7 +230,8 @@ def record_build(out: Path, p: P.Params, seconds: float, before: set[tuple[str, 
     log.setdefault("builds", []).append({
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "seconds": round(seconds, 1),
         "cache": "cold" if not before else "warm", "entries_reused": len(before & after),
-        "entries_built": len(after - before), "artifacts_bytes": sum(e["bytes"] for e in entries),
+        "entries_built": len(after - before),
+        "artifacts_bytes": sum(st["bytes"] for st in stages.values() if not st["removed"]),
         "stages": stages, "params_digest": p.digest(), "machine": machine()})
     atomic_write_text(out / "run_log.json", json.dumps(log, indent=1, sort_keys=True))
 
@@ -283,11 +287,11 @@ def build(params_file: Path, overrides: dict[str, Any], out: Path, only: str | N
         if c.name == INTRO_CHAPTER:
             F.merge(out, [ch.name for ch in chs])
         if c.name == STATUS_CHAPTER:
-            seconds = time.time() - t_build
-            if only is None and not keep_features:
-                log(f"cache: removed the scratch stages ({', '.join(SCRATCH)}), "
-                    f"{human_bytes(cache.clean_scratch())}")
-            record_build(out, p, seconds, before, cache)
+            seconds, entries = time.time() - t_build, cache.entries()
+            removed = SCRATCH if only is None and not keep_features else ()
+            if removed:
+                log(f"cache: removed the scratch stages ({', '.join(SCRATCH)}), {human_bytes(cache.clean_scratch())}")
+            record_build(out, p, seconds, before, entries, removed)
         log(f"[{i}/{n}] {c.name} ...")
         s = execute_chapter(root, c, p, resolved, out, progress)
         log(f"[{i}/{n}] {c.name} done in {s:.1f} s")

@@ -75,13 +75,15 @@ def build_table(log: dict[str, Any]) -> pd.DataFrame:
 def stage_table(log: dict[str, Any], kind: str = "cold") -> pd.DataFrame:
     """Where the latest `kind` build's time and space went: per cached stage, the entries it
     built, their own build seconds (without entries built inside them) and share of the
-    build, and the stage's bytes in the artifact folder afterwards; longest first."""
+    build, and the stage's bytes when the chapters were done (scratch stages are removed
+    after that); longest first. The total's size is what the artifact folder keeps."""
     runs = [b for b in log.get("builds", []) if b["cache"] == kind and "stages" in b]
     if not runs:
         return pd.DataFrame({"stage": [f"no {kind} build with stage times on record yet"]}).set_index("stage")
     b = runs[-1]
     rows = [{"stage": name, "entries built": st["built"], "seconds": st["seconds"],
-             "share of the build": f"{st['seconds'] / b['seconds']:.0%}", "size": human_bytes(st["bytes"]),
+             "share of the build": f"{st['seconds'] / b['seconds']:.0%}",
+             "size": human_bytes(st["bytes"]) + (" (scratch: removed after the build)" if st.get("removed") else ""),
              "bytes": st["bytes"]} for name, st in b["stages"].items()]
     rows.sort(key=lambda r: (-r["seconds"], -r["bytes"]))
     rest = b["seconds"] - sum(r["seconds"] for r in rows)

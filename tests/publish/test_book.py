@@ -74,11 +74,17 @@ def test_run_log_and_status_page(smoke_build):
     assert 0 < build["seconds"] < sum(e["seconds"] for e in log["chapters"].values()) + 600
     # where the time and the space went: every stage built, none counted twice
     artifacts = Path(log["params"]["values"]["runtime"]["artifacts"])
+    stages = build["stages"]
+    assert {"world", "pretrain", "finetune", "pool5-ft", "hog", "svm", "detections"} <= set(stages)
+    assert sum(s["built"] for s in stages.values()) == build["entries_built"]
+    assert 0 < sum(s["seconds"] for s in stages.values()) <= build["seconds"]
+    # the scratch stages (features, decoded images) are gone; the size kept is the rest's
+    removed = {n for n, s in stages.items() if s["removed"]}
+    assert {"pool5-ft", "pool5-pre", "hog", "cls-images"} <= removed and "detections" not in removed
+    assert not any((artifacts / n).exists() for n in removed)
     on_disk = sum(f.stat().st_size for f in artifacts.rglob("*") if f.is_file() and "bench" not in f.parts)
-    assert build["artifacts_bytes"] == sum(s["bytes"] for s in build["stages"].values()) <= on_disk
-    assert {"world", "pretrain", "finetune", "pool5", "svm", "detections"} <= set(build["stages"])
-    assert sum(s["built"] for s in build["stages"].values()) == build["entries_built"]
-    assert 0 < sum(s["seconds"] for s in build["stages"].values()) <= build["seconds"]
+    assert build["artifacts_bytes"] == sum(s["bytes"] for n, s in stages.items() if n not in removed) <= on_disk
+    assert "Where the cold build" in status and "removed after the build" in status
     assert "Build times" in status and "not run yet" in status  # no warm build on record yet
 
 
