@@ -130,7 +130,6 @@ def cnn_features(p: Params, cache: Cache, model: CaffeNet, bench: Benchmark, lay
     train_ds, test_ds = (grayscale(bench.train, cache), grayscale(bench.test, cache)) if gray else (bench.train, bench.test)
     entries = {"train": F.pool5_entry(model, train_ds, train_regions, p, cache, tag),
                "test": F.pool5_entry(model, test_ds, test_regions, p, cache, tag)}
-    folders: dict[str, Path] = {}
     memo: dict[tuple[str, str], np.ndarray] = {}
     room = [MEMO_BYTES]
 
@@ -140,9 +139,7 @@ def cnn_features(p: Params, cache: Cache, model: CaffeNet, bench: Benchmark, lay
         # point read them again (the embedded default's largest set: about 0.8 GB)
         f = memo.get((split, image_id))
         if f is None:
-            if split not in folders:
-                folders[split] = entries[split].folder()
-            f = F.fc_features(model, F.load_pool5(folders[split], image_id), layer)
+            f = F.fc_features(model, F.load_pool5(entries[split].folder(), image_id), layer)
             if f.nbytes <= room[0]:
                 f.setflags(write=False)
                 memo[split, image_id] = f
@@ -165,12 +162,8 @@ def hog_features(p: Params, cache: Cache, bench: Benchmark) -> FeatureSet:
     train_regions, test_regions, n_gt = feature_regions(bench)
     entries = {"train": H.hog_entry(bench.train, train_regions, p, cache),
                "test": H.hog_entry(bench.test, test_regions, p, cache)}
-    folders: dict[str, Path] = {}
-
     def load(split: str, image_id: str) -> np.ndarray:
-        if split not in folders:
-            folders[split] = entries[split].folder()
-        return np.load(folders[split] / f"{F.file_stem(image_id)}.npy").astype(np.float32)
+        return np.load(entries[split].folder() / f"{F.file_stem(image_id)}.npy").astype(np.float32)
 
     key = f"{_key_of(entries['train'])}/{_key_of(entries['test'])}/hog"
     return FeatureSet("HOG", key, {"train": train_regions, "test": test_regions}, n_gt, load,

@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -257,13 +257,16 @@ class Lazy:
     config: dict[str, Any]
     build: Callable[[Path], None]
     options: dict[str, Any]
+    _folder: Path | None = field(default=None, init=False, repr=False)
 
     @property
     def ref(self) -> str:
         return f"{self.stage}/{stage_key(self.stage, self.config)}"
 
     def folder(self) -> Path:
-        return self.cache.entry(self.stage, self.config, self.build, **self.options)
+        if self._folder is None:
+            self._folder = self.cache.entry(self.stage, self.config, self.build, **self.options)
+        return self._folder
 
 
 def entry_ref(entry: Path | Lazy) -> str:

@@ -183,3 +183,16 @@ def test_own_seconds_leave_out_entries_built_inside(tmp_path, monkeypatch):
     got = {e["stage"]: (e["seconds"], e["own_seconds"]) for e in cache.entries()}
     assert got == {"svm": (5.0, 5.0), "detections": (7.0, 2.0)}
     assert C._NESTED == []
+
+
+def test_lazy_entry_is_named_now_and_built_when_read(tmp_path):
+    """A Lazy entry's ref is the stage/key its folder will have; nothing is built until its
+    folder is asked for, then once; entry_ref / entry_folder take either form."""
+    cache, calls = C.Cache(tmp_path), []
+    lazy = cache.lazy("pool5-x", {"k": 1}, lambda d: calls.append(d), resumable=True)
+    assert calls == [] and not (tmp_path / "pool5-x").exists()
+    folder = lazy.folder()
+    assert lazy.ref == f"pool5-x/{folder.name}" == C.entry_ref(folder) == C.entry_ref(lazy)
+    assert lazy.folder() == folder == C.entry_folder(lazy) == C.entry_folder(folder) and len(calls) == 1
+    assert C.Cache(tmp_path).lazy("pool5-x", {"k": 1}, lambda d: calls.append(d)).folder() == folder
+    assert len(calls) == 1  # found in the cache, not built again
