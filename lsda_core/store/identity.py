@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
@@ -56,10 +57,18 @@ def folder_source(folder: Path) -> str | None:
     return None
 
 
+@lru_cache(maxsize=4096)
+def _source_of(folder: str) -> str | None:
+    """`folder_source` of an absolute folder, resolved once per process (a classification
+    split's 24,000 images lie in a few hundred folders; resolving each image's was most of a
+    warm chapter's key computing)."""
+    return folder_source(Path(folder).resolve())
+
+
 def image_identity(path: str | Path) -> list[Any]:
     """One image file in a cache key: its producing cache entry and name, or its name and size."""
     path = Path(path)
-    src = folder_source(path.parent.resolve())
+    src = _source_of(os.path.abspath(path.parent))
     if src is not None:
         return [src, path.name]
     return [path.name, path.stat().st_size if path.is_file() else None]
