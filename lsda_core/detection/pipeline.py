@@ -22,7 +22,7 @@ from lsda_core.detection import features as F
 from lsda_core.detection import hog as H
 from lsda_core.detection import svm as S
 from lsda_core.store.cache import Cache, Lazy
-from lsda_core.store.files import atomic_write_bytes, atomic_write_text
+from lsda_core.store.files import atomic_save_npz, atomic_write_bytes, atomic_write_text
 from lsda_core.data.comp4 import Detections, write_detections
 from lsda_core.data.images import load_image
 from lsda_core.detection.detect import detect
@@ -146,14 +146,9 @@ def cnn_features(p: Params, cache: Cache, model: CaffeNet, bench: Benchmark, lay
                 room[0] -= f.nbytes
         return f
 
-    key = f"{_key_of(entries['train'])}/{_key_of(entries['test'])}/{layer}"
+    key = f"{entries['train'].key}/{entries['test'].key}/{layer}"
     return FeatureSet(f"{tag} {layer}", key, {"train": train_regions, "test": test_regions}, n_gt, load,
                       (entries["train"], entries["test"]))
-
-
-def _key_of(entry: Lazy) -> str:
-    """The entry's key alone (its folder's name), as feature-set keys record it."""
-    return entry.ref.rsplit("/", 1)[1]
 
 
 def hog_features(p: Params, cache: Cache, bench: Benchmark) -> FeatureSet:
@@ -162,10 +157,11 @@ def hog_features(p: Params, cache: Cache, bench: Benchmark) -> FeatureSet:
     train_regions, test_regions, n_gt = feature_regions(bench)
     entries = {"train": H.hog_entry(bench.train, train_regions, p, cache),
                "test": H.hog_entry(bench.test, test_regions, p, cache)}
+
     def load(split: str, image_id: str) -> np.ndarray:
         return np.load(entries[split].folder() / f"{F.file_stem(image_id)}.npy").astype(np.float32)
 
-    key = f"{_key_of(entries['train'])}/{_key_of(entries['test'])}/hog"
+    key = f"{entries['train'].key}/{entries['test'].key}/hog"
     return FeatureSet("HOG", key, {"train": train_regions, "test": test_regions}, n_gt, load,
                       (entries["train"], entries["test"]))
 
@@ -259,9 +255,7 @@ def cached_detections(cache: Cache, bench: Benchmark, config: dict[str, Any],
             arrays[f"image{i}"] = np.array([index[x] for x in d.image_ids], dtype=np.int32)
             arrays[f"scores{i}"] = np.asarray(d.scores, np.float32)
             arrays[f"boxes{i}"] = np.asarray(d.boxes, np.float32)
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        atomic_write_bytes(out / "detections.npz", buf.getvalue())
+        atomic_save_npz(out / "detections.npz", **arrays)
 
     folder = cache.entry("detections", config, build)
     z = np.load(folder / "detections.npz")

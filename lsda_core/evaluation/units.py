@@ -27,7 +27,6 @@ give; here the maximum is over the whole split (its Figure 6 caption), so values
 """
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
@@ -42,7 +41,7 @@ from lsda_core.data.images import load_image
 from lsda_core.models.finetune import context_pixels
 from lsda_core.core.params import Net, Params, ParamsError
 from lsda_core.store.cache import Cache
-from lsda_core.store.files import atomic_write_bytes
+from lsda_core.store.files import atomic_save_npz
 from lsda_core.store.identity import digest
 from lsda_core.store.runtime import progress as progress_bar
 from lsda_core.core.structures import DetectionDataset
@@ -190,9 +189,7 @@ def cached_top_regions(cache: Cache, fs: FeatureSet, units: Sequence[Unit], k: i
         for j, t in enumerate(tops):
             arrays[f"image{j}"] = np.array([index[i] for i in t.image_ids], np.int64)
             arrays[f"region{j}"], arrays[f"boxes{j}"], arrays[f"activation{j}"] = t.region_index, t.boxes, t.activation
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        atomic_write_bytes(out / "units.npz", buf.getvalue())
+        atomic_save_npz(out / "units.npz", **arrays)
 
     z = np.load(cache.entry("units", config, build) / "units.npz")
     return [UnitTop(u, [ids[i] for i in z[f"image{j}"]], z[f"region{j}"], z[f"boxes{j}"], z[f"activation{j}"],

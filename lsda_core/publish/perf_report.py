@@ -141,8 +141,6 @@ def targets_table(doc: dict[str, Any], log: dict[str, Any] | None = None) -> pd.
                         "measured": f"not measured: liblinear's coordinate descent is not counted in FLOPs "
                                     f"({svm['value']:.1f} s for the run's SVM row)", "met": "not measured",
                         "where": where})
-    for key, r in doc["runs"].items():
-        where = f"{key}: {machine_name(r['machine'])}"
         for prefix, size in (("detector.embedded", f"embedded size, {r['threads']} torch threads"),
                              ("detector.embedded.one_thread", "embedded size, one torch thread"),
                              ("detector.paper", "paper size, 2000 regions")):

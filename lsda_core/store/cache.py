@@ -157,7 +157,7 @@ class Cache:
             info = read_meta(meta.parent)
             if not info:
                 continue
-            size = sum(p.stat().st_size for p in meta.parent.rglob("*") if p.is_file())
+            size = folder_bytes(meta.parent)
             out.append({"stage": info["stage"], "key": info["key"], "bytes": size,
                         "created": info.get("created", ""), "seconds": info.get("seconds", 0.0),
                         "own_seconds": info.get("own_seconds", info.get("seconds", 0.0))})
@@ -199,7 +199,7 @@ class Cache:
         freed = 0
         for d in self.stage_folders():
             if stage_of(d.name).name in SCRATCH:
-                freed += sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
+                freed += folder_bytes(d)
                 shutil.rmtree(d)
         return freed
 
@@ -260,13 +260,23 @@ class Lazy:
     _folder: Path | None = field(default=None, init=False, repr=False)
 
     @property
+    def key(self) -> str:
+        """The entry's key: its folder's name."""
+        return stage_key(self.stage, self.config)
+
+    @property
     def ref(self) -> str:
-        return f"{self.stage}/{stage_key(self.stage, self.config)}"
+        return f"{self.stage}/{self.key}"
 
     def folder(self) -> Path:
         if self._folder is None:
             self._folder = self.cache.entry(self.stage, self.config, self.build, **self.options)
         return self._folder
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes of every file below `folder`."""
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
 def entry_ref(entry: Path | Lazy) -> str:

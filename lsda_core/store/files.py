@@ -35,3 +35,10 @@ def atomic_save_npy(path: Path, array: Any) -> None:
     buf = io.BytesIO()
     np.save(buf, np.asarray(array), allow_pickle=False)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def atomic_save_npz(path: Path, **arrays: Any) -> None:
+    """Save named arrays as one uncompressed .npz atomically."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
