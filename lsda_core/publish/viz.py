@@ -1,6 +1,10 @@
 """The house style of every figure, and deterministic saving (PNG and SVG)."""
 from __future__ import annotations
 
+import base64
+import html
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,13 +75,44 @@ def draw_boxes(ax, image, boxes, labels, colors=None, dashed=None) -> None:
                 bbox={"facecolor": color, "alpha": 0.8, "pad": 1, "linewidth": 0})
 
 
-def show(fig: plt.Figure | Any, name: str, folder: str | Path) -> None:
-    """In a notebook: save `fig` (PNG and SVG, see `savefig`), display the PNG, close it. Anything
-    else (a note saying why this run has no such figure) is displayed as it is."""
-    from IPython.display import Image, display
+@dataclass
+class Captioned:
+    """A figure with its caption: one or two sentences of Markdown that state what the figure
+    shows and its takeaway, computed from the data it plots (no typed-in numbers)."""
 
-    if not isinstance(fig, plt.Figure):
+    fig: plt.Figure
+    caption: str
+
+
+def label(name: str) -> str:
+    """The cross-reference label of figure `name` (prose cites it as {numref}`fig-<name>`)."""
+    return "fig-" + name.replace("_", "-")
+
+
+def figure_bundle(png: Path, notebook_dir: Path, name: str, caption: str) -> dict[str, str]:
+    """The display bundle of a numbered, captioned figure: MyST Markdown (a `figure` directive
+    with the image path relative to the notebook) for the book, which numbers it; HTML with the
+    image inlined and the caption below for JupyterLab; plain text for a terminal."""
+    rel = os.path.relpath(png, notebook_dir).replace(os.sep, "/")
+    text = " ".join(caption.split())
+    data = base64.b64encode(png.read_bytes()).decode()
+    return {
+        "text/markdown": f"```{{figure}} {rel}\n:name: {label(name)}\n\n{text}\n```\n",
+        "text/html": (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(name)}"/>'
+                      f"<figcaption>{html.escape(text)}</figcaption></figure>"),
+        "text/plain": f"Figure ({name}): {text}",
+    }
+
+
+def show(fig: Captioned | Any, name: str, folder: str | Path) -> None:
+    """In a notebook: save a captioned figure (PNG and SVG, see `savefig`) into `folder`
+    (`<book>/figures/<chapter>`), display it numbered with its caption, close it. Anything else
+    (a note saying why this run has no such figure) is displayed as it is."""
+    from IPython.display import display
+
+    if not isinstance(fig, Captioned):
         display(fig)
         return
-    display(Image(filename=str(savefig(fig, name, folder)[0])))
-    plt.close(fig)
+    png = savefig(fig.fig, name, folder)[0]
+    display(figure_bundle(png, Path(folder).resolve().parent.parent, name, fig.caption), raw=True)
+    plt.close(fig.fig)
