@@ -503,3 +503,31 @@ def record_fast_accuracy(path: str | Path, warping_map: float, fast_map: float, 
     doc["fast_vs_warping"] = {"warping_map": warping_map, "fast_map": fast_map, "timing": timing,
                               "machine": machine(), "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
     atomic_write_text(path, json.dumps(doc, indent=1, sort_keys=True))
+
+
+# Cached stages whose work is convolutions and matrix products, each with the bench row that
+# measures its own step: the row's share of peak turns the stage's recorded time into its time at
+# the peak (`work_floor`).
+PEAK_BOUND = {"pretrain": "training.pretrain", "retrain": "training.pretrain", "finetune": "training.finetune",
+              "pool5": "features.embedded"}
+
+
+def work_floor(build: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+    """How fast a recorded build (`run_log.json`'s `builds` item) could be on the bench run's
+    machine: each peak-bound stage (`PEAK_BOUND`) at the matrix-product peak, its recorded own
+    seconds times its step's measured share of peak (the share stands for the whole stage),
+    every other stage and the time outside stages as recorded. Seconds; None where the run lacks
+    the stage's row."""
+    rows = {r["key"]: r for r in run["rows"]}
+    stages = build.get("stages", {})
+    bound = {}
+    for stage, key in PEAK_BOUND.items():
+        st, row = stages.get(stage), rows.get(key)
+        if st and st["built"]:
+            share = row.get("of_peak") if row else None
+            bound[stage] = {"seconds": st["seconds"], "at_peak": st["seconds"] * min(share, 1.0) if share else None,
+                            "of_peak": share}
+    other = build["seconds"] - sum(b["seconds"] for b in bound.values())
+    known = [b["at_peak"] for b in bound.values()]
+    return {"seconds": build["seconds"], "stages": bound, "other": other,
+            "floor": other + sum(known) if None not in known else None}

@@ -125,3 +125,44 @@ def test_positives_skip_difficult_for_voc_only():
     ds.images[0].objects[0].difficult = True
     assert ap.positives_per_image(ds, "a", "voc07").tolist() == [0.0, 1.0]
     assert ap.positives_per_image(ds, "a", "ilsvrc").tolist() == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("metric", ["voc07", "ilsvrc"])
+def test_bootstrap_is_evaluation_of_the_resampled_test_set(metric):
+    """Each resample's mAP is the plain evaluation of a test set holding each image as many times
+    as the resample draws it (its copies renamed), on random detections of two classes."""
+    import copy
+    from types import SimpleNamespace
+
+    from lsda_core.core.structures import DetectionDataset, ImageAnn, ObjectAnn
+    from lsda_core.data.comp4 import Detections
+    from lsda_core.evaluation import ap
+
+    rng = np.random.default_rng(5)
+    ims, dets = [], {"a": [], "b": []}
+    for i in range(12):
+        objs = [ObjectAnn(str(c), np.array([x, 8.0, x + 20, 30.0]), difficult=bool(rng.random() < 0.15))
+                for c, x in (("a", 4.0), ("b", 30.0)) if rng.random() < 0.7]
+        ims.append(ImageAnn(str(i), f"{i}.jpg", 64, 64, objs))
+        for c in "ab":
+            for _ in range(3):
+                x = rng.uniform(0, 40)
+                dets[c].append((str(i), rng.random(), [x, 8.0, x + 20, 30.0]))
+    ds = DetectionDataset("t", "test", ["a", "b"], ims, ".", set())
+    as_dets = {c: Detections([d[0] for d in v], np.array([d[1] for d in v]), np.array([d[2] for d in v]))
+               for c, v in dets.items()}
+    bench = SimpleNamespace(classes=["a", "b"], test=ds, metric=metric)
+    maps = stats.bootstrap_map(bench, [SimpleNamespace(name="d", detections=as_dets)], n=6, seed=1)["d"]
+    for k, w in enumerate(stats.resamples(len(ims), 6, 1)):
+        copies, again = [], {c: [] for c in "ab"}
+        for i, times in enumerate(w):
+            for t in range(int(times)):
+                im = copy.deepcopy(ims[i])
+                im.image_id = f"{i}_{t}"
+                copies.append(im)
+                for c in "ab":
+                    again[c] += [(im.image_id, d[1], d[2]) for d in dets[c] if d[0] == str(i)]
+        rs = DetectionDataset("t", "test", ["a", "b"], copies, ".", set())
+        rd = {c: Detections([d[0] for d in v], np.array([d[1] for d in v]), np.array([d[2] for d in v]).reshape(-1, 4))
+              for c, v in again.items()}
+        assert maps[k] == pytest.approx(ap.evaluate(rs, rd, metric)["map"], abs=1e-9)

@@ -348,3 +348,22 @@ def test_detector_seconds_is_the_fastest_pass_per_image(monkeypatch):
                                   3, torch.device("cpu"))
     assert secs == pytest.approx(0.5)
     assert seen == [((4, 5, 3), 2), ((6, 7, 3), 3)] * 3
+
+
+def test_work_floor_scales_peak_bound_stages_by_their_share():
+    """Pre-training at 0.5 of peak could take half its time, fine-tuning at 0.25 a quarter; the
+    rest of the build (other stages, time outside stages) stays as recorded; a share above 1
+    counts as 1; a stage without a bench row leaves the floor unknown."""
+    build = {"seconds": 1000.0, "stages": {"pretrain": {"built": 1, "seconds": 400.0},
+                                           "finetune": {"built": 2, "seconds": 200.0},
+                                           "pool5": {"built": 0, "seconds": 0.0},
+                                           "svm": {"built": 3, "seconds": 100.0}}}
+    run = {"rows": [{"key": "training.pretrain", "of_peak": 0.5}, {"key": "training.finetune", "of_peak": 0.25},
+                    {"key": "features.embedded", "of_peak": 1.3}]}
+    f = bench.work_floor(build, run)
+    assert f["stages"]["pretrain"]["at_peak"] == 200.0 and f["stages"]["finetune"]["at_peak"] == 50.0
+    assert "pool5" not in f["stages"] and f["other"] == 400.0 and f["floor"] == 650.0
+    run["rows"][1]["of_peak"] = 1.5
+    assert bench.work_floor(build, run)["floor"] == 800.0
+    run["rows"] = run["rows"][:1]
+    assert bench.work_floor(build, run)["floor"] is None
