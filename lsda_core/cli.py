@@ -83,6 +83,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
+    if args.metric == "segmentation":
+        from lsda_core.evaluation import segmentation
+        segmentation.eval_command(args.dataset, args.split, args.results, out=args.out)
+        return
     from lsda_core.evaluation.ap import eval_command
     eval_command(args.dataset, args.split, args.results, metric=args.metric, out=args.out)
 
@@ -244,11 +248,16 @@ def parser() -> argparse.ArgumentParser:
                          "pool5 and HOG); default features")
     sp.set_defaults(func=cmd_prepare)
 
-    sp = sub.add_parser("eval", help="score comp4-format detections on a VOC-layout dataset")
-    sp.add_argument("--dataset", type=Path, required=True, help="VOC-layout folder (Annotations/, ImageSets/Main/)")
+    sp = sub.add_parser("eval", help="score comp4-format detections, or PNG labellings (--metric segmentation), "
+                                     "on a VOC-layout dataset")
+    sp.add_argument("--dataset", type=Path, required=True,
+                    help="VOC-layout folder (Annotations/, ImageSets/Main/; for segmentation ImageSets/Segmentation/ "
+                         "and SegmentationClass/)")
     sp.add_argument("--split", required=True, help="image set, e.g. test")
-    sp.add_argument("--results", type=Path, required=True, help="folder of comp4_det_<split>_<class>.txt files")
-    sp.add_argument("--metric", choices=("voc07", "area", "ilsvrc"), default="voc07")
+    sp.add_argument("--results", type=Path, required=True,
+                    help="folder of comp4_det_<split>_<class>.txt files (segmentation: <id>.png labellings)")
+    sp.add_argument("--metric", choices=("voc07", "area", "ilsvrc", "segmentation"), default="voc07",
+                    help="detection AP (voc07, area, ilsvrc) or VOC segmentation accuracy (mean class IoU)")
     sp.add_argument("--out", type=Path, help="write the scores as JSON here")
     sp.set_defaults(func=cmd_eval)
 

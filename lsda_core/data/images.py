@@ -64,6 +64,18 @@ def load_image(path: Path | str) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+def load_labels(path: Path | str) -> np.ndarray:
+    """The label indices of an indexed (palette) or single-channel PNG as an (H, W) uint8 array:
+    a VOC segmentation mask (`SegmentationClass/`, `SegmentationObject/`) or a method's
+    labelling. A colour (RGB) file is a DataError: its colours are not indices."""
+    path = Path(path)
+    with _opened(path) as im:
+        im.load()
+        if im.mode not in ("P", "L"):
+            raise DataError(f"{path}: a label image must be indexed (palette) or grayscale PNG, not mode {im.mode}")
+        return np.ascontiguousarray(np.asarray(im, dtype=np.uint8))
+
+
 def image_size(path: Path | str) -> tuple[int, int]:
     """(width, height) of an image file, read from its header only (no decoding)."""
     path = Path(path)

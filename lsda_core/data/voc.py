@@ -343,3 +343,23 @@ def read_voc(root: Path, split: str, classes: Sequence[str] | None = None,
     cls = list(classes) if classes is not None else infer_classes(
         o.cls for im in images for o in im.objects)
     return DetectionDataset(name="voc", split=split, classes=cls, images=images, root=root)
+
+
+def read_segmentation_split(root: Path, split: str) -> tuple[list[str], list[str]]:
+    """The image ids of a VOC segmentation split (`ImageSets/Segmentation/<split>.txt`) and the
+    class of each label index of its `SegmentationClass/` masks: background first, then the
+    classes of those images' annotations in `infer_classes` order (VOC's 20 for real VOC), so a
+    mask's value i names class i of this list (255 is VOC's void border)."""
+    root = Path(root)
+    split_file = root / "ImageSets" / "Segmentation" / f"{split}.txt"
+    if not split_file.is_file():
+        raise DataError(f"{split_file}: segmentation split list not found (a VOC root with ImageSets/Segmentation/, "
+                        "SegmentationClass/ and Annotations/)")
+    ids = read_id_list(split_file)
+    if not ids:
+        raise DataError(f"{split_file}: split list is empty")
+    names = []
+    for image_id in ids:
+        xml = root / "Annotations" / f"{image_id}.xml"
+        names += [o.findtext("name", "").strip() for o in _parse_xml(xml).iter("object")]
+    return ids, ["background", *infer_classes(names)]
