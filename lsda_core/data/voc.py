@@ -126,6 +126,12 @@ def write_imagesets(root: Path, split: str, image_ids: list[str], classes: list[
         atomic_write_bytes(main / f"{c}_{split}.txt", lines.encode())
 
 
+def write_segmentation_list(root: Path, split: str, image_ids: list[str]) -> None:
+    """`ImageSets/Segmentation/<split>.txt`: the images of a split that have class masks."""
+    path = Path(root) / "ImageSets" / "Segmentation" / f"{split}.txt"
+    atomic_write_bytes(path, "".join(f"{i}\n" for i in image_ids).encode())
+
+
 # ---------------------------------------------------------------------------------------
 # Reading
 # ---------------------------------------------------------------------------------------

@@ -14,13 +14,14 @@ import json
 import multiprocessing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
 from PIL import Image
+from scipy.ndimage import maximum_filter, minimum_filter
 
-from lsda_core.data.voc import write_imagesets, write_voc_xml
+from lsda_core.data.voc import write_imagesets, write_segmentation_list, write_voc_xml
 from lsda_core.core.params import World
 from lsda_core.store.runtime import progress as progress_bar
 from lsda_core.core.structures import ImageAnn, ObjectAnn
@@ -132,6 +133,23 @@ def _mask(path: Path, labels: np.ndarray) -> None:
     path.write_bytes(buf.getvalue())
 
 
+VOID_BAND = 1  # px each side of an object's outline marked void (255) in SegmentationClass, as VOC's border
+
+
+def class_mask(labels: np.ndarray, classes: Sequence[int], difficult: Sequence[bool]) -> np.ndarray:
+    """VOC's `SegmentationClass` from an instance map (0 background, i the i-th object):
+    each object's pixels take its class index (`classes[i - 1]`, 1-based), and void (255)
+    covers a band of `VOID_BAND` px around every outline (where a 3 x 3 neighbourhood, widened
+    by the band, holds two instance ids) and every difficult object, as VOC's annotators did."""
+    lut = np.array([0, *classes], dtype=np.uint8)
+    out = lut[labels]
+    k = 2 * VOID_BAND + 1
+    edge = maximum_filter(labels, size=k, mode="nearest") != minimum_filter(labels, size=k, mode="nearest")
+    hard = np.array([False, *difficult])[labels]
+    out[edge | hard] = 255
+    return out
+
+
 def _attrs(d: Design, o: S.SceneObject) -> dict[str, Any]:
     """What error analysis needs beyond VOC's fields."""
     return {"superclass": d.superclasses[d.categories[o.cat].superclass].name, "viewpoint": o.viewpoint,
@@ -195,6 +213,9 @@ def render_job(job: Job) -> list[dict[str, Any]]:
         scene = S.compose(rng, d, d.voc, w, h, st["det"])
         root = out / "voc"
         _mask(root / "SegmentationObject" / f"{job.name}.png", scene.labels)
+        index = {c: i for i, c in enumerate(d.voc, start=1)}  # d.voc is sorted by name, as readers infer
+        _mask(root / "SegmentationClass" / f"{job.name}.png",
+              class_mask(scene.labels, [index[o.cat] for o in scene.objects], [o.difficult for o in scene.objects]))
         return _detection(job, scene, root, Path("JPEGImages", f"{job.name}.jpg"),
                           Path("Annotations", f"{job.name}.xml"), "VOC2007", set(d.voc), False, True)
     if job.view == "ilsvrc":
@@ -375,6 +396,8 @@ def generate(world: World, out: Path, workers: int = 1, progress: bool = False,
         voc["trainval"] = voc["train"] + voc["val"]
         _voc_lists(out / "voc", [r for r in rows if r["view"] == "voc"], voc,
                    {s: [d.categories[c].name for c in d.voc] for s in voc})
+        for split, ids in voc.items():  # every image has its class mask: each split is also a segmentation split
+            write_segmentation_list(out / "voc", split, ids)
         counts["voc"] = {s: {"images": len(v), "objects": sum(n_obj("voc", p) for p in
                                                               (("train", "val") if s == "trainval" else (s,)))}
                          for s, v in voc.items()}

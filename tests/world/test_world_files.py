@@ -243,3 +243,35 @@ def test_world_json_describes_the_views(world: WorldLayout, tiny) -> None:
     assert names_b == sorted(c["name"] for c in ils)[: tiny.ilsvrc_classes // 2]
     assert info["views"]["voc"]["test"]["images"] == tiny.voc_test
     assert info["views"]["ilsvrc"]["val1"] + info["views"]["ilsvrc"]["val2"] == tiny.ilsvrc_val
+
+
+def test_voc_class_masks_follow_instances_with_a_void_border(world: WorldLayout) -> None:
+    """SegmentationClass agrees with SegmentationObject: away from outlines each object's pixels
+    hold its class's index (1 + its place among the view's sorted classes, as readers infer),
+    background stays 0, outlines and difficult objects are void (255); every image is in its
+    split's ImageSets/Segmentation list, and the segmentation metric scores the truth as perfect."""
+    from lsda_core.data.voc import read_segmentation_split
+    from lsda_core.evaluation import segmentation
+    from lsda_core.world.write import VOID_BAND
+
+    ids, classes = read_segmentation_split(world.voc, "test")
+    assert ids == (world.voc / "ImageSets" / "Main" / "test.txt").read_text().split()
+    assert classes[0] == "background" and classes[1:] == sorted(classes[1:])
+    voids = 0
+    for image_id in ids:
+        inst = np.array(Image.open(world.voc / "SegmentationObject" / f"{image_id}.png"))
+        cls = np.array(Image.open(world.voc / "SegmentationClass" / f"{image_id}.png"))
+        _, objs = _objects(world.voc / "Annotations" / f"{image_id}.xml")
+        k = 2 * VOID_BAND + 1
+        pad = np.pad(inst, VOID_BAND, mode="edge")
+        windows = np.lib.stride_tricks.sliding_window_view(pad, (k, k))
+        interior = windows.min(axis=(2, 3)) == windows.max(axis=(2, 3))
+        assert (cls[interior & (inst == 0)] == 0).all()
+        for i, o in enumerate(objs, start=1):
+            want = 255 if o.findtext("difficult") == "1" else classes.index(o.findtext("name"))
+            assert (cls[interior & (inst == i)] == want).all()
+        assert (cls[~interior] == 255).all()
+        voids += int((cls == 255).sum())
+    assert voids > 0
+    r = segmentation.evaluate_folder(world.voc, "test", world.voc / "SegmentationClass")
+    assert r["mean"] == 1.0
