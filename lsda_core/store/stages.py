@@ -48,6 +48,8 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("retrain", (_P + "models.pretrain:retrain",), "a network re-trained on classification data (LSDA)"),
     Stage("finetune", (_P + "models.finetune:finetune",), "a network fine-tuned on warped proposals"),
     Stage("proposals", (_P + "detection.proposals:compute_proposals",), "selective-search boxes per image"),
+    Stage("mask-proposals", (_P + "detection.mask_proposals:compute_mask_proposals",),
+          "mask proposals (hierarchical grouping of graph-based segments) per image"),
     Stage("pool5", (_P + "detection.features:extract_pool5",), "pool5 of every region of a split, per network"),
     Stage("grayscale", (_P + "detection.pipeline:grayscale",), "a split's images in grayscale"),
     Stage("hog", (_P + "detection.hog:extract_hog",), "HOG of every warped region of a split"),

@@ -1,0 +1,227 @@
+"""Region proposals with masks, for R-CNN's segmentation experiment (section 5).
+
+R-CNN took about 150 CPMC regions per image from O2P. CPMC is not available here; its
+stand-in is the hierarchical grouping that selective search itself is built on (Uijlings et
+al.): graph-based segments (Felzenszwalb and Huttenlocher, from scikit-image) merged greedily,
+most similar neighbours first (colour-histogram intersection, small regions first, regions
+that fill their joint box), every region of the hierarchy a proposal, over several
+strategies (segmentation scale x colour space). Where it departs from CPMC: no figure-ground
+energy and no learned ranking: regions are ranked as selective search ranks its boxes (a
+region's level in its hierarchy times a seeded random number), the first `max_masks` kept.
+
+A mask is stored compactly: the *atoms* of an image (the pixels that every strategy's base
+segmentation puts together) and, per proposal, which atoms it holds.
+"""
+from __future__ import annotations
+
+import heapq
+import multiprocessing as mp
+import zlib
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from lsda_core.data.images import load_image
+from lsda_core.store.cache import Cache
+from lsda_core.store.files import atomic_save_npz
+from lsda_core.store.identity import images_identity
+from lsda_core.store.runtime import progress as progress_bar
+from lsda_core.core.structures import DetectionDataset
+
+BINS = 25  # colour histogram bins per channel, as selective search
+
+
+@dataclass(frozen=True)
+class MaskProposalConfig:
+    """The grouping strategies (every scale in every colour space) and how many masks to keep."""
+
+    scales: tuple[int, ...] = (50, 100, 200)  # Felzenszwalb's k (and smallest segment, px)
+    colour_spaces: tuple[str, ...] = ("rgb", "hsv")
+    sigma: float = 0.8  # Gaussian smoothing before the graph segmentation
+    max_masks: int = 150  # R-CNN / O2P: about 150 CPMC regions per image
+
+
+@dataclass
+class MaskProposals:
+    """One image's proposals: `atoms` (H, W) int32, `members` (P, A) bool (proposal p holds
+    atom a), ranked best first."""
+
+    atoms: np.ndarray
+    members: np.ndarray
+
+    def masks(self, index: Sequence[int] | slice = slice(None)) -> np.ndarray:
+        """(P, H, W) bool masks of the chosen proposals."""
+        return self.members[index][:, self.atoms]
+
+    @property
+    def boxes(self) -> np.ndarray:
+        """(P, 4) each mask's tight box, from its atoms' boxes."""
+        atom_box = _segment_boxes(self.atoms)
+        lo = np.where(self.members[:, :, None], atom_box[None, :, :2], np.inf).min(axis=1)
+        hi = np.where(self.members[:, :, None], atom_box[None, :, 2:], -np.inf).max(axis=1)
+        return np.concatenate([lo, hi], axis=1)
+
+
+def _segment_boxes(labels: np.ndarray) -> np.ndarray:
+    """(n, 4) the box [x1, y1, x2, y2] (0-based edges) of each segment 0..n-1 of a label map."""
+    from scipy.ndimage import find_objects
+
+    return np.array([[sx.start, sy.start, sx.stop, sy.stop] for sy, sx in find_objects(labels + 1)], np.float64)
+
+
+def _unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(index of each distinct row's first occurrence, each row's distinct-row number), for a
+    2-D bool or small-int array; rows are compared as packed bytes, which sort fast."""
+    packed = np.ascontiguousarray(np.packbits(rows, axis=1) if rows.dtype == bool else rows)
+    keys = packed.view(np.dtype((np.void, packed.shape[1] * packed.itemsize))).ravel()
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    return first, inverse
+
+
+def _colour(image: np.ndarray, space: str) -> np.ndarray:
+    if space == "rgb":
+        return image
+    if space == "hsv":
+        from skimage.color import rgb2hsv
+        return (rgb2hsv(image) * 255).astype(np.uint8)
+    raise ValueError(f"unknown colour space {space!r} (rgb, hsv)")
+
+
+def _adjacent(labels: np.ndarray) -> np.ndarray:
+    """(E, 2) pairs i < j of segments that touch (4-neighbourhood)."""
+    pairs = np.concatenate([np.stack([labels[:, :-1].ravel(), labels[:, 1:].ravel()], 1),
+                            np.stack([labels[:-1].ravel(), labels[1:].ravel()], 1)])
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    return np.unique(np.sort(pairs, axis=1), axis=0)
+
+
+def hierarchy(image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy grouping of the segments of `labels` (0..n-1): returns (R, n) bool, the base
+    segments of every region of the hierarchy (the n segments first, then one region per
+    merge), and (R,) each region's level (1 for the last merge, larger further down)."""
+    n = int(labels.max()) + 1
+    size = np.bincount(labels.ravel(), minlength=n).astype(np.float64)
+    q = np.minimum(image.astype(np.int64) * BINS // 256, BINS - 1)
+    idx = labels.ravel()[:, None] * (3 * BINS) + np.arange(3)[None, :] * BINS + q.reshape(-1, 3)
+    hist = np.bincount(idx.ravel(), minlength=n * 3 * BINS).reshape(n, 3 * BINS).astype(np.float64)
+    hist /= np.maximum(hist.sum(1, keepdims=True), 1)
+    area = float(labels.size)
+    sizes, hists, boxes = list(size), list(hist), list(_segment_boxes(labels))
+    members = [np.eye(n, dtype=bool)[i] for i in range(n)]
+    neighbours: dict[int, set[int]] = {i: set() for i in range(n)}
+    for i, j in _adjacent(labels):
+        neighbours[int(i)].add(int(j))
+        neighbours[int(j)].add(int(i))
+
+    def sim(i: int, j: int) -> float:
+        b = np.concatenate([np.minimum(boxes[i][:2], boxes[j][:2]), np.maximum(boxes[i][2:], boxes[j][2:])])
+        joint = (b[2] - b[0]) * (b[3] - b[1])
+        return (float(np.minimum(hists[i], hists[j]).sum()) / 3 + 1 - (sizes[i] + sizes[j]) / area
+                + 1 - (joint - sizes[i] - sizes[j]) / area)
+
+    heap = [(-sim(i, j), i, j) for i in neighbours for j in neighbours[i] if i < j]
+    heapq.heapify(heap)
+    alive = set(range(n))
+    while heap:
+        _, i, j = heapq.heappop(heap)
+        if i not in alive or j not in alive:
+            continue
+        k = len(sizes)
+        sizes.append(sizes[i] + sizes[j])
+        hists.append((hists[i] * sizes[i] + hists[j] * sizes[j]) / sizes[k])
+        boxes.append(np.concatenate([np.minimum(boxes[i][:2], boxes[j][:2]), np.maximum(boxes[i][2:], boxes[j][2:])]))
+        members.append(members[i] | members[j])
+        near = (neighbours.pop(i) | neighbours.pop(j)) - {i, j}
+        alive -= {i, j}
+        for m in near:
+            neighbours[m] -= {i, j}
+            neighbours[m].add(k)
+            heapq.heappush(heap, (-sim(m, k), m, k))
+        neighbours[k] = near
+        alive.add(k)
+    r = len(members)
+    level = np.concatenate([np.full(n, r - n + 1), np.arange(r - n, 0, -1)]).astype(np.float64)
+    return np.stack(members), level
+
+
+def propose(image: np.ndarray, cfg: MaskProposalConfig = MaskProposalConfig(), seed: int = 0) -> MaskProposals:
+    """The ranked mask proposals of one RGB image (module docstring)."""
+    from skimage.segmentation import felzenszwalb
+
+    rng = np.random.default_rng(seed)
+    strategies = []
+    for space in cfg.colour_spaces:
+        col = _colour(image, space)
+        for k in cfg.scales:
+            labels = felzenszwalb(col, scale=k, sigma=cfg.sigma, min_size=k).astype(np.int64)
+            strategies.append((labels, *hierarchy(col, labels)))
+    # atoms: the pixels every base segmentation puts together
+    stacked = np.stack([s[0].ravel() for s in strategies], 1).astype(np.int32)
+    first, atoms = _unique_rows(stacked)
+    uniq = stacked[first]  # each atom's segment in every strategy
+    members, rank = [], []
+    for s, (_, regions, level) in enumerate(strategies):
+        members.append(regions[:, uniq[:, s]])
+        rank.append(level * rng.random(len(level)))
+    members, rank = np.concatenate(members), np.concatenate(rank)
+    order = np.argsort(rank, kind="stable")
+    first, _ = _unique_rows(members[order])  # drop repeats, keep the best-ranked
+    keep = order[np.sort(first)][: cfg.max_masks]
+    return MaskProposals(atoms.reshape(image.shape[:2]).astype(np.int32), members[keep])
+
+
+def best_overlap(props: MaskProposals, objects: np.ndarray) -> np.ndarray:
+    """Per object of an instance map (`objects`: 0 background, i the i-th object, 255 void
+    ignored), the best IoU of any proposal's mask with it, as O2P reports (void pixels count
+    in neither)."""
+    ids = [i for i in np.unique(objects) if i not in (0, 255)]
+    if not ids:
+        return np.zeros(0)
+    valid = objects != 255
+    a = props.atoms.max() + 1
+    per_atom = np.stack([np.bincount(props.atoms[objects == i], minlength=a) for i in ids], 1)  # (A, G)
+    atom_px = np.bincount(props.atoms[valid], minlength=a)
+    m = props.members.astype(np.float64)
+    inter = m @ per_atom
+    union = (m @ atom_px)[:, None] + per_atom.sum(0)[None, :] - inter
+    return (inter / np.maximum(union, 1)).max(axis=0)
+
+
+def _one(args: tuple[str, str, MaskProposalConfig]) -> MaskProposals:
+    image_id, path, cfg = args
+    return propose(load_image(path), cfg, seed=zlib.crc32(image_id.encode()))
+
+
+def compute_mask_proposals(dataset: DetectionDataset, cache: Cache, cfg: MaskProposalConfig = MaskProposalConfig(),
+                           workers: int = 1, progress: bool = True) -> dict[str, MaskProposals]:
+    """Mask proposals for every image of `dataset`, from the cache or computed in `workers`
+    processes; one .npz per image (atoms, bit-packed members), written atomically, so a rerun
+    resumes."""
+    images = {im.image_id: str(im.path) for im in dataset.images}
+    config = {"images": images_identity(dataset), **asdict(cfg)}
+
+    def save(folder: Path, image_id: str, p: MaskProposals) -> None:
+        atomic_save_npz(folder / f"{image_id}.npz", atoms=p.atoms, members=np.packbits(p.members, axis=1),
+                        n_atoms=np.array(p.members.shape[1]))
+
+    def build(folder: Path) -> None:
+        todo = [i for i in sorted(images) if not (folder / f"{i}.npz").is_file()]
+        jobs = [(i, images[i], cfg) for i in todo]
+        if workers > 1 and len(jobs) > 1:
+            with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as ex:
+                for i, p in progress_bar(zip(todo, ex.map(_one, jobs, chunksize=4)), "mask proposals", progress,
+                                         total=len(todo)):
+                    save(folder, i, p)
+        else:
+            for i, job in progress_bar(zip(todo, jobs), "mask proposals", progress, total=len(todo)):
+                save(folder, i, _one(job))
+
+    folder = cache.entry("mask-proposals", config, build, resumable=True)
+    out = {}
+    for i in sorted(images):
+        z = np.load(folder / f"{i}.npz")
+        out[i] = MaskProposals(z["atoms"], np.unpackbits(z["members"], axis=1, count=int(z["n_atoms"])).astype(bool))
+    return out

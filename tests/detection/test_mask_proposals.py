@@ -1,0 +1,66 @@
+"""Mask proposals: the grouping hierarchy by hand, finding flat objects, best overlap by hand,
+compact caching that round-trips."""
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lsda_core.detection import mask_proposals as M
+from lsda_core.store.cache import Cache
+from synthetic import make_detection
+
+
+def test_hierarchy_merges_most_similar_neighbours_first():
+    """Three stripes, left and middle the same red, right blue: left + middle merge first (same
+    colour), then everything; base segments are the deepest level, the last merge level 1."""
+    labels = np.repeat(np.array([[0] * 4 + [1] * 4 + [2] * 4]), 6, axis=0)
+    image = np.zeros((6, 12, 3), np.uint8)
+    image[:, :8] = (200, 0, 0)
+    image[:, 8:] = (0, 0, 200)
+    regions, level = M.hierarchy(image, labels)
+    assert regions.tolist() == [[True, False, False], [False, True, False], [False, False, True],
+                                [True, True, False], [True, True, True]]
+    assert level.tolist() == [3, 3, 3, 2, 1]
+
+
+def test_proposals_find_flat_objects_and_are_distinct_and_seeded():
+    rng = np.random.default_rng(0)
+    im = np.clip(rng.normal(100, 8, (60, 80, 3)), 0, 255).astype(np.uint8)
+    im[10:30, 10:40] = (200, 40, 40)
+    im[35:55, 45:75] = (40, 200, 40)
+    objects = np.zeros((60, 80), np.uint8)
+    objects[10:30, 10:40], objects[35:55, 45:75] = 1, 2
+    cfg = M.MaskProposalConfig(max_masks=40)
+    p = M.propose(im, cfg, seed=3)
+    assert 1 <= len(p.members) <= 40 and p.atoms.shape == (60, 80)
+    assert len({row.tobytes() for row in p.members}) == len(p.members)
+    assert (M.best_overlap(p, objects) > 0.9).all()
+    assert np.array_equal(M.propose(im, cfg, seed=3).members, p.members)
+    masks = p.masks()
+    assert masks.shape == (len(p.members), 60, 80) and masks.any(axis=(1, 2)).all()
+    ys, xs = np.nonzero(masks[0])
+    assert p.boxes[0].tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+
+
+def test_best_overlap_by_hand_ignores_void():
+    """Atoms: left half 0, right half 1 of a 2 x 4 image; proposals {0}, {0, 1}. The object is
+    the 3 left-most pixels of row 0 plus the void pixel (0, 3): {0} (4 pixels) holds 2 of them,
+    IoU 2 / (4 + 3 - 2) = 2 / 5; {0, 1} (7 non-void pixels) holds all 3: 3 / 7, the best."""
+    p = M.MaskProposals(np.array([[0, 0, 1, 1], [0, 0, 1, 1]], np.int32), np.array([[True, False], [True, True]]))
+    objects = np.array([[1, 1, 1, 255], [0, 0, 0, 0]], np.uint8)
+    assert M.best_overlap(p, objects).tolist() == [pytest.approx(3 / 7)]
+    assert M.best_overlap(p, np.zeros((2, 4), np.uint8)).size == 0
+
+
+def test_cached_proposals_round_trip(tmp_path: Path):
+    ds, _ = make_detection(tmp_path / "img", 2, seed=0)
+    cache = Cache(tmp_path / "cache")
+    cfg = M.MaskProposalConfig(scales=(50,), colour_spaces=("rgb",), max_masks=20)
+    first = M.compute_mask_proposals(ds, cache, cfg, progress=False)
+    direct = M.propose(np.asarray(Image.open(ds.images[0].path).convert("RGB")), cfg, seed=zlib.crc32(b"0000"))
+    assert np.array_equal(first["0000"].members, direct.members) and np.array_equal(first["0000"].atoms, direct.atoms)
+    again = M.compute_mask_proposals(ds, cache, cfg, progress=False)
+    assert all(np.array_equal(first[k].members, again[k].members) for k in first)
+    assert len([e for e in cache.entries() if e["stage"] == "mask-proposals"]) == 1
