@@ -247,7 +247,8 @@ def warp_regions(image: torch.Tensor, boxes: Any, size: int, context: float = 16
 
     `image` is a (C, H, W) float tensor, already mean-subtracted: the area of the window
     outside the image is filled with 0, which is the mean after mean subtraction (as in
-    R-CNN). `boxes` (N, 4) in the study's convention. Returns (N, C, size, size) on the
+    R-CNN); or (N, C, H, W), one image per box (R-CNN's *fg* segmentation features: each
+    region's own masked image). `boxes` (N, 4) in the study's convention. Returns (N, C, size, size) on the
     image's device and in its dtype.
 
     Per box, following `rcnn_im_crop.m` (crop_mode "warp", padding = `context`):
@@ -275,14 +276,16 @@ def warp_regions(image: torch.Tensor, boxes: Any, size: int, context: float = 16
     grid's memory; the output itself is N x C x S x S, so callers with thousands of boxes
     and a large S should pass boxes in batches).
     """
-    if image.ndim != 3:
-        raise ValueError(f"image must be (C, H, W), got shape {tuple(image.shape)}")
-    if not image.is_floating_point():
-        raise ValueError("image must be a float tensor (mean-subtracted)")
-    C, H, W = image.shape
-    S = int(size)
     b = _as_boxes(boxes)
     n = b.shape[0]
+    per_box = image.ndim == 4  # (N, C, H, W): box i warps image i
+    if not (image.ndim == 3 or (per_box and image.shape[0] == n)):
+        raise ValueError(f"image must be (C, H, W), or (N, C, H, W) with one image per box, got shape "
+                         f"{tuple(image.shape)} for {n} boxes")
+    if not image.is_floating_point():
+        raise ValueError("image must be a float tensor (mean-subtracted)")
+    C, H, W = image.shape[-3:]
+    S = int(size)
     out = torch.zeros((n, C, S, S), dtype=image.dtype, device=image.device)
     if n == 0:
         return out
@@ -303,7 +306,6 @@ def warp_regions(image: torch.Tensor, boxes: Any, size: int, context: float = 16
     end_d = (pad + crop).long().to(image.device)
     j = torch.arange(S, device=image.device)
     jf = j.to(image.dtype)
-    src = image[None]
     for s0 in range(0, n, chunk):
         s1 = min(n, s0 + chunk)
         m = s1 - s0
@@ -311,9 +313,12 @@ def warp_regions(image: torch.Tensor, boxes: Any, size: int, context: float = 16
         coord = torch.maximum(torch.minimum(coord, n_hi[s0:s1, :, None]), n_lo[s0:s1, :, None])
         gx = coord[:, 0][:, None, :].expand(m, S, S)
         gy = coord[:, 1][:, :, None].expand(m, S, S)
-        grid = torch.stack([gx, gy], dim=-1).reshape(1, m * S, S, 2)
-        sampled = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        sampled = sampled.reshape(C, m, S, S).permute(1, 0, 2, 3)
+        grid = torch.stack([gx, gy], dim=-1)
+        if per_box:
+            sampled = F.grid_sample(image[s0:s1], grid, mode="bilinear", padding_mode="border", align_corners=False)
+        else:
+            sampled = F.grid_sample(image[None], grid.reshape(1, m * S, S, 2), mode="bilinear", padding_mode="border",
+                                    align_corners=False).reshape(C, m, S, S).permute(1, 0, 2, 3)
         inside = (j[None, None, :] >= pad_d[s0:s1, :, None]) & (j[None, None, :] < end_d[s0:s1, :, None])
         mask = inside[:, 1][:, :, None] & inside[:, 0][:, None, :]  # (m, S, S)
         out[s0:s1] = sampled * mask[:, None].to(image.dtype)

@@ -357,3 +357,16 @@ def test_batched_nms_equals_nms_label_by_label_exactly():
                       for c in range(7)])
     want = kept[torch.sort(s[kept], descending=True, stable=True).indices]
     assert got.tolist() == want.tolist()
+
+
+def test_warp_regions_one_image_per_box():
+    """(N, C, H, W) images: box i warps image i, exactly as warping that image alone; a batch
+    whose size is not the number of boxes is an error."""
+    g = torch.Generator().manual_seed(0)
+    imgs = torch.randn(3, 2, 20, 24, generator=g)
+    boxes = [[1, 2, 15, 18], [0, 0, 24, 20], [5, 6, 9, 30]]
+    out = B.warp_regions(imgs, boxes, 8, 2, chunk=2)
+    for i in range(3):
+        torch.testing.assert_close(out[i], B.warp_regions(imgs[i], boxes[i:i + 1], 8, 2)[0])
+    with pytest.raises(ValueError, match="one image per box"):
+        B.warp_regions(imgs, boxes[:2], 8, 2)

@@ -1,0 +1,116 @@
+"""R-CNN's semantic segmentation (section 5) in the O2P framework: CNN features of mask
+proposals, one support vector regressor per class predicting each region's overlap with that
+class, and the regions pasted into a pixel labelling.
+
+Features, as the paper computes them three ways:
+- *full*: the region's tight box, warped with context exactly as for detection (so the
+  features of `features.pool5_of_regions` on the masks' boxes);
+- *fg*: the same warp of the image with every pixel outside the region's mask set to the
+  mean input (0 after mean subtraction) before warping;
+- *full+fg*: the two concatenated.
+
+Where this departs from O2P: the regressors are liblinear's linear SVR on these features
+alone (O2P adds its second-order-pooled features, which the paper's feature comparison drops
+too); pasting gives each pixel the class of the highest-scoring region covering it when that
+score passes a background threshold (O2P pastes regions in order of decreasing score with a
+learned background score; the threshold here is chosen on training images, `choose_threshold`).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from lsda_core.core import boxes as B
+from lsda_core.detection.features import CHUNK, autocast, pool5_of_regions, to_device
+from lsda_core.detection.mask_proposals import MaskProposals
+from lsda_core.models.nets import CaffeNet
+
+MODES = ("full", "fg")
+
+
+def fg_pool5(model: CaffeNet, image: np.ndarray, props: MaskProposals, size: int, context: float,
+             chunk: int = 64, gpu_path: bool = True) -> torch.Tensor:
+    """pool5 maps (P, C, 6, 6) of the *fg* inputs of every proposal of one (H, W, 3) uint8 image:
+    the warped box of the mask, background pixels at the mean (module docstring)."""
+    device = model.mean.device
+    img = to_device(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1), device, gpu_path)
+    norm = model.normalize(img)
+    boxes = torch.as_tensor(props.boxes, dtype=torch.float32)
+    out = []
+    for s in range(0, len(boxes), chunk):
+        part = slice(s, s + chunk)
+        masks = to_device(torch.from_numpy(props.masks(part)), device, gpu_path).to(norm.dtype)  # (n, H, W)
+        warped = B.warp_regions(norm[None] * masks[:, None], boxes[part], size, context)  # masked, then warped
+        with autocast(device, gpu_path):
+            out.append(model.pool5(warped).float())
+    if not out:
+        return torch.zeros((0, model.conv5.out_channels, 6, 6), device=device)
+    return torch.cat(out)
+
+
+def region_pool5(model: CaffeNet, image: np.ndarray, props: MaskProposals, mode: str, size: int,
+                 context: float) -> np.ndarray:
+    """float16 (P, pool5_dim) features of one image's proposals, `mode` "full" or "fg"."""
+    if mode not in MODES:
+        raise ValueError(f"unknown region feature mode {mode!r} ({', '.join(MODES)})")
+    with torch.inference_mode():
+        maps = (pool5_of_regions(model, image, props.boxes, size, context, CHUNK) if mode == "full"
+                else fg_pool5(model, image, props, size, context))
+    return maps.reshape(len(props.members), -1).to(torch.float16).cpu().numpy()
+
+
+def overlap_targets(props: MaskProposals, objects: np.ndarray, object_class: Sequence[int], n_classes: int) -> np.ndarray:
+    """(P, n_classes) each proposal's best IoU with a ground-truth object of each class (the
+    regression targets): `objects` is the instance map (0 background, i the i-th object, 255
+    void: counted in neither mask), `object_class[i - 1]` the class (0-based) of object i."""
+    a = int(props.atoms.max()) + 1
+    valid = objects != 255
+    atom_px = np.bincount(props.atoms[valid], minlength=a).astype(np.float64)
+    m = props.members.astype(np.float64)
+    area = m @ atom_px
+    out = np.zeros((len(props.members), n_classes))
+    ids = np.arange(1, len(object_class) + 1)
+    if not len(ids):
+        return out
+    per_atom = np.stack([np.bincount(props.atoms[objects == i], minlength=a) for i in ids], 1).astype(np.float64)
+    inter = m @ per_atom
+    iou = inter / np.maximum(area[:, None] + per_atom.sum(0)[None, :] - inter, 1)
+    for k in range(n_classes):  # few classes: the best object of each
+        cols = np.asarray(object_class) == k
+        if cols.any():
+            out[:, k] = iou[:, cols].max(axis=1)
+    return out
+
+
+def train_svr(x: np.ndarray, y: np.ndarray, c: float = 1.0, epsilon: float = 0.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """One linear support vector regressor per class (liblinear's L2-regularised,
+    epsilon-insensitive L1 loss, as O2P's regressors) on features `x` (N, D) and targets
+    `y` (N, K); returns (W (D, K), b (K,))."""
+    from sklearn.svm import LinearSVR
+
+    w = np.zeros((x.shape[1], y.shape[1]))
+    b = np.zeros(y.shape[1])
+    for k in range(y.shape[1]):  # liblinear solves one output at a time
+        r = LinearSVR(C=c, epsilon=epsilon, loss="epsilon_insensitive", dual=True, max_iter=5000,
+                      random_state=seed).fit(x, y[:, k])
+        w[:, k], b[k] = r.coef_, r.intercept_[0]
+    return w, b
+
+
+def paste(props: MaskProposals, scores: np.ndarray, threshold: float) -> np.ndarray:
+    """(H, W) uint8 labelling: each pixel takes 1 + the class of the highest score among the
+    regions covering it (over every class), background (0) when that score is below
+    `threshold` or no region covers it."""
+    s = np.where(props.members[:, :, None], scores[:, None, :], -np.inf).max(axis=0)  # (A, K) best per atom
+    best = s.max(axis=1)
+    label = np.where(best >= threshold, s.argmax(axis=1) + 1, 0).astype(np.uint8)
+    return label[props.atoms]
+
+
+def choose_threshold(pasted_accuracy, candidates: Sequence[float]) -> float:
+    """The background threshold of the candidates that gives the best accuracy on training
+    images (`pasted_accuracy(t)` -> mean class IoU); the first of equals."""
+    scores = [pasted_accuracy(t) for t in candidates]
+    return float(candidates[int(np.argmax(scores))])
