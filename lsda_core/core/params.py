@@ -299,6 +299,21 @@ class Bench:
 
 
 @dataclass
+class Segmentation:
+    """R-CNN's semantic segmentation (section 5): mask proposals, full / fg region features,
+    one SVR per class, pasting, VOC segmentation accuracy."""
+
+    root: str | None = _p(None, "VOC segmentation root (VOC 2011/2012: SegmentationClass/, SegmentationObject/, "
+                                "ImageSets/Segmentation/); none: the embedded world's VOC view", path=True)
+    train_split: str = _p("train", "split the SVRs and the background threshold are trained on (R-CNN: VOC 2011 train)")
+    eval_split: str = _p("val", "split of Table 3 and the per-class table (R-CNN: VOC 2011 val; Table 4 is test)")
+    max_masks: int = _p(150, "mask proposals kept per image (O2P's CPMC: about 150)", lo=1)
+    scales: list[int] = _p([50, 100, 200], "Felzenszwalb k of each grouping strategy, each in RGB and HSV", lo=1)
+    svr_c: float = _p(1.0, "the SVRs' C (features scaled to mean norm 1 on the training regions)", lo=1e-6)
+    finetuned: bool = _p(True, "also the fine-tuned network's fc6 full+fg (the paper expects fine-tuning to help)")
+
+
+@dataclass
 class Params:
     """Every parameter of the study, by section."""
 
@@ -318,6 +333,7 @@ class Params:
     units: Units = field(default_factory=Units)
     analysis: Analysis = field(default_factory=Analysis)
     bench: Bench = field(default_factory=Bench)
+    segmentation: Segmentation = field(default_factory=Segmentation)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (YAML/JSON-ready)."""
@@ -333,23 +349,39 @@ class Params:
 # ---------------------------------------------------------------------------------------
 # loading and validation
 
+@dataclass(frozen=True)
+class Field:
+    """One key of the schema described for a reader: the `lsda params --schema` line and a row
+    of the book's parameter reference."""
+
+    section: str
+    key: str
+    type: str
+    default: Any
+    allowed: str  # "one of [...]", "in [lo, hi]", ">= lo" (each, for lists); "" when any value of the type
+    help: str
+
+
+def _fields(section: str, cls: type) -> list[Field]:
+    """The keys of one section (a dataclass of the schema), in schema order."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        m, tp = f.metadata, hints[f.name]
+        allowed = ""
+        if m.get("choices"):
+            allowed = f"one of {list(m['choices'])}"
+        elif m.get("lo") is not None or m.get("hi") is not None:
+            allowed = f"{'each ' if typing.get_origin(tp) is list else ''}{_range_rule(m)}"
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        out.append(Field(section, f.name, _type_name(tp), default, allowed, m.get("help", "")))
+    return out
+
+
 def _describe(cls: type) -> str:
     """One line per key of a section: name, type, default and help (used in errors)."""
-    hints = typing.get_type_hints(cls)
-    lines = []
-    for f in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(hints[f.name]):
-            lines.append(f"  {f.name}: section")
-            continue
-        m = f.metadata
-        rng = ""
-        if m.get("choices"):
-            rng = f", one of {list(m['choices'])}"
-        elif m.get("lo") is not None or m.get("hi") is not None:
-            rng = f", {'each ' if typing.get_origin(hints[f.name]) is list else ''}{_range_rule(m)}"
-        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-        lines.append(f"  {f.name} ({_type_name(hints[f.name])}{rng}, default {default!r}): {m.get('help', '')}")
-    return "\n".join(lines)
+    return "\n".join(f"  {f.key} ({f.type}{', ' + f.allowed if f.allowed else ''}, default {f.default!r}): {f.help}"
+                     for f in _fields("", cls))
 
 
 def _range_rule(m: Any) -> str:
@@ -590,6 +622,19 @@ def load(path: str | Path | None = None, overrides: list[tuple[str, str]] | dict
             where = "overrides"
         raise ParamsError(f"{where}: {e}", key=e.key) from None
     return p
+
+
+def schema_sections() -> dict[str, str]:
+    """Each section of the schema with its docstring (what the section is for), in schema order."""
+    hints = typing.get_type_hints(Params)
+    return {f.name: " ".join((hints[f.name].__doc__ or "").split()) for f in dataclasses.fields(Params)}
+
+
+def schema_fields() -> list[Field]:
+    """Every key of the schema, section by section in schema order: for `lsda params --schema`
+    and the book's parameter reference (one source for both)."""
+    hints = typing.get_type_hints(Params)
+    return [row for f in dataclasses.fields(Params) for row in _fields(f.name, hints[f.name])]
 
 
 def schema_help() -> str:

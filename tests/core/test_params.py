@@ -179,3 +179,17 @@ def test_yaml_merge_keys_are_not_duplicates(tmp_path):
                                      "proposals:\n  <<: {mode: quality, max_boxes: 10}\n  max_boxes: 20\n")
     p = P.load(tmp_path / "m.yaml")
     assert (p.proposals.mode, p.proposals.max_boxes, p.svm.C) == ("quality", 20, 0.5)
+
+
+def test_schema_fields_describe_every_key_with_its_rule():
+    """One record per key of the schema (the re-run page's reference and `lsda params --schema`)."""
+    fields = P.schema_fields()
+    defaults = P.Params().to_dict()
+    assert [(f.section, f.key) for f in fields] == [(s, k) for s, keys in defaults.items() for k in keys]
+    by_key = {f"{f.section}.{f.key}": f for f in fields}
+    assert by_key["runtime.workers"].allowed == "in [1, 256]" and by_key["runtime.workers"].type == "int"
+    assert by_key["rcnn.seeds"].allowed.startswith("each ") and by_key["rcnn.seeds"].type == "list of int"
+    assert by_key["data.source"].allowed.startswith("one of [") and by_key["data.voc_root"].default is None
+    assert by_key["runtime.device"].allowed == "" and by_key["world.seed"].help.startswith("seed of the world")
+    assert list(P.schema_sections()) == list(defaults) and P.schema_sections()["runtime"].startswith("Where and how")
+    assert all(f"  {f.key} ({f.type}" in P.schema_help() for f in fields)
