@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import html.parser
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -32,6 +34,10 @@ from lsda_core.store.stages import SCRATCH, stage_of
 from lsda_core.store.runtime import machine
 
 ROOT_FILES = ("_config.yml", "_toc.yml")
+ROOT_DIRS = ("_static",)  # the book's own CSS: Jupyter Book links every .css file in _static/
+# what a chapter run in JupyterLab (cwd book/) writes beside the notebooks with its default
+# parameters: the cache (runtime.artifacts) and the figures (figures_dir); never book sources
+NOTEBOOK_OUTPUTS = ("artifacts", "figures")
 STATUS_CHAPTER = "status"
 INTRO_CHAPTER = "intro"  # the findings summary: executed after every chapter that judges claims
 SUMMARY_CHAPTERS = (INTRO_CHAPTER, STATUS_CHAPTER)  # run last, in this order
@@ -98,14 +104,19 @@ def find_chapter(root: Path, name: str) -> Chapter:
 
 
 def stage_sources(root: Path, src: Path) -> None:
-    """Copy the book's sources (config, toc, pages, static files) into the build folder;
-    executed notebooks later overwrite their copies."""
+    """Copy the book's sources (config, toc, pages, static files) into the build folder, not
+    what chapters run in JupyterLab left beside them (NOTEBOOK_OUTPUTS); executed notebooks
+    later overwrite their copies."""
     check_build_folder(src)
     src.mkdir(parents=True, exist_ok=True)
     for f in ROOT_FILES:
         shutil.copy2(root / f, src / f)
+    for d in ROOT_DIRS:
+        if (root / d).is_dir():
+            shutil.copytree(root / d, src / d, dirs_exist_ok=True)
     for p in (root / "book").rglob("*"):
-        if p.is_file() and ".ipynb_checkpoints" not in p.parts:
+        if p.is_file() and ".ipynb_checkpoints" not in p.parts and \
+                p.relative_to(root / "book").parts[0] not in NOTEBOOK_OUTPUTS:
             dest = src / p.relative_to(root)
             if p.suffix == ".ipynb" and dest.exists():
                 continue  # keep an already executed copy (from an earlier run)
@@ -173,6 +184,7 @@ def execute_chapter(root: Path, chapter: Chapter, p: P.Params, resolved: Path, o
         raise ChapterError(f"chapter {chapter.name!r} failed in cell {e.cell_index} "
                            f"(execution {e.exec_count}: {first[:80]}): {e.ename}: {e.evalue}") from None
     seconds = time.time() - t0
+    prepare_for_reading(dest, injected)
     log = _read_log(out)
     log["params"] = {"file": RESOLVED, "digest": p.digest(), "values": p.to_dict()}
     log["chapters"][chapter.name] = {
@@ -182,6 +194,65 @@ def execute_chapter(root: Path, chapter: Chapter, p: P.Params, resolved: Path, o
     }
     atomic_write_text(out / "run_log.json", json.dumps(log, indent=1, sort_keys=True))
     return seconds
+
+
+HIDE_INPUT, REMOVE_CELL = "hide-input", "remove-cell"  # Jupyter Book's cell tags
+PARAMETER_TAGS = ("parameters", "injected-parameters")  # the chapter's defaults and Papermill's values
+
+
+def prepare_for_reading(notebook: Path, injected: dict[str, Any]) -> None:
+    """Make an executed chapter a page for readers and a portable copy: every code cell's input
+    hidden behind a toggle (`hide-input`) unless the chapter tags the cell to hide or remove
+    something itself, the parameters cell and Papermill's injected one removed from the page
+    (`remove-cell`), and the injected paths, in that cell and in
+    Papermill's metadata, made relative to the notebook's folder (so the built site and its
+    copied sources name no folder of the machine that built them, and the copy re-runs where
+    it lies)."""
+    import nbformat
+    from papermill.translators import translate_parameters
+
+    nb = nbformat.read(notebook, as_version=4)
+    here = notebook.parent
+    relative = {k: os.path.relpath(v, here) if isinstance(v, str) and Path(v).is_absolute() else v
+                for k, v in injected.items()}
+    for c in nb.cells:
+        if c.cell_type != "code":
+            continue
+        tags = list(c.metadata.get("tags", []))
+        if "injected-parameters" in tags:
+            c.source = translate_parameters("python3", "python", relative, "Parameters").strip()
+        if any(t in tags for t in PARAMETER_TAGS):
+            c.metadata["tags"] = [*tags, REMOVE_CELL]
+        elif not any(t.startswith(("hide-", "remove-")) for t in tags):
+            c.metadata["tags"] = [*tags, HIDE_INPUT]
+    pm_meta = nb.metadata.get("papermill", {})
+    pm_meta.pop("input_path", None)
+    pm_meta.pop("output_path", None)
+    if "parameters" in pm_meta:
+        pm_meta["parameters"] = relative
+    nbformat.write(nb, notebook)
+
+
+def presentable_path(path: str | Path, anchors: Sequence[str | Path] = (), root: Path | None = None) -> str:
+    """A path as a page may print it, never absolute: relative to the project (`root`, found
+    from the current folder when None) when inside it; else from the innermost of `anchors`
+    (the artifact folder, the build folder) holding it, as `.../<anchor's name>/<rest>`; else
+    `.../<name>`. A relative path is returned as it is."""
+    path = Path(path)
+    if not path.is_absolute():
+        return path.as_posix()
+    if root is None:
+        try:
+            root = project_root()
+        except LsdaError:  # not run inside the project: no project-relative form
+            root = None
+    if root is not None and path.is_relative_to(root):
+        return path.relative_to(root).as_posix() or "."
+    holding = [Path(a) for a in anchors if Path(a).is_absolute() and path.is_relative_to(a)]
+    if holding:
+        anchor = max(holding, key=lambda a: len(a.parts))
+        return "/".join(("...", anchor.name, *path.relative_to(anchor).parts))
+    return f".../{path.name}"
 
 
 def chapter_metrics(name: str, out: Path, progress: bool = False) -> Callable[[P.Params, Cache], dict[str, Any]]:
@@ -209,14 +280,16 @@ def chapter_metrics(name: str, out: Path, progress: bool = False) -> Callable[[P
 
 
 def record_build(out: Path, p: P.Params, seconds: float, before: set[tuple[str, str]],
-                 entries: list[dict[str, Any]], removed: Sequence[str] = ()) -> None:
+                 entries: list[dict[str, Any]], removed: Sequence[str] = (),
+                 chapter_seconds: dict[str, float] | None = None) -> None:
     """Add this full build to the run log's `builds`: its time (world and chapters, before
     the status page and the HTML), whether it started from an empty cache (cold) or reused
     entries (warm), and per stage the entries it built with their own build seconds
     (`Cache.entries`, read when the chapters were done) and the stage's bytes then, flagged
     when the stage was removed afterwards (`removed`: the scratch stages), and the artifact
-    folder's size that leaves; so the status and performance pages can hold the build against
-    the budgets and show where its time and space went."""
+    folder's size that leaves, and each chapter's run time in this build (`chapter_seconds`); so
+    the status and performance pages can hold the build against the budgets and show where its
+    time and space went."""
     after = {(e["stage"], e["key"]) for e in entries}
     stages: dict[str, dict[str, Any]] = {}
     for e in entries:
@@ -232,7 +305,8 @@ def record_build(out: Path, p: P.Params, seconds: float, before: set[tuple[str, 
         "cache": "cold" if not before else "warm", "entries_reused": len(before & after),
         "entries_built": len(after - before),
         "artifacts_bytes": sum(st["bytes"] for st in stages.values() if not st["removed"]),
-        "stages": stages, "params_digest": p.digest(), "machine": machine()})
+        "stages": stages, "chapters": dict(chapter_seconds or {}), "params_digest": p.digest(),
+        "machine": machine()})
     atomic_write_text(out / "run_log.json", json.dumps(log, indent=1, sort_keys=True))
 
 
@@ -283,17 +357,19 @@ def build(params_file: Path, overrides: dict[str, Any], out: Path, only: str | N
     last = sorted((c for c in chs if c.name in SUMMARY_CHAPTERS and only is None),
                   key=lambda c: SUMMARY_CHAPTERS.index(c.name))
     n = len(todo) + len(last)
+    times: dict[str, float] = {}
     for i, c in enumerate(todo + last, 1):
         if c.name == INTRO_CHAPTER:
             F.merge(out, [ch.name for ch in chs])
-        if c.name == STATUS_CHAPTER:
+        if c.name == STATUS_CHAPTER and only is None:  # a full build only: `--only status` times nothing
             seconds, entries = time.time() - t_build, cache.entries()
-            removed = SCRATCH if only is None and not keep_features else ()
+            removed = () if keep_features else SCRATCH
             if removed:
                 log(f"cache: removed the scratch stages ({', '.join(SCRATCH)}), {human_bytes(cache.clean_scratch())}")
-            record_build(out, p, seconds, before, entries, removed)
+            record_build(out, p, seconds, before, entries, removed, times)
         log(f"[{i}/{n}] {c.name} ...")
         s = execute_chapter(root, c, p, resolved, out, progress)
+        times[c.name] = round(s, 1)
         log(f"[{i}/{n}] {c.name} done in {s:.1f} s")
     if only in FINDINGS_CHAPTERS:
         F.merge(out, [ch.name for ch in chs])
@@ -302,6 +378,9 @@ def build(params_file: Path, overrides: dict[str, Any], out: Path, only: str | N
     problems = check_html(index.parent)
     if problems:
         raise LsdaError("the built HTML has problems:\n" + "\n".join(problems[:20]))
+    unread = reader_problems(index.parent, [out, Path(p.runtime.artifacts).resolve(), root])
+    if unread:  # reported, not fatal: the reader test (tests/publish/test_reader.py) holds the line
+        log(f"reader check: {len(unread)} problems (showing 20):\n" + "\n".join(unread[:20]))
     return index
 
 
@@ -364,4 +443,97 @@ def check_html(html_dir: Path, pages: list[str] | None = None) -> list[str]:
                 problems.append(f"{page.relative_to(html_dir)}: link {href} points to a missing file")
             elif frag and target.suffix == ".html" and frag not in refs(target).ids:
                 problems.append(f"{page.relative_to(html_dir)}: link {href} points to a missing anchor")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------
+# checking the built HTML as a reader
+
+# a folder of a machine: a Unix absolute path under a top folder that no page should name
+ABSOLUTE_PATH = re.compile(r"(?<![\w.+=/-])/(?:tmp|work|home|root|Users|var|private|mnt|opt|srv|usr|scratch)/[^\s\"'<>\\]*")
+URL = re.compile(r"\b(?:https?|data):[^\s\"'<>)]*")  # URLs and inlined images are no folders
+TRUNCATED = ("...", "\u2026")  # what pandas puts where it leaves rows, columns or text out
+NO_NUMBER = {"NaN", "nan", "None", "NaT", "<NA>"}  # what pandas prints for a missing value
+FIGURE_NUMBER = re.compile(r"Fig\.\s*\d")  # Sphinx numfig's caption prefix
+
+
+class _Reader(html.parser.HTMLParser):
+    """What a reader sees in one page's content (the `<article>`, not the theme's chrome):
+    table cells' text, and each image with whether it sits in a `<figure>` whose `<figcaption>`
+    carries a figure number."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.depth = {"article": 0, "figure": 0, "figcaption": 0, "td": 0, "th": 0}
+        self.cells: list[str] = []
+        self.images: list[tuple[str, bool]] = []  # (src, numbered caption)
+        self._cell: list[str] = []
+        self._figure_imgs: list[str] = []
+        self._caption: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self.depth:
+            self.depth[tag] += 1
+            if tag in ("td", "th"):
+                self._cell = []
+            if tag == "figure":
+                self._figure_imgs, self._caption = [], []
+        if tag == "img" and self.depth["article"]:
+            src = dict(attrs).get("src") or ""
+            if self.depth["figure"]:
+                self._figure_imgs.append(src)
+            else:
+                self.images.append((src, False))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag not in self.depth or not self.depth[tag]:
+            return
+        self.depth[tag] -= 1
+        if tag in ("td", "th") and self.depth["article"]:
+            self.cells.append(" ".join("".join(self._cell).split()))
+        if tag == "figure":
+            numbered = bool(FIGURE_NUMBER.search(" ".join(self._caption)))
+            self.images += [(src, numbered) for src in self._figure_imgs]
+
+    def handle_data(self, data: str) -> None:
+        if self.depth["td"] or self.depth["th"]:
+            self._cell.append(data)
+        if self.depth["figcaption"]:
+            self._caption.append(data)
+
+
+def absolute_paths(text: str, folders: Sequence[str | Path] = ()) -> list[str]:
+    """The absolute paths a page names: any of `folders` (the build and artifact folders), and
+    any path under a machine's top folders (/tmp, /work, /home, ...); URLs are not paths."""
+    text = URL.sub(" ", text.replace("file://", " "))
+    found = ABSOLUTE_PATH.findall(text)
+    named = [str(f) for f in folders if Path(f).is_absolute()]
+    return found + [f for f in named if f in text and not any(f in m for m in found)]
+
+
+def reader_problems(html_dir: Path, folders: Sequence[str | Path] = (), pages: list[str] | None = None) -> list[str]:
+    """What a reader of the built site would trip over, one line each: what `check_html` finds
+    (missing pages, broken links and images); an absolute path (`absolute_paths`, `folders`:
+    the build's own) in any page, the search index or a copied source; a table cell cut by
+    pandas ("..." or "\u2026") or showing NaN; an image in a page's content that is not a
+    figure with a numbered caption ("Fig. N"). Empty when the site reads well."""
+    html_dir = Path(html_dir)
+    problems = check_html(html_dir, pages)
+    for f in sorted(html_dir.rglob("*")):
+        if not f.is_file() or "_static" in f.parts or f.suffix not in (".html", ".js", ".txt", ".ipynb", ".md"):
+            continue
+        rel = f.relative_to(html_dir)
+        text = f.read_text(errors="replace")
+        problems += [f"{rel}: absolute path {p[:80]}" for p in dict.fromkeys(absolute_paths(text, folders))]
+        if f.suffix != ".html":
+            continue
+        r = _Reader()
+        r.feed(text)
+        for c in r.cells:
+            if c.endswith(TRUNCATED):
+                problems.append(f"{rel}: table cell cut short: {c[-60:]!r}")
+            elif c in NO_NUMBER:
+                problems.append(f"{rel}: table cell {c!r} where a number or a dash belongs")
+        problems += [f"{rel}: image {src[:60]} is not a numbered, captioned figure"
+                     for src, numbered in r.images if not numbered]
     return problems

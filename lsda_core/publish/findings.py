@@ -15,6 +15,7 @@ import pandas as pd
 from lsda_core.evaluation import stats
 from lsda_core.experiments.premises import PREMISES
 from lsda_core.publish import paper
+from lsda_core.publish.tables import DASH, Table, missing, readable
 from lsda_core.store.files import atomic_write_text
 
 FINDINGS_FILE = "findings.json"
@@ -59,17 +60,20 @@ def _num(x: float) -> float | None:
     return None if x is None or not np.isfinite(x) else round(float(x), 3)
 
 
-def table(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """The findings as the chapters show them: claim, kind, paper, ours [interval], seeds, verdict
-    (numbers in points; an em dash where the paper gives no number)."""
+NBSP = "\u00a0"  # an interval breaks between its bounds and its level only
+
+
+def table(rows: list[dict[str, Any]]) -> Table:
+    """The findings as the chapters show them, claims in full: claim, kind, paper, ours
+    [interval], seeds, verdict (numbers in points; an em dash where the paper gives no number)."""
     def fmt(x: float | None, digits: int = 1) -> str:
-        return "\u2014" if x is None else f"{x:+.{digits}f}"
+        return DASH if missing(x) else f"{x:+.{digits}f}"
 
     out = [{"finding": r["claim"], "kind": r["kind"] + (f" (margin {r['margin']:g})" if r["margin"] else ""),
             "paper": fmt(r["paper"], 2), "ours": fmt(r["ours"]),
-            "interval": f"[{fmt(r['ci_low'])}, {fmt(r['ci_high'])}] ({100 * r['ci_level']:.0f} %)",
+            "interval": f"[{fmt(r['ci_low'])},{NBSP}{fmt(r['ci_high'])}] ({100 * r['ci_level']:.0f}{NBSP}%)",
             "seeds": r["seeds"], "verdict": r["verdict"]} for r in rows]
-    return pd.DataFrame(out).set_index("finding") if out else pd.DataFrame()
+    return readable(pd.DataFrame(out).set_index("finding") if out else pd.DataFrame())
 
 
 def rule_text(kinds: Sequence[str] | None = None) -> str:
@@ -135,14 +139,14 @@ def unmet_note(rows: list[dict[str, Any]]) -> str:
                      for r in bad)
 
 
-def premises_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+def premises_table(rows: list[dict[str, Any]]) -> Table:
     """Premises as the pages show them: premise, paper, ours, target, met."""
     def fmt(x: float | None) -> str:
-        return "\u2014" if x is None else f"{x:.3g}"
+        return DASH if missing(x) else f"{x:.3g}"
 
     out = [{"premise": r["premise"], "paper": fmt(r["paper"]), "ours": fmt(r["ours"]), "target": r["target"],
             "met": {True: "yes", False: "NO", None: "\u2014"}[r["met"]]} for r in rows]
-    return pd.DataFrame(out).set_index("premise") if out else pd.DataFrame()
+    return readable(pd.DataFrame(out).set_index("premise") if out else pd.DataFrame())
 
 
 CHAPTER_TITLES = {"rcnn": "R-CNN", "lsda": "LSDA"}
@@ -150,9 +154,9 @@ CHAPTER_TITLES = {"rcnn": "R-CNN", "lsda": "LSDA"}
 
 def summary(build_dir: str | Path | None) -> tuple[Any, Any]:
     """The intro page's summary from a build folder's merged files: every finding with a link to
-    the chapter section that tests it (an HTML table), and every premise. Without a build folder
-    (the page opened by hand), a note saying how to get them."""
-    from IPython.display import HTML, Markdown
+    the chapter section that tests it, and every premise. Without a build folder (the page
+    opened by hand), a note saying how to get them."""
+    from IPython.display import Markdown
     if build_dir is None:
         note = Markdown("*Build the book (`make book`) to see this build's findings and premises here.*")
         return note, note
@@ -161,7 +165,7 @@ def summary(build_dir: str | Path | None) -> tuple[Any, Any]:
     p = json.loads((out / PREMISES_FILE).read_text()) if (out / PREMISES_FILE).is_file() else []
     t = table(f)
     if len(t):
-        t.index = [html.escape(str(x)) for x in t.index]
-        t.insert(0, "chapter", [f'<a href="{r["chapter"]}.html#{r["section"]}">'
-                                f'{CHAPTER_TITLES.get(r["chapter"], r["chapter"])}</a>' for r in f])
-    return HTML(t.to_html(escape=False)), premises_table(p)
+        t.insert(0, "chapter", [f'<a href="{html.escape(r["chapter"])}.html#{html.escape(r["section"])}">'
+                                f'{html.escape(CHAPTER_TITLES.get(r["chapter"], r["chapter"]))}</a>' for r in f])
+        t.html_cells = ("chapter",)
+    return t, premises_table(p)

@@ -12,6 +12,7 @@ from lsda_core.perf.bench import FAST_TARGET, GPU_FAST_MS, GPU_WARP_MS, MEASURED
 from lsda_core.publish import paper
 from lsda_core.publish import status as ST
 from lsda_core.publish import viz
+from lsda_core.publish.tables import Table, readable
 
 
 # ------------------------------------------------------------------------------ tables
@@ -29,23 +30,29 @@ def summary(run: dict[str, Any]) -> Markdown:
                     f"product {run['peaks']['float32']:.0f} GFLOP/s{gpu}.")
 
 
-def table(doc: dict[str, Any], current: str | None = None) -> pd.DataFrame:
+def table(doc: dict[str, Any], current: str | None = None) -> Table:
     """Every row of every run in `doc`: the figure, its GFLOP/s and share of peak, status,
     the machine; `current`: the run key measured by this build (the others are labelled
-    with when they were measured)."""
+    with when they were measured). Rows are labelled by the figure in words (`short`); shown one
+    collapsible table per run (this build's first and open, its device and machine in the
+    title), each figure's full description in a collapsed block under it."""
     out = []
-    for key, r in doc["runs"].items():
+    runs = sorted(doc["runs"].items(), key=lambda kr: kr[0] != current)  # this build's run first
+    for key, r in runs:
         when = "this build" if key == current else r["finished"]
         for row in r["rows"]:
-            out.append({"run": f"{key} ({when})", "stage": row["stage"], "what": row["what"],
+            out.append({"run": f"{key} ({when})", "figure": short(row["key"]),
                         "value": row["value"], "unit": row["unit"], "GFLOP/s": row["gflop_per_s"],
                         "share of peak": row["of_peak"], "peak": row["peak"] or "", "status": row["status"],
+                        "stage": row["stage"], "what": row["what"],
                         "device": row["device"], "machine": machine_name(r["machine"])})
     if not out:
         return pd.DataFrame()
-    df = pd.DataFrame(out).set_index(["run", "stage", "what"])
+    df = pd.DataFrame(out).set_index(["run", "figure"])
     df = df.round({"value": 3, "GFLOP/s": 1, "share of peak": 3})
-    return df.astype(object).where(df.notna(), "")
+    return readable(df.astype(object).where(df.notna(), ""), None, column_digits={"GFLOP/s": 1, "share of peak": 2},
+                    main=("value", "unit", "GFLOP/s", "share of peak", "peak", "status"),
+                    detail="What each figure measures", across=False, group="run", shared=("device", "machine"))
 
 
 def _value(r: dict[str, Any], key: str) -> dict[str, Any] | None:
@@ -84,7 +91,7 @@ def _scoring_seconds(r: dict[str, Any]) -> str:
     return f"{row['value']:.2f} on {row['device']}{_extra(row)}" if row else ""
 
 
-def paper_table(doc: dict[str, Any]) -> pd.DataFrame:
+def paper_table(doc: dict[str, Any]) -> Table:
     """The papers' speed claims beside ours, one column per run of `doc` (device kind and
     mode), at the paper size (227 px, fc 4096, 2000 regions per image); blank where a run
     has no such figure (R-CNN's CPU and GPU claims go beside runs on that device only)."""
@@ -103,10 +110,10 @@ def paper_table(doc: dict[str, Any]) -> pd.DataFrame:
         row: dict[str, Any] = {"claim": claim, "paper": theirs}
         row.update({key: ours(r) for key, r in doc["runs"].items() if device in (None, r["device"])})
         rows.append(row)
-    return pd.DataFrame(rows).set_index("claim").fillna("")
+    return readable(pd.DataFrame(rows).set_index("claim").fillna(""), None)
 
 
-def targets_table(doc: dict[str, Any], log: dict[str, Any] | None = None) -> pd.DataFrame:
+def targets_table(doc: dict[str, Any], log: dict[str, Any] | None = None) -> Table:
     """Every target of issue 6 with the measured value beside it, met or not: the book's
     build budgets from the run log (`log`, as `status.read_run_log`; the latest builds on
     record), the speed targets from the runs of `doc`."""
@@ -176,7 +183,7 @@ def targets_table(doc: dict[str, Any], log: dict[str, Any] | None = None) -> pd.
             ms = 1000 / row["value"]
             out.append({"target": target, "goal": f"<= {goal:.0f} ms / image", "measured": f"{ms:.1f} ms{_extra(row)}",
                         "met": _met(ms <= goal, row), "where": f"{k}: {machine_name(r['machine'])}"})
-    return pd.DataFrame(out).set_index("target")
+    return readable(pd.DataFrame(out).set_index("target"))
 
 
 # compute-bound stages held against PEAK_SHARE of their run's peak (issue 12)
@@ -245,9 +252,18 @@ def text(run: dict[str, Any]) -> str:
     return head + "\n" + df.to_string(index=False)
 
 
-def of_peak_figure(doc: dict[str, Any]):
-    """`plot_of_peak` in a figure tall enough for every compute-bound row of every run."""
-    n = sum(r["of_peak"] is not None for x in doc["runs"].values() for r in x["rows"])
-    fig, ax = viz.figure(width=7, height=0.22 * n + 0.8)
+def of_peak_figure(doc: dict[str, Any]) -> viz.Captioned:
+    """`plot_of_peak` in a figure tall enough for every compute-bound row of every run, with a
+    caption saying how many rows reach the target share (`PEAK_SHARE`) and which is highest."""
+    rows = [(key, x) for key, r in doc["runs"].items() for x in r["rows"]
+            if x["of_peak"] is not None and x["stage"] != "peak"]
+    fig, ax = viz.figure(width=7, height=0.22 * len(rows) + 0.8)
     plot_of_peak(ax, doc)
-    return fig
+    text = ("Each compute-bound figure's share of its run's peak (a large matrix product on the same device), "
+            "one colour per run; the line marks the peak.")
+    if rows:
+        key, best = max(rows, key=lambda kx: kx[1]["of_peak"])
+        met = sum(x["of_peak"] >= PEAK_SHARE for _, x in rows)
+        text += (f" {met} of {len(rows)} reach half the peak or more; the highest is {short(best['key'])} "
+                 f"({key}) at {best['of_peak']:.2f}.")
+    return viz.Captioned(fig, text)

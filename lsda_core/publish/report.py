@@ -2,6 +2,7 @@
 statements of which of the paper's findings replicate, each with its size and its noise."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -12,6 +13,8 @@ from IPython.display import Markdown
 from lsda_core.core.params import Params
 from lsda_core.publish import findings as F
 from lsda_core.publish import paper
+from lsda_core.publish.book import presentable_path
+from lsda_core.publish.tables import DASH, Table, readable
 from lsda_core.detection import pipeline as DP
 from lsda_core.detection.pipeline import DetectorResult
 from lsda_core.evaluation import hoiem as An
@@ -28,10 +31,14 @@ RCNN_PAPER_ROW = {
 }
 
 
+AP_MAIN = ("mAP", "± (bootstrap std)", "paper mAP (VOC 2007)")  # Table 2's compact columns
+
+
 def ap_table(results: Sequence[DetectorResult], classes: Sequence[str],
-             spread: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+             spread: dict[str, np.ndarray] | None = None) -> Table:
     """Per-class AP (%) and mAP per detector, with the bootstrap std of mAP and the paper's
-    VOC 2007 mAP of the corresponding row (blank where the paper has none)."""
+    VOC 2007 mAP of the corresponding row (NaN, shown as a dash, where the paper has none).
+    Shown compact (`AP_MAIN`), the per-class APs in a collapsed block."""
     rows = []
     for r in results:
         row = {"detector": r.name}
@@ -42,17 +49,21 @@ def ap_table(results: Sequence[DetectorResult], classes: Sequence[str],
         ref = RCNN_PAPER_ROW.get(r.name)
         row["paper mAP (VOC 2007)"] = paper.RCNN_MAP[ref] if ref else np.nan
         rows.append(row)
-    return pd.DataFrame(rows).set_index("detector").round(1)
+    return readable(pd.DataFrame(rows).set_index("detector").round(1), 1, main=AP_MAIN,
+                    detail="Per-class AP (%) of every detector (one row per class)")
 
 
-def paper_per_class(classes: Sequence[str]) -> pd.DataFrame | Markdown:
-    """The paper's per-class Table 2 for the classes we evaluate, when they are VOC's (else a note)."""
+def paper_per_class(classes: Sequence[str]) -> Table | Markdown:
+    """The paper's per-class Table 2 for the classes we evaluate, when they are VOC's (else a
+    note): each row's mAP, the per-class APs in a collapsed block."""
     idx = [paper.VOC_CLASSES.index(c) for c in classes if c in paper.VOC_CLASSES]
     if len(idx) != len(classes):
         return Markdown("The benchmark's classes are not VOC's, so the paper's per-class APs have no counterpart "
                         "here; its mAP per row is in the last column above.")
-    return pd.DataFrame({row: [aps[i] for i in idx] + [m] for row, (aps, m) in paper.RCNN_TABLE2.items()},
-                        index=list(classes) + ["mAP"]).T
+    t = pd.DataFrame({row: [aps[i] for i in idx] + [m] for row, (aps, m) in paper.RCNN_TABLE2.items()},
+                     index=list(classes) + ["mAP"]).T
+    return readable(t.rename_axis("the paper's row"), 1, main=["mAP"],
+                    detail="The paper's per-class AP (%) (one row per class)")
 
 
 def rcnn_discussion(parts: Sequence[R.Comparison], neg_iou: R.NegIouGrid, classes: Sequence[str]) -> Markdown:
@@ -104,7 +115,10 @@ def lsda_paper_row(name: str, n_b: int) -> str | None:
     return name if name in paper.LSDA_TABLE1 else None
 
 
-def lsda_table(maps: dict[str, dict[str, float]], n_b: int) -> pd.DataFrame:
+LSDA_PAPER_COLUMNS = ("paper trained", "paper held-out", "paper all")  # the paper's two decimals
+
+
+def lsda_table(maps: dict[str, dict[str, float]], n_b: int) -> Table:
     """Table 1: mAP (%) on the trained (B), held-out (A) and all categories per detector,
     ours beside the paper's ILSVRC2013 val2 numbers (`maps`: `lsda.split_maps` per row)."""
     rows = []
@@ -113,7 +127,8 @@ def lsda_table(maps: dict[str, dict[str, float]], n_b: int) -> pd.DataFrame:
         pb, pa, pall = paper.LSDA_TABLE1[ref] if ref else (np.nan,) * 3
         rows.append({"detector": name, "trained (B)": m["trained (B)"], "held-out (A)": m["held-out (A)"],
                      "all": m["all"], "paper trained": pb, "paper held-out": pa, "paper all": pall})
-    return pd.DataFrame(rows).set_index("detector").round(2)
+    return readable(pd.DataFrame(rows).set_index("detector").round(2), 1,
+                    column_digits=dict.fromkeys(LSDA_PAPER_COLUMNS, 2))
 
 
 def lsda_discussion(table: pd.DataFrame, held: L.HeldOut, seeded: stats.Seeded, n_b: int,
@@ -181,11 +196,11 @@ def large_discussion(maps: list[dict[str, float]], n_boxed: int, n_unboxed: int)
 # ---------------------------------------------------------------------------------------
 # the chapters' smaller tables and notes (so that a chapter holds no table-building code)
 
-def seed_table(seeded: stats.Seeded) -> pd.DataFrame:
+def seed_table(seeded: stats.Seeded) -> Table:
     """mAP (%) per training seed of every row retrained with each, then the mean and the
     standard deviation over the seeds."""
     t = pd.DataFrame(seeded.table()).set_index("seed")
-    return pd.concat([t, pd.DataFrame({"mean": t.mean(), "std": t.std(ddof=1)}).T]).round(2)
+    return readable(pd.concat([t, pd.DataFrame({"mean": t.mean(), "std": t.std(ddof=1)}).T]).round(2), 1)
 
 
 def rcnn_benchmark(bench: DP.Benchmark) -> Markdown:
@@ -194,9 +209,9 @@ def rcnn_benchmark(bench: DP.Benchmark) -> Markdown:
                     f"{bench.test.split} images")
 
 
-def recall_table(bench: DP.Benchmark) -> pd.DataFrame:
+def recall_table(bench: DP.Benchmark) -> Table:
     """Proposal recall at IoU 0.5 and 0.7 and proposals per image, per split (`recall_table`)."""
-    return pd.DataFrame(DP.recall_table(bench)).round(3)
+    return readable(pd.DataFrame(DP.recall_table(bench)).round(3), 3)
 
 
 def training_note(nets: dict[str, Any]) -> Markdown:
@@ -207,24 +222,26 @@ def training_note(nets: dict[str, Any]) -> Markdown:
                     f"fine-tuning: {ft_h.get('seconds')} s")
 
 
-def pretraining_epochs(nets: dict[str, Any], last: int = 5) -> pd.DataFrame:
+def pretraining_epochs(nets: dict[str, Any], last: int = 5) -> Table:
     """The training note (`training_note`), then the last epochs of pre-training: loss and
     validation accuracy."""
     from IPython.display import display
     display(training_note(nets))
-    return pd.DataFrame(nets["pretrain_history"].get("epochs", [])).round(3).tail(last)
+    return readable(pd.DataFrame(nets["pretrain_history"].get("epochs", [])).round(3).tail(last), 3)
 
 
-def fp_impact_table(diag: R.Diagnosis) -> pd.DataFrame:
+def fp_impact_table(diag: R.Diagnosis) -> Table:
     """mAP points gained per detector if each false-positive type were removed (Figure 4's table)."""
-    return pd.DataFrame({label: {f"{t} (mAP +)": 100 * r["ap_impact"]["gain"][t] for t in An.FP_TYPES}
-                         for label, r in diag.results.items()}).round(1)
+    return readable(pd.DataFrame({label: {f"{t} (mAP +)": 100 * r["ap_impact"]["gain"][t] for t in An.FP_TYPES}
+                                  for label, r in diag.results.items()}).round(1), 1)
 
 
-def sensitivity_table(diag: R.Diagnosis) -> pd.DataFrame:
+def sensitivity_table(diag: R.Diagnosis) -> Table:
     """Sensitivity and impact (normalised AP points) per object characteristic and detector (Figure 5)."""
-    return pd.DataFrame({label: {f"{k} {m}": 100 * v[m] for k, v in r["characteristics"]["per_characteristic"].items()
-                                 for m in ("sensitivity", "impact")} for label, r in diag.results.items()}).round(1)
+    return readable(pd.DataFrame({label: {f"{k} {m}": 100 * v[m]
+                                          for k, v in r["characteristics"]["per_characteristic"].items()
+                                          for m in ("sensitivity", "impact")}
+                                  for label, r in diag.results.items()}).round(1), 1)
 
 
 def receptive_field(units: R.Pool5Units) -> Markdown:
@@ -235,33 +252,36 @@ def receptive_field(units: R.Pool5Units) -> Markdown:
                     f"stride {stride})")
 
 
-def neg_iou_table(grid: R.NegIouGrid) -> pd.DataFrame:
+def neg_iou_table(grid: R.NegIouGrid) -> Table:
     """mAP and its bootstrap std per negative-overlap threshold, with the paper's cost of each
     threshold against its chosen one (where the paper gives it)."""
     paper_cost = {paper.RCNN_NEG_IOU_CHOSEN: 0.0, **{t: -c for t, c in paper.RCNN_NEG_IOU_COST.items()}}
-    return pd.DataFrame({"mAP": {t: 100 * r.map for t, r in grid.results.items()},
-                         "± (bootstrap std)": {t: 100 * grid.spread[r.name].std() for t, r in grid.results.items()},
-                         "paper (points from its best)": paper_cost}).round(1)
+    t = pd.DataFrame({"mAP": {t: 100 * r.map for t, r in grid.results.items()},
+                      "± (bootstrap std)": {t: 100 * grid.spread[r.name].std() for t, r in grid.results.items()},
+                      "paper (points from its best)": paper_cost}).round(1)
+    return readable(t.rename_axis("negatives: IoU below"), 1)
 
 
-def grayscale_table(gray: R.Comparison) -> pd.DataFrame:
+def grayscale_table(gray: R.Comparison) -> Table:
     """fc6 on colour and on grayscale images, ours beside the paper's mAP."""
-    return pd.DataFrame({"ours mAP": [100 * r.map for r in gray.results.values()],
-                         "paper mAP": [paper.RCNN_MAP[RCNN_PAPER_ROW[name]] for name in gray.results]},
-                        index=["fc6, colour", "fc6, grayscale"]).round(1)
+    return readable(pd.DataFrame({"ours mAP": [100 * r.map for r in gray.results.values()],
+                                  "paper mAP": [paper.RCNN_MAP[RCNN_PAPER_ROW[name]] for name in gray.results]},
+                                 index=["fc6, colour", "fc6, grayscale"]).round(1), 1)
 
 
-def softmax_table(soft: R.Comparison) -> pd.DataFrame:
+def softmax_table(soft: R.Comparison) -> Table:
     """FT fc7 scored by its SVMs and by the network's own softmax."""
-    return pd.DataFrame({"mAP": [100 * r.map for r in soft.results.values()]},
-                        index=["FT fc7 + SVMs", "FT softmax"]).round(1)
+    return readable(pd.DataFrame({"mAP": [100 * r.map for r in soft.results.values()]},
+                                 index=["FT fc7 + SVMs", "FT softmax"]).round(1), 1)
 
 
-def rcnn_timing_table(timing: dict[str, float]) -> pd.DataFrame:
+def rcnn_timing_table(timing: dict[str, float]) -> Table:
     """Seconds per image of each step, ours, beside the paper's totals on a GPU and a CPU."""
-    return pd.DataFrame({"ours (s / image)": {k: timing[k] for k in ("proposals", "features", "scoring", "total")},
-                         "paper GPU (s / image)": {"total": paper.RCNN_SECONDS_PER_IMAGE["gpu"]},
-                         "paper CPU (s / image)": {"total": paper.RCNN_SECONDS_PER_IMAGE["cpu"]}}).round(3)
+    return readable(pd.DataFrame({
+        "ours (s / image)": {k: timing[k] for k in ("proposals", "features", "scoring", "total")},
+        "paper GPU (s / image)": {"total": paper.RCNN_SECONDS_PER_IMAGE["gpu"]},
+        "paper CPU (s / image)": {"total": paper.RCNN_SECONDS_PER_IMAGE["cpu"]}}).round(3), 3,
+        column_digits={"paper GPU (s / image)": None, "paper CPU (s / image)": None})
 
 
 def rcnn_findings(p: Params, seeded: stats.Seeded, grid: R.NegIouGrid, shares: stats.Seeded,
@@ -281,7 +301,7 @@ def premises(measured: dict[str, float | None]) -> Markdown:
     the table, each unmet premise and what it does to the findings."""
     from IPython.display import display
     rows = F.premise_rows(measured)
-    display(F.premises_table(rows))
+    display(readable(F.premises_table(rows)))
     return Markdown(F.unmet_note(rows) or "Every premise measured here is met.")
 
 
@@ -289,15 +309,15 @@ def show_findings(rows: list[dict[str, Any]]) -> Markdown:
     """Display the judged claims (`findings.table`); returns the verdict rule of every kind of
     claim among them, fixed before any result was seen, as a list under the table."""
     from IPython.display import display
-    display(F.table(rows))
+    display(readable(F.table(rows)))
     return Markdown("The verdict of each kind of claim, by a rule fixed before any result was seen:\n\n"
                     + F.rule_text([r["kind"] for r in rows]))
 
 
-def lsda_sets(lb: L.LsdaBenchmark) -> pd.DataFrame:
+def lsda_sets(lb: L.LsdaBenchmark) -> Table:
     """Images and boxes of the LSDA benchmark's training, oracle-training and test sets."""
     bench = lb.bench
-    return pd.DataFrame([
+    return readable(pd.DataFrame([
         {"set": "detection training (val1 + train, B boxes only)", "images": len(bench.train),
          "boxes": sum(len(im.objects) for im in bench.train.images)},
         {"set": "oracle training (the same images, every box they have)", "images": len(lb.train_all),
@@ -306,7 +326,7 @@ def lsda_sets(lb: L.LsdaBenchmark) -> pd.DataFrame:
          "boxes": sum(len(im.objects) for im in bench.test.images)},
         {"set": f"classification images of the {len(bench.classes)} categories", "images": len(lb.cls_train),
          "boxes": 0},
-    ]).set_index("set").assign(categories=f"{len(lb.B)} in B, {len(lb.A)} in A")
+    ]).set_index("set").assign(categories=f"{len(lb.B)} in B, {len(lb.A)} in A"))
 
 
 def classification_note(t1: L.Table1, n_classes: int) -> Markdown:
@@ -318,30 +338,33 @@ def classification_note(t1: L.Table1, n_classes: int) -> Markdown:
                     f"val top-1 {h['epochs'][-1].get('val_top1', float('nan')):.3f} over {n_classes} categories")
 
 
-def adaptation_table(t1: L.Table1) -> pd.DataFrame:
+def adaptation_table(t1: L.Table1) -> Table:
     """Per Table 1 adaptation: how its windows were fed, its seconds and its final loss."""
-    return pd.DataFrame([{"row": k, "windows": v.get("windows"), "seconds": v.get("seconds"),
-                          "final loss": v["log"][-1]["loss"] if v.get("log") else np.nan}
-                         for k, v in t1.histories.items()]).set_index("row").round(3)
+    return readable(pd.DataFrame([{"row": k, "windows": v.get("windows"), "seconds": v.get("seconds"),
+                                   "final loss": v["log"][-1]["loss"] if v.get("log") else np.nan}
+                                  for k, v in t1.histories.items()]).set_index("row").round(3), 3,
+                    column_digits={"seconds": 1})
 
 
-def ttest_table(held: L.HeldOut) -> pd.DataFrame:
+def ttest_table(held: L.HeldOut) -> Table:
     """The paired t-tests over held-out APs, each beside the paper's p for the same comparison
     (the paper tested only the transfer against the adapted network without it)."""
     rows = [{"comparison": t["comparison"], "categories": t["n"], "mean difference (points)": t["mean_diff"],
              "t": t["t"], "p": t["p"], "paper p": paper.LSDA_T_TESTS.get(t["key"])} for t in held.ttests]
-    return pd.DataFrame(rows).set_index("comparison").round(4)
+    return readable(pd.DataFrame(rows).set_index("comparison").round(4), 2,
+                    column_digits={"p": 4, "paper p": 4})
 
 
-def fast_table(fast: L.FastVsWarping) -> pd.DataFrame:
+def fast_table(fast: L.FastVsWarping) -> Table:
     """The warping and the fast detector: mAP on B, A and all, seconds per image, ours and the paper's."""
     s = paper.LSDA_SECONDS_PER_IMAGE
-    return pd.DataFrame([
+    return readable(pd.DataFrame([
         {"detector": f"LSDA, warping (k = {fast.k})", **fast.warping_maps, "s / image": fast.timing["warping"],
          "paper s / image": s["warp"]},
         {"detector": "LSDA, fast (SPP)", **fast.fast_maps, "s / image": fast.timing["fast"],
          "paper s / image": s["spp"]},
-    ]).set_index("detector").round(3).assign(**{"speed-up": [1.0, round(fast.timing["speed-up"], 1)]})
+    ]).set_index("detector").round(3).assign(**{"speed-up": [1.0, round(fast.timing["speed-up"], 1)]}), 1,
+                    column_digits={"s / image": 3, "paper s / image": 3})
 
 
 def lsda_findings(p: Params, seeded: stats.Seeded, shares: stats.Seeded, held: L.HeldOut,
@@ -356,18 +379,18 @@ def lsda_findings(p: Params, seeded: stats.Seeded, shares: stats.Seeded, held: L
     return found
 
 
-def lsda_seed_table(seeded: stats.Seeded, held: L.HeldOut) -> pd.DataFrame:
+def lsda_seed_table(seeded: stats.Seeded, held: L.HeldOut) -> Table:
     """Held-out mAP (%) per training seed of the every-layer row and of full LSDA, beside the
     classification network (fixed), then the mean and std over the seeds."""
     t = pd.DataFrame(seeded.table()).set_index("seed")
     t.insert(0, "classification network", held.maps[L.CLS_ROW]["held-out (A)"])
     t["LSDA - classification network"] = t[held.lsda] - t["classification network"]
-    return pd.concat([t, pd.DataFrame({"mean": t.mean(), "std": t.std(ddof=1)}).T]).round(2)
+    return readable(pd.concat([t, pd.DataFrame({"mean": t.mean(), "std": t.std(ddof=1)}).T]).round(2), 1)
 
 
-def fp_type_table(fps: dict[str, dict[str, Any]]) -> pd.DataFrame:
+def fp_type_table(fps: dict[str, dict[str, Any]]) -> Table:
     """False positives of each type on the held-out categories, per detector (`held_out_fps`)."""
-    return pd.DataFrame({name: f["counts"] for name, f in fps.items()}).T
+    return readable(pd.DataFrame({name: f["counts"] for name, f in fps.items()}).T, 0)
 
 
 def large_summary(ls: L.LargeScale, adapted: str) -> Markdown:
@@ -379,20 +402,29 @@ def large_summary(ls: L.LargeScale, adapted: str) -> Markdown:
                     f"training and {len(ls.bench.test)} test scenes; adapted layers: {adapted}")
 
 
-def large_table(ls: L.LargeScale) -> pd.DataFrame:
+def large_table(ls: L.LargeScale) -> Table:
     """mAP of the classification network and LSDA on the categories with and without boxes."""
-    return pd.DataFrame(ls.maps).set_index("detector").round(2)
+    return readable(pd.DataFrame(ls.maps).set_index("detector").round(2), 1)
 
 
-def world_rules(facts: dict[str, Any]) -> pd.DataFrame:
+def world_note(facts: dict[str, Any], root: str | Path, p: Params) -> Markdown:
+    """One line: the world's categories and superclasses, and where its files lie (relative to
+    the project or the artifact folder: a page names no folder of the machine that built it)."""
+    where = presentable_path(root, [p.runtime.artifacts])
+    return Markdown(f"{facts['categories']} categories in {facts['superclasses']} superclasses; "
+                    f"world files under `{where}`")
+
+
+def world_rules(facts: dict[str, Any]) -> Table:
     """The rules that set VOC's flags in the world (`world_figures.describe`)."""
-    return pd.Series(facts["rules"], name="rule").to_frame()
+    return readable(pd.Series(facts["rules"], name="rule").to_frame())
 
 
-def world_sets(facts: dict[str, Any]) -> pd.DataFrame:
-    """The ILSVRC-like view's categories: set B (boxes in training) beside set A (none)."""
-    return pd.DataFrame({"set B (boxes in training)": pd.Series(facts["set_b"]),
-                         "set A (no boxes)": pd.Series(facts["set_a"])})
+def world_sets(facts: dict[str, Any]) -> Table:
+    """The ILSVRC-like view's categories: set B (boxes in training) beside set A (none; a dash
+    where set B has more)."""
+    return readable(pd.DataFrame({"set B (boxes in training)": pd.Series(facts["set_b"]),
+                                  "set A (no boxes)": pd.Series(facts["set_a"])}))
 
 
 # ---------------------------------------------------------------------------------------
@@ -417,7 +449,7 @@ CALIBRATION_TITLES = {"pretrain": "Pre-training (premise: val top-1 >= 0.55, not
                                      "one seed)"}
 
 
-def calibration_runs(path: str | None = None) -> dict[str, pd.DataFrame]:
+def calibration_runs(path: str | None = None) -> dict[str, Table]:
     """Every recorded calibration run, one table per premise measured (in the order first run):
     the run's number in the log, its date, the settings it changed from the embedded default of
     its day (runtime keys, which change no result, left out), its premise metrics and why it
@@ -433,7 +465,8 @@ def calibration_runs(path: str | None = None) -> dict[str, pd.DataFrame]:
              **{k: round(m[k], 3) if isinstance(m.get(k), float) else m.get(k)
                 for k in CALIBRATION_METRICS.get(r["experiment"], ())},
              "why": r.get("note", "")})
-    return {e: pd.DataFrame(rows).set_index("run").astype(object).fillna("\u2014") for e, rows in tables.items()}
+    return {e: readable(pd.DataFrame(rows).set_index("run").astype(object).fillna(DASH), None)
+            for e, rows in tables.items()}
 
 
 def show_calibration(path: str | None = None) -> None:

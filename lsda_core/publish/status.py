@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import pandas as pd
-import yaml
 from IPython.display import Markdown
 
 from lsda_core.core.params import Params
+from lsda_core.publish import book, reference
+from lsda_core.publish.tables import Table, readable
 from lsda_core.store.cache import human_bytes
 
 
@@ -20,39 +21,57 @@ def read_run_log(path: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {"chapters": {}}
 
 
-def chapter_table(log: dict[str, Any]) -> pd.DataFrame:
-    """One row per executed chapter: parameters, digest, seconds, when, where."""
+def cold_seconds(log: dict[str, Any]) -> dict[str, float]:
+    """Each chapter's run time in the latest cold build (from an empty cache) that recorded them;
+    empty when there is none."""
+    runs = [b for b in log.get("builds", []) if b["cache"] == "cold" and "chapters" in b]
+    return runs[-1]["chapters"] if runs else {}
+
+
+def chapter_table(log: dict[str, Any], order: Sequence[str] | None = None) -> Table:
+    """One row per executed chapter, in book order (`order`; None: `_toc.yml`'s, chapters it
+    does not name last): parameters, digest, the latest run's seconds and the latest cold
+    build's, when, where."""
+    order = list(order) if order is not None else [c.name for c in book.chapters(book.project_root())]
+    names = sorted(log["chapters"], key=lambda n: (order.index(n) if n in order else len(order), n))
+    cold = cold_seconds(log)
     rows = []
-    for name, c in log["chapters"].items():
+    for name in names:
+        c = log["chapters"][name]
         over = ", ".join(f"{k}={v}" for k, v in c["overrides"].items()) or "none"
         rows.append({"chapter": name, "parameters": Path(c["params_file"]).name, "overrides": over,
                      "params digest": c["params_digest"], "run time (s)": c["seconds"],
+                     "in the latest cold build (s)": cold.get(name, "\u2014"),
                      "finished": c["finished"], "machine": f"{c['machine']['cpu']} ({c['machine']['cores']} cores)"
                      + ("" if c["machine"]["gpu"] == "none" else f", {c['machine']['gpu']}")})
     df = pd.DataFrame(rows)
     if len(df):
-        total = {"chapter": "total", "run time (s)": round(df["run time (s)"].sum(), 1)}
+        total = {"chapter": "total", "run time (s)": round(df["run time (s)"].sum(), 1),
+                 "in the latest cold build (s)": round(sum(cold.values()), 1) if cold else "\u2014"}
         df = pd.concat([df, pd.DataFrame([total])], ignore_index=True).fillna("")
-    return df
+    return readable(df, 1, main=("chapter", "run time (s)", "in the latest cold build (s)", "finished"),
+                    detail="Each chapter's parameters and machine", across=False)
 
 
-def machine_table(log: dict[str, Any]) -> pd.DataFrame:
+def machine_table(log: dict[str, Any]) -> Table:
     """The distinct machines the chapters ran on."""
     seen = {json.dumps(c["machine"], sort_keys=True) for c in log["chapters"].values()}
-    return pd.DataFrame([json.loads(s) for s in sorted(seen)])
+    return readable(pd.DataFrame([json.loads(s) for s in sorted(seen)]), None)
 
 
 def params_listing(p: Params, params_file: str, overrides: dict[str, Any]) -> Markdown:
-    """The validated parameters as a YAML block, with where they came from."""
+    """Where the parameters came from and the keys that differ from the schema's defaults (every
+    other key takes its default; the re-run page lists them all), instead of every key."""
     head = f"Preset `{Path(params_file).name}`" + (f", overrides `{overrides}`" if overrides else "")
-    return Markdown(f"{head}, digest `{p.digest()}`:\n\n```yaml\n{yaml.safe_dump(p.to_dict(), sort_keys=False)}```")
+    return Markdown(f"{head}, digest `{p.digest()}`. The keys that differ from the schema's defaults:\n\n"
+                    + reference.non_default_table(p))
 
 
 # the book's budgets (DEVELOPERS guide / issue 6): from an empty cache and with a warm one
 BUDGET_SECONDS = {"cold": 30 * 60, "warm": 3 * 60}
 
 
-def build_table(log: dict[str, Any]) -> pd.DataFrame:
+def build_table(log: dict[str, Any]) -> Table:
     """The latest cold and warm full builds on record (world and chapters, before this page
     and the HTML) against the book's budgets, each with its machine."""
     rows = []
@@ -69,17 +88,17 @@ def build_table(log: dict[str, Any]) -> pd.DataFrame:
                      "artifacts": human_bytes(b["artifacts_bytes"]) if "artifacts_bytes" in b else "not recorded",
                      "finished": b["finished"],
                      "machine": f"{m['cpu']} ({m['cores']} cores)" + ("" if m["gpu"] == "none" else f", {m['gpu']}")})
-    return pd.DataFrame(rows).set_index("build")
+    return readable(pd.DataFrame(rows).set_index("build"), 1)
 
 
-def stage_table(log: dict[str, Any], kind: str = "cold") -> pd.DataFrame:
+def stage_table(log: dict[str, Any], kind: str = "cold") -> Table:
     """Where the latest `kind` build's time and space went: per cached stage, the entries it
     built, their own build seconds (without entries built inside them) and share of the
     build, and the stage's bytes when the chapters were done (scratch stages are removed
     after that); longest first. The total's size is what the artifact folder keeps."""
     runs = [b for b in log.get("builds", []) if b["cache"] == kind and "stages" in b]
     if not runs:
-        return pd.DataFrame({"stage": [f"no {kind} build with stage times on record yet"]}).set_index("stage")
+        return readable(pd.DataFrame({"stage": [f"no {kind} build with stage times on record yet"]}).set_index("stage"))
     b = runs[-1]
     rows = [{"stage": name, "entries built": st["built"], "seconds": st["seconds"],
              "share of the build": f"{st['seconds'] / b['seconds']:.0%}",
@@ -91,4 +110,4 @@ def stage_table(log: dict[str, Any], kind: str = "cold") -> pd.DataFrame:
                  "seconds": round(rest, 1), "share of the build": f"{rest / b['seconds']:.0%}", "size": "", "bytes": 0})
     rows.append({"stage": "total", "entries built": b["entries_built"], "seconds": b["seconds"],
                  "share of the build": "100%", "size": human_bytes(b["artifacts_bytes"]), "bytes": b["artifacts_bytes"]})
-    return pd.DataFrame(rows).drop(columns="bytes").set_index("stage")
+    return readable(pd.DataFrame(rows).drop(columns="bytes").set_index("stage"), 1)

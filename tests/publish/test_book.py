@@ -1,8 +1,6 @@
 """The smoke build of the whole book, and the checks its HTML must pass."""
 import json
-import os
-import subprocess
-import sys
+import re
 from pathlib import Path
 
 import nbformat
@@ -12,19 +10,6 @@ from lsda_core.core import params as P
 from lsda_core.publish import book
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="session")
-def smoke_build(tmp_path_factory):
-    """`lsda book` on params/smoke.yaml into a temporary folder, with its own cache."""
-    tmp = tmp_path_factory.mktemp("smoke")
-    out, artifacts = tmp / "book", tmp / "artifacts"
-    cmd = [sys.executable, "-m", "lsda_core.cli", "book", "--params", "params/smoke.yaml", "--out", str(out),
-           "--quiet", "-p", "runtime.artifacts", str(artifacts)]
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    assert f"book: {out / 'html' / 'index.html'}" in res.stdout
-    return out
 
 
 @pytest.mark.slow
@@ -194,3 +179,132 @@ def test_lsda_sweep_measures_the_chapters_premise_from_its_cache(smoke_build):
     published = {pr["id"]: pr["ours"] for pr in json.loads((smoke_build / "premises.json").read_text())}
     assert measured["lsda_headroom"] == pytest.approx(published["lsda_headroom"])
     assert measured["lsda_headroom"] == pytest.approx(measured["oracle_held_out_map"] / measured["cls_held_out_map"])
+
+
+def test_stage_sources_leaves_out_what_jupyterlab_runs_wrote(tmp_path):
+    """A chapter run in JupyterLab (cwd book/) leaves its cache and figures beside the notebooks;
+    the build copies the book's sources, not those."""
+    (tmp_path / "book" / "artifacts" / "world").mkdir(parents=True)
+    (tmp_path / "book" / "figures" / "world").mkdir(parents=True)
+    for f in ("_config.yml", "_toc.yml", "book/a.ipynb", "book/refs.bib", "book/artifacts/world/x.npz",
+              "book/figures/world/f.png"):
+        (tmp_path / f).write_text("x")
+    book.stage_sources(tmp_path, tmp_path / "out" / "src")
+    copied = sorted(str(p.relative_to(tmp_path / "out" / "src")) for p in (tmp_path / "out" / "src").rglob("*")
+                    if p.is_file())
+    assert copied == ["_config.yml", "_toc.yml", "book/a.ipynb", "book/refs.bib"]
+
+
+@pytest.mark.slow
+def test_status_page_lists_chapters_in_book_order_with_cold_times(smoke_build):
+    log = json.loads((smoke_build / "run_log.json").read_text())
+    notebooks = [c.name for c in book.chapters(ROOT) if c.is_notebook]
+    (build,) = log["builds"]
+    assert set(build["chapters"]) == set(notebooks) - {book.STATUS_CHAPTER}  # it runs after the record
+    assert all(s > 0 for s in build["chapters"].values())
+    status = (smoke_build / "html" / "book" / "status.html").read_text()
+    table = status[status.index('id="chapters"'):]
+    positions = [re.search(rf">\s*{n}\s*<", table).start() for n in notebooks]
+    assert positions == sorted(positions), "chapters not in book order"
+    assert "in the latest cold build (s)" in status and "differ from the schema" in status
+    assert "n_categories" in status and "neg_iou_grid" not in status  # changed keys only
+
+
+def test_prepare_for_reading_hides_code_removes_parameters_and_relativises_paths(tmp_path):
+    """The executed copy: code input behind a toggle, both parameter cells off the page, and the
+    injected paths relative to the notebook's folder, in the cell and in Papermill's metadata."""
+    out = tmp_path / "out"
+    dest = out / "src" / "book" / "ch.ipynb"
+    dest.parent.mkdir(parents=True)
+    injected = {"params_file": str(out / book.RESOLVED), "overrides": {"svm.C": 0.5},
+                "figures_dir": str(dest.parent / "figures" / "ch")}
+    nb = nbformat.v4.new_notebook()
+    cells = [nbformat.v4.new_code_cell("params_file = ''"), nbformat.v4.new_code_cell("# Parameters\nx = '/abs'"),
+             nbformat.v4.new_code_cell("print(1)"), nbformat.v4.new_code_cell("print(2)"),
+             nbformat.v4.new_code_cell("print(3)"), nbformat.v4.new_markdown_cell("prose")]
+    cells[0].metadata["tags"] = ["parameters"]
+    cells[1].metadata["tags"] = ["injected-parameters"]
+    cells[2].metadata["tags"] = ["keep-me"]
+    cells[3].metadata["tags"] = ["remove-input"]  # the chapter's own choice stands
+    nb.cells = cells
+    nb.metadata["papermill"] = {"input_path": "/work/x.ipynb", "output_path": str(dest), "parameters": injected}
+    nbformat.write(nb, dest)
+    book.prepare_for_reading(dest, injected)
+    done = nbformat.read(dest, as_version=4)
+    assert [c.metadata.get("tags") for c in done.cells] == [["parameters", "remove-cell"],
+                                                            ["injected-parameters", "remove-cell"],
+                                                            ["keep-me", "hide-input"], ["remove-input"],
+                                                            ["hide-input"], None]
+    assert 'params_file = "../../params.resolved.yaml"' in done.cells[1].source
+    assert 'figures_dir = "figures/ch"' in done.cells[1].source and "svm.C" in done.cells[1].source
+    assert done.metadata["papermill"] == {"parameters": {**injected, "params_file": "../../params.resolved.yaml",
+                                                         "figures_dir": "figures/ch"}}
+    assert str(tmp_path) not in dest.read_text() and "/work/" not in dest.read_text()
+
+
+def test_presentable_path_is_never_absolute(tmp_path):
+    root, art = tmp_path / "project", tmp_path / "elsewhere" / "art"
+    assert book.presentable_path(root / "artifacts" / "world" / "k", [art], root) == "artifacts/world/k"
+    assert book.presentable_path(art / "world" / "k", [art, art.parent], root) == ".../art/world/k"
+    assert book.presentable_path(tmp_path / "x" / "y.yaml", [art], root) == ".../y.yaml"
+    assert book.presentable_path("params/smoke.yaml", [art], root) == "params/smoke.yaml"
+
+
+CLEAN_PAGE = """<html><body><nav><img src="logo.png"> /tmp is not named here</nav>
+<article class="bd-article"><h1 id="top">Page</h1>
+<figure id="fig-a"><img src="a.png" alt="a"><figcaption><p><span class="caption-number">Fig. 1 </span>
+<span class="caption-text">What it shows.</span></p></figcaption></figure>
+<table><tr><th>detector</th><th>mAP</th></tr><tr><td>fc7</td><td>45.0</td></tr><tr><td>BB</td><td>\u2014</td></tr></table>
+<p>See <a href="#fig-a">Fig. 1</a>, <a href="https://example.org/home/x">a site</a> and
+<img src="data:image/png;base64,AAAA/tmp/BBBB" alt="inline"/> in a figure:</p>
+</article></body></html>"""
+
+
+def test_reader_problems_passes_a_clean_page(tmp_path):
+    (tmp_path / "page.html").write_text(CLEAN_PAGE.replace('<img src="data', '<figure><img src="data')
+                                        .replace('alt="inline"/>', 'alt="inline"/><figcaption>Fig. 2 x</figcaption>'
+                                                                   '</figure>'))
+    for f in ("logo.png", "a.png"):
+        (tmp_path / f).write_bytes(b"png")
+    assert book.reader_problems(tmp_path, [tmp_path / "build"]) == []
+
+
+def test_reader_problems_finds_each_kind(tmp_path):
+    """Each problem a reader would trip over is named once, with its page."""
+    page = (CLEAN_PAGE
+            .replace("<p>See", "<p>world files under /tmp/sb/art/world/f20e and /data/build/x.yaml. See")
+            .replace("<td>45.0</td>", "<td>...</td><td>is pre-training optimisation-limited? twice th...</td>"
+                                      "<td>NaN</td><td>claim cut\u2026</td><td>None</td><td>none</td>")
+            .replace('<a href="#fig-a">', '<a href="#nowhere">')
+            .replace('<figcaption><p><span class="caption-number">Fig. 1 </span>', "<figcaption><p>")
+            .replace('<img src="data', '<img src="missing.png"> <img src="data'))
+    (tmp_path / "page.html").write_text(page)
+    (tmp_path / "_sources").mkdir()
+    (tmp_path / "_sources" / "page.ipynb.txt").write_text('{"input_path": "/work/main/book/page.ipynb"}')
+    for f in ("logo.png", "a.png"):
+        (tmp_path / f).write_bytes(b"png")
+    problems = book.reader_problems(tmp_path, ["/data/build"])
+    expected = ["page.html: link #nowhere points to a missing anchor",
+                "page.html: image missing.png does not exist",
+                "_sources/page.ipynb.txt: absolute path /work/main/book/page.ipynb",
+                "page.html: absolute path /tmp/sb/art/world/f20e",
+                "page.html: absolute path /data/build",
+                "page.html: table cell cut short: '...'",
+                "page.html: table cell cut short: 'is pre-training optimisation-limited? twice th...'",
+                "page.html: table cell 'NaN' where a number or a dash belongs",
+                "page.html: table cell cut short: 'claim cut\u2026'",
+                "page.html: table cell 'None' where a number or a dash belongs",
+                "page.html: image a.png is not a numbered, captioned figure",
+                "page.html: image missing.png is not a numbered, captioned figure",
+                "page.html: image data:image/png;base64,AAAA/tmp/BBBB is not a numbered, captioned figure"]
+    assert sorted(problems) == sorted(expected)
+
+
+def test_stage_sources_copies_the_books_css(tmp_path):
+    """The book's own CSS (_static/, which Jupyter Book links into every page) goes into the build."""
+    for f in ("_config.yml", "_toc.yml", "book/a.ipynb", "_static/lsda.css"):
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).write_text("x")
+    book.stage_sources(tmp_path, tmp_path / "out" / "src")
+    assert (tmp_path / "out" / "src" / "_static" / "lsda.css").read_text() == "x"
+    assert (ROOT / "_static" / "lsda.css").is_file()

@@ -128,8 +128,8 @@ def test_table_em_dash_and_interval_text():
     t = F.table([finding("a", "rcnn", paper=None, lo=-0.31, hi=1.04, level=0.9, margin=1.65),
                  finding("b", "rcnn", paper=-3.3)])
     assert t.loc["claim a", "paper"] == "\u2014" and t.loc["claim b", "paper"] == "-3.30"
-    assert t.loc["claim a", "interval"] == "[-0.3, +1.0] (90 %)"
-    assert t.loc["claim b", "interval"] == "[+1.0, +2.0] (95 %)"
+    assert t.loc["claim a", "interval"] == "[-0.3,\u00a0+1.0] (90\u00a0%)"  # breaks before the level only
+    assert t.loc["claim b", "interval"] == "[+1.0,\u00a0+2.0] (95\u00a0%)"
     assert t.loc["claim a", "kind"] == "difference (margin 1.65)" and t.loc["claim b", "kind"] == "difference"
     assert t.loc["claim a", "ours"] == "+1.5"
     assert F.table([]).empty
@@ -137,9 +137,11 @@ def test_table_em_dash_and_interval_text():
 
 def test_premises_table_met_words():
     """met reads yes / NO / em dash; a missing paper value is an em dash."""
-    t = F.premises_table([premise("a", True), premise("b", False), premise("c", None, paper=None)])
+    rows = [premise("a", True), premise("b", False), premise("c", None, paper=None)]
+    rows[2]["ours"] = float("nan")  # measured, but no number came out (a run too short to judge)
+    t = F.premises_table(rows)
     assert list(t["met"]) == ["yes", "NO", "\u2014"]
-    assert list(t["paper"]) == ["0.98", "0.98", "\u2014"]
+    assert list(t["paper"]) == ["0.98", "0.98", "\u2014"] and list(t["ours"]) == ["0.5", "0.5", "\u2014"]
 
 
 def test_summary_without_build_is_a_note():
@@ -152,6 +154,7 @@ def test_summary_links_each_finding_to_its_section(tmp_path):
     """With a build folder, the findings HTML links each finding to <chapter>.html#<section>."""
     F.write_part(tmp_path / F.PARTS, "rcnn", [finding("r1", "rcnn", section="table-2")], [premise("recall")])
     F.merge(tmp_path, ["rcnn"])
-    html, prem = F.summary(tmp_path)
-    assert 'href="rcnn.html#table-2"' in html.data and "R-CNN" in html.data
+    table, prem = F.summary(tmp_path)
+    page = table.to_html()
+    assert '<a href="rcnn.html#table-2">R-CNN</a>' in page and "claim r1" in page
     assert list(prem["met"]) == ["yes"]
