@@ -360,6 +360,7 @@ class Field:
     default: Any
     allowed: str  # "one of [...]", "in [lo, hi]", ">= lo" (each, for lists); "" when any value of the type
     help: str
+    path: bool = False  # a file or folder of the machine that runs (not part of any result)
 
 
 def _fields(section: str, cls: type) -> list[Field]:
@@ -374,7 +375,8 @@ def _fields(section: str, cls: type) -> list[Field]:
         elif m.get("lo") is not None or m.get("hi") is not None:
             allowed = f"{'each ' if typing.get_origin(tp) is list else ''}{_range_rule(m)}"
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-        out.append(Field(section, f.name, _type_name(tp), default, allowed, m.get("help", "")))
+        out.append(Field(section, f.name, _type_name(tp), default, allowed, m.get("help", ""),
+                         bool(m.get("path"))))
     return out
 
 

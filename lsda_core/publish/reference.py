@@ -66,8 +66,7 @@ def _leaf_count(data: dict[str, Any]) -> int:
 
 def presets(folder: str | Path | None = None) -> Markdown:
     """The presets in `folder` (None: the project's `params/`): what each is for (its leading
-    comment), the preset it builds on, how many keys it sets itself, and the command that builds
-    the book with it."""
+    comment), the preset it builds on and how many keys it sets itself."""
     folder = Path(folder) if folder is not None else book.project_root() / PRESETS_DIR
     files = sorted(folder.glob("*.yaml"))
     if not files:
@@ -77,9 +76,8 @@ def presets(folder: str | Path | None = None) -> Markdown:
         text = f.read_text(encoding="utf-8")
         data = yaml.safe_load(text) or {}
         base = f"`{data['base']}`" if "base" in data else "schema defaults"
-        rows.append([f"`{f.name}`", _purpose(text) or "(no comment)", base, str(_leaf_count(data)),
-                     f"`lsda book --params {PRESETS_DIR}/{f.name}`"])
-    return Markdown(_table(["preset", "what it is for", "builds on", "keys it sets", "build the book with it"], rows))
+        rows.append([f"`{f.name}`", _purpose(text) or "(no comment)", base, str(_leaf_count(data))])
+    return Markdown(_table(["preset", "what it is for", "builds on", "keys it sets"], rows))
 
 
 def non_defaults(p: P.Params) -> list[tuple[str, Any, Any]]:
@@ -91,8 +89,11 @@ def non_defaults(p: P.Params) -> list[tuple[str, Any, Any]]:
 
 
 def non_default_table(p: P.Params) -> str:
-    """The keys of `p` that differ from the schema's defaults as a Markdown table (value, default)."""
-    rows = [[f"`{k}`", f"`{value_text(v)}`", f"`{value_text(d)}`"] for k, v, d in non_defaults(p)]
+    """The keys of `p` that differ from the schema's defaults as a Markdown table (value, default);
+    a path is shown as `book.presentable_path` shows it, never as a folder of the machine."""
+    paths = {f"{f.section}.{f.key}" for f in P.schema_fields() if f.path}
+    rows = [[f"`{k}`", f"`{book.presentable_path(v) if k in paths and isinstance(v, str) else value_text(v)}`",
+             f"`{value_text(d)}`"] for k, v, d in non_defaults(p)]
     if not rows:
         return "Every key takes the schema's default."
     return _table(["key", "value", "schema default"], rows)

@@ -3,6 +3,7 @@ run log that `lsda book` writes as chapters finish."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -59,10 +60,22 @@ def machine_table(log: dict[str, Any]) -> Table:
     return readable(pd.DataFrame([json.loads(s) for s in sorted(seen)]), None)
 
 
+_RESOLVED_HEAD = re.compile(r"^# resolved parameters, digest \w+: (.+?)(?: with .*)?$")  # book.resolve_params
+
+
+def preset_of(params_file: str | Path) -> str:
+    """The preset a parameter file came from, as a page may show it: for a build's resolved file
+    the preset its first line names (`book.resolve_params`), else the file itself."""
+    path = Path(params_file)
+    first = path.read_text(encoding="utf-8").split("\n", 1)[0] if path.is_file() else ""
+    m = _RESOLVED_HEAD.match(first)
+    return book.presentable_path(m.group(1) if m else path)
+
+
 def params_listing(p: Params, params_file: str, overrides: dict[str, Any]) -> Markdown:
     """Where the parameters came from and the keys that differ from the schema's defaults (every
     other key takes its default; the re-run page lists them all), instead of every key."""
-    head = f"Preset `{Path(params_file).name}`" + (f", overrides `{overrides}`" if overrides else "")
+    head = f"Preset `{preset_of(params_file)}`" + (f", overrides `{overrides}`" if overrides else "")
     return Markdown(f"{head}, digest `{p.digest()}`. The keys that differ from the schema's defaults:\n\n"
                     + reference.non_default_table(p))
 

@@ -191,5 +191,7 @@ def test_schema_fields_describe_every_key_with_its_rule():
     assert by_key["rcnn.seeds"].allowed.startswith("each ") and by_key["rcnn.seeds"].type == "list of int"
     assert by_key["data.source"].allowed.startswith("one of [") and by_key["data.voc_root"].default is None
     assert by_key["runtime.device"].allowed == "" and by_key["world.seed"].help.startswith("seed of the world")
+    assert {k for k, f in by_key.items() if f.path} >= {"runtime.artifacts", "data.voc_root"}
+    assert not by_key["world.seed"].path
     assert list(P.schema_sections()) == list(defaults) and P.schema_sections()["runtime"].startswith("Where and how")
     assert all(f"  {f.key} ({f.type}" in P.schema_help() for f in fields)

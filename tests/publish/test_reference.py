@@ -29,8 +29,9 @@ def test_presets_table_from_the_files(tmp_path):
                                      "  n_categories: 8\nsvm:\n  C: 0.1\n")
     (tmp_path / "b.yaml").write_text("base: a.yaml\nworld:\n  seed: 4\n")
     lines = reference.presets(tmp_path).data.splitlines()
-    assert lines[2] == "| `a.yaml` | The base preset: for tests. | schema defaults | 3 | `lsda book --params params/a.yaml` |"
-    assert lines[3] == "| `b.yaml` | (no comment) | `a.yaml` | 1 | `lsda book --params params/b.yaml` |"
+    assert lines[0] == "| preset | what it is for | builds on | keys it sets |"
+    assert lines[2] == "| `a.yaml` | The base preset: for tests. | schema defaults | 3 |"
+    assert lines[3] == "| `b.yaml` | (no comment) | `a.yaml` | 1 |"
 
 
 def test_presets_of_the_project_say_what_each_is_for():
@@ -52,3 +53,10 @@ def test_non_defaults_name_only_the_changed_keys():
     assert table[0] == "| key | value | schema default |" and table[2] == "| `world.seed` | `3` | `0` |"
     assert len(table) == 4
     assert reference.non_default_table(P.Params()) == "Every key takes the schema's default."
+
+
+def test_non_default_paths_name_no_folder_of_the_machine(tmp_path):
+    p = P.load(None, {"runtime.artifacts": str(tmp_path / "art"), "data.voc_root": str(tmp_path / "VOC2007")})
+    table = reference.non_default_table(p)
+    assert str(tmp_path) not in table
+    assert "| `runtime.artifacts` | `.../art` | `artifacts` |" in table and "`.../VOC2007`" in table
