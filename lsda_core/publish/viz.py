@@ -1,4 +1,5 @@
-"""The house style of every figure, and deterministic saving (PNG and SVG)."""
+"""The house style of every figure (seaborn's theme on matplotlib, the Okabe-Ito palette),
+deterministic saving (PNG and SVG), and the numbered, captioned display of a figure."""
 from __future__ import annotations
 
 import base64
@@ -12,10 +13,13 @@ import matplotlib
 import matplotlib.patches
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
+import seaborn as sns
 
 # Colours: one palette for the whole book (colour-blind-safe, Okabe-Ito).
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
+# Meaning-bearing colours, the same in every figure: a right and a wrong detection, the ground truth
+RIGHT, WRONG, TRUTH = PALETTE[2], PALETTE[3], PALETTE[5]
 
 STYLE = {
     "figure.dpi": 110,
@@ -23,6 +27,10 @@ STYLE = {
     "font.size": 9,
     "axes.titlesize": 10,
     "axes.labelsize": 9,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "legend.fontsize": 8,
+    "legend.title_fontsize": 8,
     "axes.spines.top": False,
     "axes.spines.right": False,
     "axes.grid": True,
@@ -35,15 +43,27 @@ STYLE = {
 
 
 def style() -> None:
-    """Apply the house style (called by `figure`; notebooks need not call it)."""
-    plt.rcParams.update(STYLE)
+    """Apply the house style: seaborn's `ticks` theme at `paper` scale with the book's palette,
+    then the book's rcParams (sizes, grid, fixed SVG ids); called by `figure`."""
+    sns.set_theme(context="paper", style="ticks", palette=PALETTE, rc=STYLE)
+
+
+# The widest figure, in inches: at `figure.dpi` about the width of the book's text column, so a
+# figure is shown at (nearly) its own size and its fonts at (nearly) the size they were set
+MAX_WIDTH = 7.2
 
 
 def figure(nrows: int = 1, ncols: int = 1, *, width: float = 6.4, height: float | None = None,
-           **kw) -> tuple[plt.Figure, object]:
-    """A new figure in the house style; returns (fig, axes) like `plt.subplots`."""
+           **kw) -> tuple[plt.Figure, Any]:
+    """A new figure in the house style, laid out by matplotlib's constrained layout (so legends
+    placed `outside` get room of their own); returns (fig, axes) like `plt.subplots`. A width
+    above `MAX_WIDTH` is brought down to it with the height in proportion: the page would shrink
+    the figure anyway, and its fonts with it."""
     style()
     height = height if height is not None else width * 0.62 * nrows / max(ncols, 1)
+    if width > MAX_WIDTH:
+        width, height = MAX_WIDTH, height * MAX_WIDTH / width
+    kw.setdefault("layout", "constrained")
     return plt.subplots(nrows, ncols, figsize=(width, height), **kw)
 
 
@@ -52,6 +72,7 @@ def savefig(fig: plt.Figure, name: str, folder: str | Path) -> list[Path]:
     in the files, so the same figure gives the same bytes."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    declutter(fig)
     out = []
     for ext, meta in (("png", {"Software": None}), ("svg", {"Date": None, "Creator": None})):
         path = folder / f"{name}.{ext}"
@@ -60,19 +81,53 @@ def savefig(fig: plt.Figure, name: str, folder: str | Path) -> list[Path]:
     return out
 
 
-def draw_boxes(ax, image, boxes, labels, colors=None, dashed=None) -> None:
-    """An image with labelled boxes (study convention: 0-based pixel edges)."""
+# a box whose top is this close to the image's top (share of its height) gets its label inside
+LABEL_ROOM = 0.15
+BOX_LABEL = "box-label"  # the gid of box labels (`declutter` moves them apart)
+
+
+def draw_boxes(ax: Any, image: Any, boxes: Any, labels: list[str], colors: list[str] | None = None,
+               dashed: list[bool] | None = None, fontsize: float = 6.5) -> None:
+    """An image with labelled boxes (study convention: 0-based pixel edges). A label runs from
+    its box's corner nearer the image's centre line (left corner in the left half, right in the
+    right half) and sits above the box, or just inside it when the box is near the image's top,
+    so labels stay inside the image; an empty label is not drawn."""
     ax.imshow(image, interpolation="nearest")
     ax.set_axis_off()
+    height, width = image.shape[:2]
     for k, (box, label) in enumerate(zip(boxes, labels)):
         x1, y1, x2, y2 = (float(v) for v in box)
         color = colors[k] if colors is not None else PALETTE[0]
         ls = "--" if dashed is not None and dashed[k] else "-"
         # pixel edges: pixel i covers [i - 0.5, i + 0.5] in imshow's coordinates
         ax.add_patch(matplotlib.patches.Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False,
-                                                  edgecolor=color, linewidth=1.2, linestyle=ls))
-        ax.text(x1 - 0.5, y1 - 1, label, color="white", fontsize=6, va="bottom",
-                bbox={"facecolor": color, "alpha": 0.8, "pad": 1, "linewidth": 0})
+                                                  edgecolor=color, linewidth=1.4, linestyle=ls))
+        if not label:
+            continue
+        right = (x1 + x2) / 2 > width / 2
+        inside = y1 < LABEL_ROOM * height
+        ax.text(x2 - 0.5 if right else x1 - 0.5, y1 + 0.5 if inside else y1 - 1, label, color="white",
+                fontsize=fontsize, ha="right" if right else "left", va="top" if inside else "bottom", clip_on=True,
+                bbox={"facecolor": color, "alpha": 0.85, "pad": 1, "linewidth": 0}, gid=BOX_LABEL)
+
+
+def declutter(fig: plt.Figure) -> None:
+    """Move box labels (`draw_boxes`) down, in drawing order, until no two of one image overlap:
+    each is placed below the labels it would cover (the figure is drawn once to lay it out)."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        placed: list[Any] = []
+        for t in (t for t in ax.texts if t.get_gid() == BOX_LABEL):
+            for _ in range(len(placed) + 1):
+                t.update_bbox_position_size(renderer)
+                box = t.get_bbox_patch().get_window_extent(renderer)
+                hit = next((b for b in placed if box.overlaps(b)), None)
+                if hit is None:
+                    break
+                x, y = ax.transData.transform(t.get_position())
+                t.set_position(ax.transData.inverted().transform((x, y - (box.y1 - hit.y0) - 1)))
+            placed.append(t.get_bbox_patch().get_window_extent(renderer))
 
 
 @dataclass

@@ -330,7 +330,7 @@ def test_plots_draw_trend_and_sensitivity():
     from lsda_core.publish import plots
     from lsda_core.publish import viz
     diags = {"a": fake("a", [LOC] * 30 + [BG] * 30), "b": fake("b", [OTH] * 60)}
-    fig, axes = viz.figure(1, 4, width=10)
+    fig, axes = viz.figure(1, 4, width=viz.MAX_WIDTH)
     plots.fp_trend(axes[0], A.fp_trend(diags), "all")
     assert axes[0].get_xscale() == "log" and len(axes[0].collections) == 4
     assert [t.get_text() for t in axes[0].get_legend().get_texts()] == ["BG", "Oth", "Sim", "Loc"]

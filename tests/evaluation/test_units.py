@@ -258,17 +258,20 @@ def test_unit_montage_draws_every_crop_with_its_receptive_field(tmp_path):
     fig = plots.unit_montage(tops, ds, p, n=4)  # Figure 3 layout: one row of 4 per unit
     ax = fig.axes[0]
     rects = [a for a in ax.patches if isinstance(a, matplotlib.patches.Rectangle)]
-    assert len(rects) == 8 and len(ax.texts) == 8
-    assert [t.get_text() for t in ax.get_yticklabels()] == [str(u) for u in units]
-    rf = U.receptive_box(p.net, units[0])  # [25, 0, 64, 33]
-    assert rects[0].get_xy() == (rf[0] - 0.5, rf[1] - 0.5) and rects[0].get_width() == rf[2] - rf[0]
-    assert ax.texts[0].get_text() == f"{tops[0].normalised[0]:.2f}"
+    assert len(rects) == 8 and len(ax.texts) == 8 + 2  # a value per crop, a heading per unit
+    for heading, u, top in zip(ax.texts[8:], units, tops):  # the unit, why chosen, what its regions cover
+        cat, k = plots.unit_category(top.head(4), ds)
+        assert heading.get_text().startswith(f"unit ({u.y}, {u.x}, {u.channel}): ")
+        assert f"its 4 regions cover {cat} {k}" in heading.get_text()
     S = p.net.input_size
-    canvas = ax.images[0].get_array()
-    assert np.array_equal(canvas[:S, :S], U.unit_crops(tops[0], ds, p)[0])
+    canvas, head = ax.images[0].get_array(), max(12, S // 4)  # a heading band above each unit's crops
+    rf = U.receptive_box(p.net, units[0])  # [25, 0, 64, 33]
+    assert rects[0].get_xy() == (rf[0] - 0.5, head + rf[1] - 0.5) and rects[0].get_width() == rf[2] - rf[0]
+    assert ax.texts[0].get_text() == f"{tops[0].normalised[0]:.2f}"
+    assert np.array_equal(canvas[head:head + S, :S], U.unit_crops(tops[0], ds, p)[0])
     plt.close(fig)
     fig = plots.unit_montage(tops[:1], ds, p, cols=2)  # Figure 6 layout: 5 crops, 2 a row
     step = S + max(2, S // 16)
-    assert fig.axes[0].images[0].get_array().shape[:2] == (3 * step - (step - S), 2 * step - (step - S))
-    assert len(fig.axes[0].texts) == 5
+    assert fig.axes[0].images[0].get_array().shape[:2] == (head + 3 * step - (step - S), 2 * step - (step - S))
+    assert len(fig.axes[0].texts) == 5 + 1
     plt.close(fig)

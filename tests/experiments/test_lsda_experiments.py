@@ -17,7 +17,7 @@ from lsda_core.evaluation import hoiem as An
 from lsda_core.experiments import lsda as L
 from lsda_core.models.nets import CaffeNet
 from lsda_core.perf import bench as BM
-from lsda_core.publish import paper, plots, report
+from lsda_core.publish import paper, plots, report, viz
 from lsda_core.store.cache import Cache
 
 CLASSES = ["red", "green", "blue", "yellow"]  # B: blue, green; A: red, yellow
@@ -77,7 +77,10 @@ def test_held_out_figure3_and_t_test(lsda):
     table = report.ttest_table(held)
     assert table["paper p"].iloc[0] == paper.LSDA_T_TEST_P and pd.isna(table["paper p"].iloc[1])
     assert "adapted network" in table.index[0] and "classification network" in table.index[1]
-    plt.close(plots.held_out_figure(held))
+    fig = plots.held_out_figure(held)
+    cls, full = [held.maps[held.figure3[k]]["held-out (A)"] for k in ("Classification Net", "LSDA")]
+    assert isinstance(fig, viz.Captioned) and f"goes from {cls:.1f} to {full:.1f}" in fig.caption
+    plt.close(fig.fig)
     # one seed: the hand-made detectors are the chapter's run (other seeds retrain: the smoke book runs them)
     q = replace(p, lsda=replace(p.lsda, seeds=[p.runtime.seed]))
     seeds = L.seeded(q, Cache(p.runtime.artifacts), lb, t1, held)
@@ -112,7 +115,9 @@ def test_held_out_false_positives(lsda):
     assert fps["classification network"]["counts"] == {t: sum(counts[c][t] for c in lb.A) for t in An.FP_TYPES}
     assert fps["LSDA"]["trend"]["classes"] == lb.A
     assert list(report.fp_type_table(fps).index) == list(fps)
-    plt.close(plots.held_out_fp_figure(fps))
+    fig = plots.held_out_fp_figure(fps)
+    assert isinstance(fig, viz.Captioned) and "*classification network*" in fig.caption and "*LSDA*" in fig.caption
+    plt.close(fig.fig)
 
 
 def test_fast_vs_warping_records_for_the_performance_chapter(lsda, monkeypatch):
@@ -141,7 +146,9 @@ def test_large_examples_are_drawn_with_the_seed(lsda):
     for im, dets in items:
         want = L.top_detections(ls.lsda, im.image_id, q.lsda.large_cross_nms, q.lsda.large_top)
         assert [(c, s) for c, _, s in dets] == [(c, s) for c, _, s in want]
-    plt.close(plots.large_scale_detections(items, set(ls.boxed)))
+    fig = plots.large_scale_detections(items, set(ls.boxed))
+    assert isinstance(fig, viz.Captioned) and f"on {len(items)} test scenes" in fig.caption
+    plt.close(fig.fig)
 
 
 def test_detection_images_drop_val1_images_without_a_set_b_box(tmp_path):

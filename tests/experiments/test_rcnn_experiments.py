@@ -14,7 +14,7 @@ from lsda_core.evaluation import hoiem as A
 from lsda_core.evaluation import stats
 from lsda_core.experiments import rcnn as R
 from lsda_core.models import finetune as FT
-from lsda_core.publish import paper, plots, report
+from lsda_core.publish import paper, plots, report, viz
 from lsda_core.store import stages
 from lsda_core.store.cache import Cache
 
@@ -61,7 +61,10 @@ def test_table2_has_every_row_with_a_paired_spread(chapter):
     table = report.ap_table(t2.results.values(), bench.classes, t2.spread)
     assert table.loc["FT fc7", "paper mAP (VOC 2007)"] == paper.RCNN_MAP["R-CNN FT fc7"]
     assert np.isnan(table.loc[R.BBOX_ROW, "paper mAP (VOC 2007)"])
-    plt.close(plots.table2_figure(table))
+    fig = plots.table2_figure(t2)
+    best = max(t2.results, key=lambda k: t2.results[k].map)
+    assert isinstance(fig, viz.Captioned) and f"*{best}* at {100 * t2.results[best].map:.1f}" in fig.caption
+    plt.close(fig.fig)
 
 
 def test_prepare_computes_the_features_of_the_chapter(chapter, monkeypatch):
@@ -112,7 +115,11 @@ def test_neg_iou_grid_uses_one_scale(chapter):
     table = report.neg_iou_table(grid)
     assert table.loc[paper.RCNN_NEG_IOU_CHOSEN, "paper (points from its best)"] == 0.0
     assert table.loc[0.5, "paper (points from its best)"] == -paper.RCNN_NEG_IOU_COST[0.5]
-    plt.close(plots.threshold_figure(grid))
+    fig = plots.threshold_figure(grid)
+    best = max(grid.results, key=lambda t: grid.results[t].map)
+    assert isinstance(fig, viz.Captioned) and f"threshold here is {best} ({100 * grid.results[best].map:.1f} mAP)" \
+        in fig.caption
+    plt.close(fig.fig)
     text = report.rcnn_discussion([t2], grid, bench.classes).data
     assert f"FT fc7 at {paper.RCNN_MAP['R-CNN FT fc7']:.1f}" in text
 
@@ -172,8 +179,12 @@ def test_diagnosis_of_the_three_detectors(chapter):
         assert {"trend", "ap_impact", "characteristics"} <= set(r) and set(diag.shown) <= set(r["trend"])
     assert list(report.fp_impact_table(diag).columns) == list(R.DIAGNOSED)
     assert list(report.sensitivity_table(diag).columns) == list(R.DIAGNOSED)
-    plt.close(plots.fp_trend_figure(diag))
-    plt.close(plots.sensitivity_figure(diag))
+    figs = [plots.fp_trend_figure(diag), plots.sensitivity_figure(diag)]
+    assert all(isinstance(f, viz.Captioned) and f.caption for f in figs)
+    assert all(f"*{label}*" in figs[0].caption for label in diag.results)  # each detector's most common FP type
+    assert "Fine-tuning (*FT fc7* against *fc7 (no FT)*) raised the worst subset" in figs[1].caption
+    for f in figs:
+        plt.close(f.fig)
 
 
 def test_pool5_units_and_their_regions(chapter):
@@ -183,8 +194,12 @@ def test_pool5_units_and_their_regions(chapter):
     assert u.input_size == p.net.input_size and u.caffenet == (195, 32, 227)  # CaffeNet's pool5
     assert len(u.fill) == 3
     assert "CaffeNet: 195 px of 227, stride 32" in report.receptive_field(u).data
-    plt.close(plots.pool5_units_figure(u, bench.test, p))
-    plt.close(plots.pool5_montage_figure(u, bench.test, p))
+    figs = [plots.pool5_units_figure(u, bench.test, p), plots.pool5_montage_figure(u, bench.test, p)]
+    assert all(isinstance(f, viz.Captioned) and f.caption for f in figs)
+    cat, k = plots.unit_category(u.tops[0].head(p.units.montage_top), bench.test)
+    assert f"{k} of them cover" in figs[1].caption
+    for f in figs:
+        plt.close(f.fig)
 
 
 def test_timing_per_image(chapter):
