@@ -309,7 +309,7 @@ class Segmentation:
     eval_split: str = _p("val", "split of Table 3 and the per-class table (R-CNN: VOC 2011 val; Table 4 is test)")
     max_masks: int = _p(150, "mask proposals kept per image (O2P's CPMC: about 150)", lo=1)
     scales: list[int] = _p([50, 100, 200], "Felzenszwalb k of each grouping strategy, each in RGB and HSV", lo=1)
-    svr_c: float = _p(1.0, "the SVRs' C (features scaled to mean norm 1 on the training regions)", lo=1e-6)
+    svr_c: float = _p(10.0, "the SVRs' C (features scaled to mean norm 1 on the training regions)", lo=1e-6)
     finetuned: bool = _p(True, "also the fine-tuned network's fc6 full+fg (the paper expects fine-tuning to help)")
 
 

@@ -41,6 +41,7 @@ class MaskProposalConfig:
     scales: tuple[int, ...] = (50, 100, 200)  # Felzenszwalb's k (and smallest segment, px)
     colour_spaces: tuple[str, ...] = ("rgb", "hsv")
     sigma: float = 0.8  # Gaussian smoothing before the graph segmentation
+    min_size: float = 1.0  # smallest segment, as a multiple of k (selective search: k px, on ~500 px images)
     max_masks: int = 150  # R-CNN / O2P: about 150 CPMC regions per image
 
 
@@ -73,9 +74,9 @@ def _segment_boxes(labels: np.ndarray) -> np.ndarray:
 
 
 def _unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(index of each distinct row's first occurrence, each row's distinct-row number), for a
-    2-D bool or small-int array; rows are compared as packed bytes, which sort fast."""
-    packed = np.ascontiguousarray(np.packbits(rows, axis=1) if rows.dtype == bool else rows)
+    """(index of each distinct row's first occurrence, each row's distinct-row number) of a 2-D
+    integer array; rows are compared as bytes, which sort fast."""
+    packed = np.ascontiguousarray(rows)
     keys = packed.view(np.dtype((np.void, packed.shape[1] * packed.itemsize))).ravel()
     _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     return first, inverse
@@ -99,9 +100,10 @@ def _adjacent(labels: np.ndarray) -> np.ndarray:
 
 
 def hierarchy(image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Greedy grouping of the segments of `labels` (0..n-1): returns (R, n) bool, the base
-    segments of every region of the hierarchy (the n segments first, then one region per
-    merge), and (R,) each region's level (1 for the last merge, larger further down)."""
+    """Greedy grouping of the segments of `labels` (0..n-1), most similar neighbours first.
+    Regions are numbered as selective search numbers them: the n segments, then one per merge;
+    returns the merges, (R - n, 2) the two regions each one joins, and (R,) each region's level
+    (1 for the last merge, larger further down; the segments deepest)."""
     n = int(labels.max()) + 1
     size = np.bincount(labels.ravel(), minlength=n).astype(np.float64)
     q = np.minimum(image.astype(np.int64) * BINS // 256, BINS - 1)
@@ -110,7 +112,7 @@ def hierarchy(image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nda
     hist /= np.maximum(hist.sum(1, keepdims=True), 1)
     area = float(labels.size)
     sizes, hists, boxes = list(size), list(hist), list(_segment_boxes(labels))
-    members = [np.eye(n, dtype=bool)[i] for i in range(n)]
+    merges: list[tuple[int, int]] = []
     neighbours: dict[int, set[int]] = {i: set() for i in range(n)}
     for i, j in _adjacent(labels):
         neighbours[int(i)].add(int(j))
@@ -133,7 +135,7 @@ def hierarchy(image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nda
         sizes.append(sizes[i] + sizes[j])
         hists.append((hists[i] * sizes[i] + hists[j] * sizes[j]) / sizes[k])
         boxes.append(np.concatenate([np.minimum(boxes[i][:2], boxes[j][:2]), np.maximum(boxes[i][2:], boxes[j][2:])]))
-        members.append(members[i] | members[j])
+        merges.append((i, j))
         near = (neighbours.pop(i) | neighbours.pop(j)) - {i, j}
         alive -= {i, j}
         for m in near:
@@ -142,13 +144,26 @@ def hierarchy(image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nda
             heapq.heappush(heap, (-sim(m, k), m, k))
         neighbours[k] = near
         alive.add(k)
-    r = len(members)
+    r = n + len(merges)
     level = np.concatenate([np.full(n, r - n + 1), np.arange(r - n, 0, -1)]).astype(np.float64)
-    return np.stack(members), level
+    return np.array(merges, dtype=np.int64).reshape(-1, 2), level
+
+
+def segments_of(n: int, merges: np.ndarray, region: int) -> list[int]:
+    """The segments (0..n-1) region `region` of a hierarchy (`hierarchy`'s numbering) is made of."""
+    out, todo = [], [region]
+    while todo:
+        r = todo.pop()
+        if r < n:
+            out.append(r)
+        else:
+            todo.extend(merges[r - n])
+    return out
 
 
 def propose(image: np.ndarray, cfg: MaskProposalConfig = MaskProposalConfig(), seed: int = 0) -> MaskProposals:
-    """The ranked mask proposals of one RGB image (module docstring)."""
+    """The ranked mask proposals of one RGB image (module docstring). Regions are made into
+    masks in rank order, repeats skipped, until `max_masks`: memory stays that many masks."""
     from skimage.segmentation import felzenszwalb
 
     rng = np.random.default_rng(seed)
@@ -156,21 +171,32 @@ def propose(image: np.ndarray, cfg: MaskProposalConfig = MaskProposalConfig(), s
     for space in cfg.colour_spaces:
         col = _colour(image, space)
         for k in cfg.scales:
-            labels = felzenszwalb(col, scale=k, sigma=cfg.sigma, min_size=k).astype(np.int64)
+            labels = felzenszwalb(col, scale=k, sigma=cfg.sigma, min_size=max(1, round(k * cfg.min_size))).astype(np.int64)
             strategies.append((labels, *hierarchy(col, labels)))
     # atoms: the pixels every base segmentation puts together
     stacked = np.stack([s[0].ravel() for s in strategies], 1).astype(np.int32)
     first, atoms = _unique_rows(stacked)
-    uniq = stacked[first]  # each atom's segment in every strategy
-    members, rank = [], []
-    for s, (_, regions, level) in enumerate(strategies):
-        members.append(regions[:, uniq[:, s]])
-        rank.append(level * rng.random(len(level)))
-    members, rank = np.concatenate(members), np.concatenate(rank)
-    order = np.argsort(rank, kind="stable")
-    first, _ = _unique_rows(members[order])  # drop repeats, keep the best-ranked
-    keep = order[np.sort(first)][: cfg.max_masks]
-    return MaskProposals(atoms.reshape(image.shape[:2]).astype(np.int32), members[keep])
+    n_atoms = len(first)
+    atoms_of = []  # per strategy, per segment: its atoms
+    for s, (labels, _, _) in enumerate(strategies):
+        seg = stacked[first, s]
+        order = np.argsort(seg, kind="stable")
+        atoms_of.append(np.split(order, np.cumsum(np.bincount(seg, minlength=int(labels.max()) + 1))[:-1]))
+    cand = [(rank, s, r) for s, (_, _, level) in enumerate(strategies)
+            for r, rank in enumerate(level * rng.random(len(level)))]
+    cand.sort(key=lambda c: c[0])
+    kept, seen = [], set()
+    for _, s, r in cand:
+        labels, merges, _ = strategies[s]
+        mask = np.zeros(n_atoms, bool)
+        mask[np.concatenate([atoms_of[s][g] for g in segments_of(int(labels.max()) + 1, merges, r)])] = True
+        key = np.packbits(mask).tobytes()
+        if key not in seen:
+            seen.add(key)
+            kept.append(mask)
+            if len(kept) == cfg.max_masks:
+                break
+    return MaskProposals(atoms.reshape(image.shape[:2]).astype(np.int32), np.stack(kept))
 
 
 def best_overlap(props: MaskProposals, objects: np.ndarray) -> np.ndarray:

@@ -9,23 +9,32 @@ Features, as the paper computes them three ways:
   mean input (0 after mean subtraction) before warping;
 - *full+fg*: the two concatenated.
 
-Where this departs from O2P: the regressors are liblinear's linear SVR on these features
-alone (O2P adds its second-order-pooled features, which the paper's feature comparison drops
+Where this departs from O2P: the regressors are liblinear's linear SVR (squared loss) on
+these features alone (O2P adds its second-order-pooled features, which the paper's feature comparison drops
 too); pasting gives each pixel the class of the highest-scoring region covering it when that
 score passes a background threshold (O2P pastes regions in order of decreasing score with a
 learned background score; the threshold here is chosen on training images, `choose_threshold`).
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
 from lsda_core.core import boxes as B
-from lsda_core.detection.features import CHUNK, autocast, pool5_of_regions, to_device
+from lsda_core.core.params import Params
+from lsda_core.core.structures import DetectionDataset
+from lsda_core.data.images import load_image
+from lsda_core.detection.features import CHUNK, autocast, file_stem, pool5_of_regions, to_device
 from lsda_core.detection.mask_proposals import MaskProposals
+from lsda_core.models.finetune import context_pixels
 from lsda_core.models.nets import CaffeNet
+from lsda_core.store.cache import Cache, Lazy
+from lsda_core.store.files import atomic_save_npy
+from lsda_core.store.identity import array_digest, dataset_identity, model_key
+from lsda_core.store.runtime import pick_device, progress as progress_bar
 
 MODES = ("full", "fg")
 
@@ -35,7 +44,7 @@ def fg_pool5(model: CaffeNet, image: np.ndarray, props: MaskProposals, size: int
     """pool5 maps (P, C, 6, 6) of the *fg* inputs of every proposal of one (H, W, 3) uint8 image:
     the warped box of the mask, background pixels at the mean (module docstring)."""
     device = model.mean.device
-    img = to_device(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1), device, gpu_path)
+    img = to_device(torch.from_numpy(np.require(image, requirements=["W", "C"])).permute(2, 0, 1), device, gpu_path)
     norm = model.normalize(img)
     boxes = torch.as_tensor(props.boxes, dtype=torch.float32)
     out = []
@@ -61,6 +70,37 @@ def region_pool5(model: CaffeNet, image: np.ndarray, props: MaskProposals, mode:
     return maps.reshape(len(props.members), -1).to(torch.float16).cpu().numpy()
 
 
+def region_pool5_entry(model: CaffeNet, dataset: DetectionDataset, props: dict[str, MaskProposals], mode: str,
+                       p: Params, cache: Cache, tag: str) -> Lazy:
+    """`region_pool5` of every image of `dataset` (float16, one .npy per image, read with
+    `load_region_pool5`), warped as detection warps (`net.input_size`, `context_pixels`), cached
+    resumable in `segpool5-<mode>-<tag>` on the model, the images and the proposals."""
+    device = pick_device(p.runtime.device)
+    ids = [im.image_id for im in dataset.images]
+    config = {"model": model_key(model), "dataset": dataset_identity(dataset), "mode": mode,
+              "input_size": p.net.input_size, "context": context_pixels(p),
+              "proposals": array_digest(a for i in ids for a in (props[i].atoms, props[i].members))}
+
+    def build(out: Path) -> None:
+        todo = [im for im in dataset.images if not (out / f"{file_stem(im.image_id)}.npy").is_file()]
+        was, dev0 = model.training, model.mean.device
+        model.eval().to(device)
+        try:
+            for im in progress_bar(todo, f"region pool5 ({mode}, {tag})", p.runtime.progress):
+                feats = region_pool5(model, load_image(im.path), props[im.image_id], mode, p.net.input_size,
+                                     context_pixels(p))
+                atomic_save_npy(out / f"{file_stem(im.image_id)}.npy", feats)
+        finally:
+            model.to(dev0).train(was)
+
+    return cache.lazy(f"segpool5-{mode}-{tag}", config, build, resumable=True)
+
+
+def load_region_pool5(folder: Path, image_id: str) -> np.ndarray:
+    """float16 (P, pool5_dim) region features of one image, in its proposals' order."""
+    return np.load(Path(folder) / f"{file_stem(image_id)}.npy")
+
+
 def overlap_targets(props: MaskProposals, objects: np.ndarray, object_class: Sequence[int], n_classes: int) -> np.ndarray:
     """(P, n_classes) each proposal's best IoU with a ground-truth object of each class (the
     regression targets): `objects` is the instance map (0 background, i the i-th object, 255
@@ -84,29 +124,34 @@ def overlap_targets(props: MaskProposals, objects: np.ndarray, object_class: Seq
     return out
 
 
-def train_svr(x: np.ndarray, y: np.ndarray, c: float = 1.0, epsilon: float = 0.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """One linear support vector regressor per class (liblinear's L2-regularised,
-    epsilon-insensitive L1 loss, as O2P's regressors) on features `x` (N, D) and targets
-    `y` (N, K); returns (W (D, K), b (K,))."""
+def train_svr(x: np.ndarray, y: np.ndarray, c: float = 10.0, epsilon: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """One linear support vector regressor per class on features `x` (N, D) and targets `y`
+    (N, K): liblinear's L2-regularised L2-loss SVR, solved in the primal (a Newton method:
+    deterministic, and fast where the dual L1-loss solver did not converge in 5000 passes on
+    the embedded features); returns (W (D, K), b (K,))."""
     from sklearn.svm import LinearSVR
 
     w = np.zeros((x.shape[1], y.shape[1]))
     b = np.zeros(y.shape[1])
     for k in range(y.shape[1]):  # liblinear solves one output at a time
-        r = LinearSVR(C=c, epsilon=epsilon, loss="epsilon_insensitive", dual=True, max_iter=5000,
-                      random_state=seed).fit(x, y[:, k])
+        r = LinearSVR(C=c, epsilon=epsilon, loss="squared_epsilon_insensitive", dual=False, max_iter=1000).fit(x, y[:, k])
         w[:, k], b[k] = r.coef_, r.intercept_[0]
     return w, b
+
+
+def atom_scores(props: MaskProposals, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per atom, the highest score of any region covering it over every class, and that class:
+    (A,) and (A,) (-inf and 0 where no region covers the atom)."""
+    s = np.where(props.members[:, :, None], scores[:, None, :], -np.inf).max(axis=0)  # (A, K)
+    return s.max(axis=1), s.argmax(axis=1)
 
 
 def paste(props: MaskProposals, scores: np.ndarray, threshold: float) -> np.ndarray:
     """(H, W) uint8 labelling: each pixel takes 1 + the class of the highest score among the
     regions covering it (over every class), background (0) when that score is below
     `threshold` or no region covers it."""
-    s = np.where(props.members[:, :, None], scores[:, None, :], -np.inf).max(axis=0)  # (A, K) best per atom
-    best = s.max(axis=1)
-    label = np.where(best >= threshold, s.argmax(axis=1) + 1, 0).astype(np.uint8)
-    return label[props.atoms]
+    best, cls = atom_scores(props, scores)
+    return np.where(best >= threshold, cls + 1, 0).astype(np.uint8)[props.atoms]
 
 
 def choose_threshold(pasted_accuracy, candidates: Sequence[float]) -> float:

@@ -42,7 +42,7 @@ STATUS_CHAPTER = "status"
 INTRO_CHAPTER = "intro"  # the findings summary: executed after every chapter that judges claims
 SUMMARY_CHAPTERS = (INTRO_CHAPTER, STATUS_CHAPTER)  # run last, in this order
 RUN_LOG_CHAPTERS = (STATUS_CHAPTER, "performance")  # chapters given the run log (`run_log`)
-FINDINGS_CHAPTERS = ("rcnn", "lsda")  # chapters that judge claims and measure premises (`findings_dir`)
+FINDINGS_CHAPTERS = ("rcnn", "segmentation", "lsda")  # chapters that judge claims and measure premises (`findings_dir`)
 
 
 class ChapterError(LsdaError):
@@ -450,7 +450,8 @@ def check_html(html_dir: Path, pages: list[str] | None = None) -> list[str]:
 # checking the built HTML as a reader
 
 # a folder of a machine: a Unix absolute path under a top folder that no page should name
-ABSOLUTE_PATH = re.compile(r"(?<![\w.+=/-])/(?:tmp|work|home|root|Users|var|private|mnt|opt|srv|usr|scratch)/[^\s\"'<>\\]*")
+ABSOLUTE_PATH = re.compile(r"(?<![\w.+=/-])/(?:tmp|work|home|root|Users|var|private|mnt|opt|srv|usr|scratch)/"
+                           r"[^\s\"'<>\\]*")
 URL = re.compile(r"\b(?:https?|data):[^\s\"'<>)]*")  # URLs and inlined images are no folders
 TRUNCATED = ("...", "\u2026")  # what pandas puts where it leaves rows, columns or text out
 NO_NUMBER = {"NaN", "nan", "None", "NaT", "<NA>"}  # what pandas prints for a missing value

@@ -207,3 +207,37 @@ PREMISES: dict[str, tuple[float | None, str]] = {
                       "oracle / classification network, held-out mAP (LSDA Table 1)"),
     "rcnn_headroom": (RCNN_MAP["R-CNN FT fc7"], "FT fc7, R-CNN Table 2's best row"),
 }
+
+
+# R-CNN, Table 3: segmentation mean accuracy (%) on VOC 2011 val; O2P beside R-CNN's six feature rows
+# (CNN pre-trained on ILSVRC 2012, no fine-tuning).
+RCNN_TABLE3: dict[str, float] = {"O2P": 46.4, "full fc6": 43.0, "full fc7": 42.5, "fg fc6": 43.7, "fg fc7": 42.1,
+                                 "full+fg fc6": 47.9, "full+fg fc7": 45.8}
+# R-CNN, Table 4: segmentation accuracy (%) per class on VOC 2011 test (background, the 20 VOC classes,
+# mean), for R&P, O2P and R-CNN's full+fg fc6.
+SEG_CLASSES = ("background",) + VOC_CLASSES
+RCNN_TABLE4: dict[str, tuple[list[float], float]] = {
+    "R&P": ([83.4, 46.8, 18.9, 36.6, 31.2, 42.7, 57.3, 47.4, 44.1, 8.1, 39.4, 36.1, 36.3, 49.5, 48.3, 50.7, 26.3,
+             47.2, 22.1, 42.0, 43.2], 40.8),
+    "O2P": ([85.4, 69.7, 22.3, 45.2, 44.4, 46.9, 66.7, 57.8, 56.2, 13.5, 46.1, 32.3, 41.2, 59.1, 55.3, 51.0, 36.2,
+             50.4, 27.8, 46.9, 44.6], 47.6),
+    "full+fg fc6": ([84.2, 66.9, 23.7, 58.3, 37.4, 55.4, 73.3, 58.7, 56.5, 9.7, 45.5, 29.5, 49.3, 40.1, 57.8, 53.9,
+                     33.8, 60.7, 22.7, 47.1, 41.3], 47.9),
+}
+
+
+def seg_claim(id: str, text: str, terms: tuple[tuple[str, float], ...]) -> Claim:
+    """An R-CNN segmentation finding over rows of `RCNN_TABLE3` (VOC 2011 val mean accuracy)."""
+    return Claim(id, text, "difference", terms, _effect(RCNN_TABLE3, terms), "R-CNN 5, Table 3",
+                 "which-findings-replicate")
+
+
+# The findings of R-CNN's section 5 that the segmentation chapter tests.
+SEG_CLAIMS = (
+    seg_claim("seg-fc6-fc7-full", "fc6 beats fc7 (full features)", _diff("full fc6", "full fc7")),
+    seg_claim("seg-fc6-fc7-fg", "fc6 beats fc7 (fg features)", _diff("fg fc6", "fg fc7")),
+    seg_claim("seg-fc6-fc7-fullfg", "fc6 beats fc7 (full+fg features)", _diff("full+fg fc6", "full+fg fc7")),
+    seg_claim("seg-fg-full", "fg slightly beats full (fc6)", _diff("fg fc6", "full fc6")),
+    seg_claim("seg-fullfg-fg", "full+fg beats the best single strategy, fg, by a margin (fc6)",
+              _diff("full+fg fc6", "fg fc6")),
+)

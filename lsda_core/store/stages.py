@@ -50,6 +50,10 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("proposals", (_P + "detection.proposals:compute_proposals",), "selective-search boxes per image"),
     Stage("mask-proposals", (_P + "detection.mask_proposals:compute_mask_proposals",),
           "mask proposals (hierarchical grouping of graph-based segments) per image"),
+    Stage("segpool5", (_P + "detection.o2p:region_pool5_entry",),
+          "pool5 of every mask proposal of a split, full or fg (R-CNN's segmentation)"),
+    Stage("segment", (_P + "experiments.segmentation:row_result",),
+          "one row of R-CNN's Table 3: SVRs trained, threshold chosen, the eval split labelled and scored"),
     Stage("pool5", (_P + "detection.features:extract_pool5",), "pool5 of every region of a split, per network"),
     Stage("grayscale", (_P + "detection.pipeline:grayscale",), "a split's images in grayscale"),
     Stage("hog", (_P + "detection.hog:extract_hog",), "HOG of every warped region of a split"),
@@ -69,7 +73,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
 )}
 # features and decoded images: read only while the results made from them are built, so a full
 # `lsda book` removes them when it finishes (`--keep-features` keeps them)
-SCRATCH = ("pool5", "hog", "spp", "cls-images")
+SCRATCH = ("pool5", "segpool5", "hog", "spp", "cls-images")
 
 
 def stage_of(name: str) -> Stage:

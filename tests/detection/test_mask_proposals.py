@@ -19,10 +19,10 @@ def test_hierarchy_merges_most_similar_neighbours_first():
     image = np.zeros((6, 12, 3), np.uint8)
     image[:, :8] = (200, 0, 0)
     image[:, 8:] = (0, 0, 200)
-    regions, level = M.hierarchy(image, labels)
-    assert regions.tolist() == [[True, False, False], [False, True, False], [False, False, True],
-                                [True, True, False], [True, True, True]]
+    merges, level = M.hierarchy(image, labels)
+    assert merges.tolist() == [[0, 1], [2, 3]]
     assert level.tolist() == [3, 3, 3, 2, 1]
+    assert [sorted(M.segments_of(3, merges, r)) for r in range(5)] == [[0], [1], [2], [0, 1], [0, 1, 2]]
 
 
 def test_proposals_find_flat_objects_and_are_distinct_and_seeded():

@@ -1,0 +1,249 @@
+"""R-CNN section 5: semantic segmentation with CNN features of mask proposals (Tables 3 and 4).
+
+The embedded world's VOC view (or a VOC 2011/2012 segmentation root by path) gives class and
+instance masks; every image gets about 150 mask proposals (`detection.mask_proposals`); each
+proposal is described three ways (*full*, *fg*, *full+fg*) from fc6 or fc7 of the pre-trained
+network, as the paper's Table 3, and optionally of the fine-tuned one; one linear SVR per class
+predicts each proposal's overlap with that class (`detection.o2p`), trained on the train split;
+the background threshold of pasting is chosen on the train split too; the eval split is
+labelled and scored with VOC's segmentation accuracy (`evaluation.segmentation`).
+
+Each row's result is cached (stage `segment`): the per-image confusion matrices of the eval
+split (so the bootstrap over test images is a reweighting), the chosen threshold and a few
+labellings for the chapter's examples.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lsda_core.core.errors import DataError
+from lsda_core.core.params import Params
+from lsda_core.core.structures import DetectionDataset
+from lsda_core.data.images import load_labels
+from lsda_core.data.voc import read_segmentation_split, read_voc
+from lsda_core.detection import o2p
+from lsda_core.detection.features import fc_features
+from lsda_core.detection.mask_proposals import MaskProposalConfig, MaskProposals, best_overlap, compute_mask_proposals
+from lsda_core.evaluation import segmentation as S
+from lsda_core.evaluation.stats import Seeded, resamples
+from lsda_core.experiments import sources
+from lsda_core.models.nets import CaffeNet
+from lsda_core.store.cache import Cache
+from lsda_core.store.files import atomic_save_npz
+from lsda_core.store.identity import array_digest, dataset_identity, model_key
+
+STRATEGIES = ("full", "fg", "full+fg")
+LAYERS = ("fc6", "fc7")
+FT_ROW = "FT full+fg fc6"  # the fine-tuned network's row (`segmentation.finetuned`)
+THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(13))  # pasting's background threshold, chosen on train
+EXAMPLES = 4  # eval images whose labellings each row keeps for the chapter
+
+
+@dataclass
+class SegSplit:
+    """One split: its images (annotations in XML order), instance and class masks, proposals,
+    and per image each proposal's atom pixel counts per true class (void left out)."""
+
+    dataset: DetectionDataset
+    objects: dict[str, np.ndarray]
+    truth: dict[str, np.ndarray]
+    props: dict[str, MaskProposals]
+
+    @property
+    def ids(self) -> list[str]:
+        return [im.image_id for im in self.dataset.images]
+
+
+@dataclass
+class SegBenchmark:
+    """Classes (background first, as mask indices) and the train and eval splits."""
+
+    classes: list[str]
+    train: SegSplit
+    eval: SegSplit
+
+
+@dataclass
+class SegRow:
+    """One row of Table 3: per eval image its confusion matrix, the threshold chosen on train,
+    and the labellings of the first `EXAMPLES` eval images."""
+
+    name: str
+    confusion: np.ndarray  # (N, K, K)
+    threshold: float
+    examples: dict[str, np.ndarray]
+
+    @property
+    def score(self) -> float:
+        return S.score(self.confusion.sum(0), range(self.confusion.shape[1]))["mean"]
+
+
+def root(p: Params, cache: Cache) -> Path:
+    """The segmentation root: `segmentation.root`, or the embedded world's VOC view."""
+    if p.segmentation.root:
+        r = Path(p.segmentation.root)
+        if not r.is_dir():
+            raise DataError(f"{r}: segmentation.root does not exist or is not a folder")
+        return r
+    if p.data.source != "embedded":
+        raise DataError("segmentation.root is not set: real data needs a VOC 2011/2012 segmentation root "
+                        "(SegmentationClass/, SegmentationObject/, ImageSets/Segmentation/); pass -p segmentation.root PATH")
+    return sources.voc_root(p, cache)
+
+
+def mask_config(p: Params) -> MaskProposalConfig:
+    return MaskProposalConfig(scales=tuple(p.segmentation.scales), max_masks=p.segmentation.max_masks)
+
+
+def load_split(p: Params, cache: Cache, base: Path, split: str) -> tuple[SegSplit, list[str]]:
+    """A segmentation split with its masks and (cached) mask proposals; and its classes."""
+    ids, classes = read_segmentation_split(base, split)
+    main = {im.image_id: im for im in read_voc(base, split).images} if (base / "ImageSets" / "Main" / f"{split}.txt").is_file() else {}
+    missing = [i for i in ids if i not in main]
+    if missing:
+        raise DataError(f"{base / 'ImageSets' / 'Main' / f'{split}.txt'}: lacks {len(missing)} image(s) of the "
+                        f"segmentation split {split!r}, e.g. {missing[0]!r}")
+    ds = DetectionDataset("voc-seg", split, classes[1:], [main[i] for i in ids], base)
+    objects = {i: load_labels(base / "SegmentationObject" / f"{i}.png") for i in ids}
+    truth = {i: load_labels(base / "SegmentationClass" / f"{i}.png") for i in ids}
+    props = compute_mask_proposals(ds, cache, mask_config(p), workers=p.runtime.workers, progress=p.runtime.progress)
+    return SegSplit(ds, objects, truth, props), classes
+
+
+def load_benchmark(p: Params, cache: Cache) -> SegBenchmark:
+    """Train and eval splits of the segmentation root (classes must agree)."""
+    base = root(p, cache)
+    train, classes = load_split(p, cache, base, p.segmentation.train_split)
+    test, other = load_split(p, cache, base, p.segmentation.eval_split)
+    if other != classes:
+        raise DataError(f"{base}: splits {p.segmentation.train_split!r} and {p.segmentation.eval_split!r} have "
+                        f"different classes ({', '.join(classes[1:])} vs {', '.join(other[1:])})")
+    return SegBenchmark(classes, train, test)
+
+
+def proposal_quality(split: SegSplit) -> dict[str, float]:
+    """O2P's measure of proposal quality: the mean over objects of the best overlap of any
+    proposal (void ignored), the share covered at IoU >= 0.5, masks per image."""
+    best = np.concatenate([best_overlap(split.props[i], split.objects[i]) for i in split.ids])
+    return {"mean_best_overlap": float(best.mean()) if best.size else float("nan"),
+            "recall_50": float((best >= 0.5).mean()) if best.size else float("nan"), "objects": int(best.size),
+            "per_image": float(np.mean([len(split.props[i].members) for i in split.ids]))}
+
+
+def _object_classes(split: SegSplit, classes: list[str], image_id: str) -> list[int]:
+    index = {c: k for k, c in enumerate(classes[1:])}
+    return [index[o.cls] for o in split.dataset.images[split.ids.index(image_id)].objects]
+
+
+def _atom_truth(props: MaskProposals, truth: np.ndarray, n: int) -> np.ndarray:
+    """(A, n) pixels of each true class (void left out) in each atom."""
+    keep = truth != S.VOID
+    a = int(props.atoms.max()) + 1
+    return np.bincount(props.atoms[keep].astype(np.int64) * n + truth[keep], minlength=a * n).reshape(a, n)
+
+
+def _confusions(best: np.ndarray, cls: np.ndarray, counts: np.ndarray, thresholds: tuple[float, ...]) -> np.ndarray:
+    """(T, n, n) the confusion of one image's pasting at each threshold, from its atoms'
+    best score and class and their true-class pixel counts."""
+    n = counts.shape[1]
+    pred = np.where(best[None, :] >= np.asarray(thresholds)[:, None], cls[None, :] + 1, 0)  # (T, A)
+    onehot = np.eye(n, dtype=np.int64)[pred]  # (T, A, n)
+    return np.einsum("an,tam->tnm", counts, onehot)
+
+
+def _features(model: CaffeNet, folder_of: dict[str, Path], split: SegSplit, layer: str, scale: dict[str, float]) -> np.ndarray:
+    """(regions of the split, D) features of a row: each mode's `layer` features divided by
+    its mean norm on the training regions (`scale`), modes concatenated in `folder_of` order."""
+    parts = []
+    for mode, folder in folder_of.items():
+        pool5 = np.concatenate([o2p.load_region_pool5(folder, i) for i in split.ids])
+        parts.append(fc_features(model, pool5, layer) / scale[mode])
+    return np.concatenate(parts, axis=1)
+
+
+def row_result(p: Params, cache: Cache, sb: SegBenchmark, model: CaffeNet, tag: str, strategy: str,
+               layer: str, name: str) -> SegRow:
+    """Train the row's SVRs on the train split, choose pasting's threshold there, label the eval
+    split (cached in stage `segment` on the features' entries, the targets and the SVR's C)."""
+    modes = ("full", "fg") if strategy == "full+fg" else (strategy,)
+    entries = {split: {m: o2p.region_pool5_entry(model, getattr(sb, split).dataset, getattr(sb, split).props, m, p,
+                                                  cache, tag) for m in modes} for split in ("train", "eval")}
+    n = len(sb.classes)
+    config = {"features": {s: {m: e.ref for m, e in es.items()} for s, es in entries.items()}, "layer": layer,
+              "model": model_key(model), "truth": dataset_identity(sb.eval.dataset), "svr_c": p.segmentation.svr_c,
+              "train_truth": array_digest(sb.train.objects[i] for i in sb.train.ids), "thresholds": THRESHOLDS,
+              "seed": p.runtime.seed}
+
+    def build(out: Path) -> None:
+        folders = {s: {m: e.folder() for m, e in es.items()} for s, es in entries.items()}
+        scale = {}
+        for m in modes:
+            pool5 = np.concatenate([o2p.load_region_pool5(folders["train"][m], i) for i in sb.train.ids])
+            scale[m] = float(np.linalg.norm(fc_features(model, pool5, layer), axis=1).mean()) or 1.0
+        x = _features(model, folders["train"], sb.train, layer, scale)
+        y = np.concatenate([o2p.overlap_targets(sb.train.props[i], sb.train.objects[i],
+                                                _object_classes(sb.train, sb.classes, i), n - 1) for i in sb.train.ids])
+        w, b = o2p.train_svr(x, y, c=p.segmentation.svr_c)
+        train_conf = np.zeros((len(THRESHOLDS), n, n), np.int64)
+        for i, s in _split_scores(sb.train, x @ w + b):
+            best, cls = o2p.atom_scores(sb.train.props[i], s)
+            train_conf += _confusions(best, cls, _atom_truth(sb.train.props[i], sb.train.truth[i], n), THRESHOLDS)
+        t = o2p.choose_threshold(lambda k: S.score(train_conf[THRESHOLDS.index(k)], range(n))["mean"], THRESHOLDS)
+        xe = _features(model, folders["eval"], sb.eval, layer, scale)
+        conf, examples = [], {}
+        for k, (i, s) in enumerate(_split_scores(sb.eval, xe @ w + b)):
+            best, cls = o2p.atom_scores(sb.eval.props[i], s)
+            conf.append(_confusions(best, cls, _atom_truth(sb.eval.props[i], sb.eval.truth[i], n), (t,))[0])
+            if k < EXAMPLES:
+                examples[i] = o2p.paste(sb.eval.props[i], s, t)
+        atomic_save_npz(out / "row.npz", confusion=np.stack(conf), threshold=np.array(t),
+                        example_ids=np.array(list(examples)), examples=np.stack(list(examples.values())))
+
+    z = np.load(cache.entry("segment", config, build) / "row.npz")
+    return SegRow(name, z["confusion"], float(z["threshold"]), dict(zip(z["example_ids"].tolist(), z["examples"])))
+
+
+def _split_scores(split: SegSplit, scores: np.ndarray):
+    """(image id, its proposals' rows of `scores`) in split order."""
+    start = 0
+    for i in split.ids:
+        k = len(split.props[i].members)
+        yield i, scores[start:start + k]
+        start += k
+
+
+def table3(p: Params, cache: Cache, sb: SegBenchmark, nets: dict[str, Any]) -> dict[str, SegRow]:
+    """Table 3's six rows on the pre-trained network (and the fine-tuned one's fc6 full+fg when
+    `segmentation.finetuned`)."""
+    rows = {f"{s} {layer}": row_result(p, cache, sb, nets["pretrained"], "pre", s, layer, f"{s} {layer}")
+            for s in STRATEGIES for layer in LAYERS}
+    if p.segmentation.finetuned:
+        rows[FT_ROW] = row_result(p, cache, sb, nets["finetuned"], "ft", "full+fg", "fc6", FT_ROW)
+    return rows
+
+
+def bootstrap(rows: dict[str, SegRow], n: int, seed: int) -> dict[str, np.ndarray]:
+    """Each row's mean accuracy on `n` bootstrap resamples of the eval images (the same for every
+    row): the resampled split's confusion is the images' confusions summed with their counts."""
+    first = next(iter(rows.values()))
+    picks = resamples(first.confusion.shape[0], n, seed).astype(np.float64)
+    out = {}
+    for name, r in rows.items():
+        conf = np.tensordot(picks, r.confusion, axes=1)  # (n, K, K)
+        tp = np.einsum("bkk->bk", conf)
+        union = conf.sum(1) + conf.sum(2) - tp
+        with np.errstate(invalid="ignore", divide="ignore"):
+            iou = np.where(union > 0, tp / union, np.nan)
+        out[name] = np.nanmean(iou, axis=1)
+    return out
+
+
+def seeded(p: Params, rows: dict[str, SegRow]) -> Seeded:
+    """The rows as the verdict machinery reads them: one network (no training seeds), the eval
+    images resampled (`rcnn.bootstrap` resamples, `runtime.seed`)."""
+    spread = bootstrap(rows, p.rcnn.bootstrap, p.runtime.seed)
+    return Seeded.once(p.runtime.seed, {k: (r.score, spread[k]) for k, r in rows.items()})

@@ -1,0 +1,114 @@
+"""R-CNN's segmentation experiment on a tiny VOC-layout segmentation root the test writes: the
+rows' confusions count exactly the non-void pixels, the bootstrap reweights images by hand, the
+chapter's tables and claims come out."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lsda_core.core.structures import ImageAnn, ObjectAnn
+from lsda_core.data.voc import write_imagesets, write_segmentation_list, write_voc_xml
+from lsda_core.evaluation import segmentation as S
+from lsda_core.evaluation.stats import resamples
+from lsda_core.experiments import segmentation as SG
+from lsda_core.publish import paper, seg_report
+from lsda_core.store.cache import Cache
+from lsda_core.world.write import class_mask
+from synthetic import params
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+COLOURS = {"fox": (200, 40, 40), "owl": (40, 180, 40)}
+
+
+def _png(path: Path, labels: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im = Image.fromarray(labels)
+    im.putpalette([v for i in range(256) for v in (i, i, i)])
+    im.save(path)
+
+
+def _root(tmp: Path) -> Path:
+    """Train (6) and val (4) images of 64 x 48 px with one or two flat-coloured objects each."""
+    rng = np.random.default_rng(0)
+    root = tmp / "voc"
+    (root / "JPEGImages").mkdir(parents=True)
+    for split, n in (("train", 6), ("val", 4)):
+        ids = []
+        for i in range(n):
+            image_id = f"{split}{i}"
+            img = np.clip(rng.normal(110, 10, (48, 64, 3)), 0, 255).astype(np.uint8)
+            inst = np.zeros((48, 64), np.uint8)
+            objs = []
+            for k, cls in enumerate(rng.permutation(list(COLOURS))[: 1 + i % 2], start=1):
+                x, y = int(rng.integers(0, 34)), int(rng.integers(0, 22))
+                img[y:y + 24, x:x + 28] = COLOURS[str(cls)]
+                inst[y:y + 24, x:x + 28] = k
+                objs.append(ObjectAnn(str(cls), np.array([x, y, x + 28, y + 24], float)))
+            Image.fromarray(img).save(root / "JPEGImages" / f"{image_id}.jpg")
+            write_voc_xml(root / "Annotations" / f"{image_id}.xml", ImageAnn(image_id, f"{image_id}.jpg", 64, 48, objs))
+            _png(root / "SegmentationObject" / f"{image_id}.png", inst)
+            _png(root / "SegmentationClass" / f"{image_id}.png",
+                 class_mask(inst, [sorted(COLOURS).index(o.cls) + 1 for o in objs], [False] * len(objs)))
+            ids.append(image_id)
+        write_imagesets(root, split, ids, sorted(COLOURS))
+        write_segmentation_list(root, split, ids)
+    return root
+
+
+@pytest.fixture(scope="module")
+def run(pretrained, tmp_path_factory):
+    model, _, _ = pretrained
+    tmp = tmp_path_factory.mktemp("seg")
+    p = params(**{"segmentation.root": str(_root(tmp)), "segmentation.max_masks": 20, "segmentation.scales": [50],
+                  "segmentation.finetuned": False, "rcnn.bootstrap": 8})
+    cache = Cache(tmp / "cache")
+    sb = SG.load_benchmark(p, cache)
+    rows = SG.table3(p, cache, sb, {"pretrained": model})
+    return p, cache, sb, rows
+
+
+def test_rows_count_every_non_void_eval_pixel(run):
+    p, _, sb, rows = run
+    assert sb.classes == ["background", "fox", "owl"] and len(sb.train.ids) == 6 and len(sb.eval.ids) == 4
+    assert set(rows) == {f"{s} {layer}" for s in SG.STRATEGIES for layer in SG.LAYERS}
+    pixels = [int((sb.eval.truth[i] != S.VOID).sum()) for i in sb.eval.ids]
+    for r in rows.values():
+        assert r.confusion.shape == (4, 3, 3) and r.confusion.sum(axis=(1, 2)).tolist() == pixels
+        assert 0.0 <= r.score <= 1.0 and r.threshold in SG.THRESHOLDS
+        for image_id, labels in r.examples.items():  # the kept labelling is the one scored
+            k = sb.eval.ids.index(image_id)
+            assert np.array_equal(S.confusion(sb.eval.truth[image_id], labels, 3), r.confusion[k])
+
+
+def test_rows_are_cached(run, pretrained):
+    p, cache, sb, rows = run
+    assert len([e for e in cache.entries() if e["stage"] == "segment"]) == len(rows)
+    again = SG.table3(p, cache, sb, {"pretrained": pretrained[0]})
+    assert all(np.array_equal(again[k].confusion, rows[k].confusion) for k in rows)
+    assert len([e for e in cache.entries() if e["stage"] == "segment"]) == len(rows)
+
+
+def test_bootstrap_reweights_images_by_hand():
+    """Two images: one all right (4 background pixels), one all wrong (2 class-1 pixels called
+    background). A resample drawing them a and b times: background IoU 4a / (4a + 2b), class 1
+    IoU 0 when b > 0 (absent, not averaged, when b = 0)."""
+    conf = np.array([[[4, 0], [0, 0]], [[0, 0], [2, 0]]])
+    row = SG.SegRow("r", conf, 0.1, {})
+    assert row.score == pytest.approx((4 / 6 + 0) / 2)
+    samples = SG.bootstrap({"r": row}, 50, 0)["r"]
+    for (a, b), got in zip(resamples(2, 50, 0), samples):
+        want = 1.0 if b == 0 else (4 * a / (4 * a + 2 * b) + 0.0) / 2
+        assert got == pytest.approx(want)
+
+
+def test_chapter_tables_and_claims(run):
+    p, _, sb, rows = run
+    seeded = SG.seeded(p, rows)
+    t3 = seg_report.table3(rows, seeded)
+    assert t3.loc["full+fg fc6", "paper (VOC 2011 val)"] == paper.RCNN_TABLE3["full+fg fc6"]
+    assert t3.loc["fg fc7", "ours"] == pytest.approx(100 * rows["fg fc7"].score)
+    found = seg_report.findings(p, seeded)
+    assert [f["id"] for f in found] == [c.id for c in paper.SEG_CLAIMS]
+    assert all(f["verdict"] in ("replicated", "direction only", "not replicated", "inconclusive") for f in found)
+    assert list(seg_report.per_class(rows, sb.classes).columns) == ["background", "fox", "owl", "mean"]
