@@ -367,3 +367,19 @@ def test_work_floor_scales_peak_bound_stages_by_their_share():
     assert bench.work_floor(build, run)["floor"] == 800.0
     run["rows"] = run["rows"][:1]
     assert bench.work_floor(build, run)["floor"] is None
+
+
+def test_work_floor_row_holds_the_cold_build_at_peak_against_its_budget(tiny_run):
+    """A cold build of 60 min, 40 of them pre-training: at the run's own pre-training share of
+    peak the floor is 20 + 40 x share minutes, held against the 30-minute budget."""
+    machine = tiny_run["machine"]
+    share = rows_by_key(tiny_run)["training.pretrain"]["of_peak"]
+    log = {"chapters": {}, "builds": [{"cache": "cold", "seconds": 3600.0, "machine": machine, "finished": "x",
+                                       "entries_built": 1, "entries_reused": 0,
+                                       "stages": {"pretrain": {"built": 1, "seconds": 2400.0}}}]}
+    t = perf_report.targets_table({"format": 1, "runs": {"cpu reduced": tiny_run}}, log)
+    row = t.loc["the cold build with training and features at the matrix-product peak (work floor)"]
+    floor = 20 + 40 * min(share, 1.0)
+    assert row["measured"].startswith(f"{floor:.1f} min of the build's 60.0")
+    assert row["met"] == ("yes" if floor <= 30 else "no")
+    assert "the other 20 min as recorded" in row["measured"]
