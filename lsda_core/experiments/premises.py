@@ -78,6 +78,13 @@ PREMISES = (
                      "can show a clear gain on the held-out categories"),
     Premise("rcnn_headroom", "the detection task has headroom both ways (best R-CNN row mAP)", lo=35.0, hi=80.0,
             if_unmet="near the floor every row is noise; near the ceiling no row can beat another"),
+    Premise("seg_recall", "the mask proposals cover the eval objects (share some mask overlaps at IoU >= 0.5)",
+            lo=0.9, if_unmet="objects no region covers cannot be labelled by any features: every row is capped "
+                             "alike and the differences between feature strategies shrink"),
+    Premise("seg_headroom", "segmentation labels objects: the best row's mean accuracy above an all-background "
+            "labelling's (points)", lo=10.0,
+            if_unmet="rows that label (almost) nothing but background differ only by noise: no feature "
+                     "comparison is tested"),
 )
 
 

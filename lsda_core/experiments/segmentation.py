@@ -247,3 +247,19 @@ def seeded(p: Params, rows: dict[str, SegRow]) -> Seeded:
     images resampled (`rcnn.bootstrap` resamples, `runtime.seed`)."""
     spread = bootstrap(rows, p.rcnn.bootstrap, p.runtime.seed)
     return Seeded.once(p.runtime.seed, {k: (r.score, spread[k]) for k, r in rows.items()})
+
+
+def background_only(row: SegRow) -> float:
+    """Mean accuracy of labelling every pixel background, from a row's confusions (its true
+    pixels per class): background's IoU is its share of the pixels, every other class's 0."""
+    truth = row.confusion.sum(axis=(0, 2))  # true pixels per class
+    present = truth > 0
+    return float(truth[0] / truth.sum() / present.sum()) if truth.sum() else float("nan")
+
+
+def premises(sb: SegBenchmark, rows: dict[str, SegRow]) -> dict[str, float | None]:
+    """The chapter's premises (`premises.PREMISES`): the mask proposals' coverage of the eval
+    objects and the best row's mean accuracy above an all-background labelling (points)."""
+    best = max(rows.values(), key=lambda r: r.score)
+    return {"seg_recall": proposal_quality(sb.eval)["recall_50"],
+            "seg_headroom": 100 * (best.score - background_only(best))}

@@ -96,11 +96,13 @@ def examples_figure(sb: SG.SegBenchmark, rows: dict[str, SG.SegRow], names: tupl
     return viz.Captioned(fig, caption)
 
 
-def findings(p: Params, seeded: Seeded, folder: str | None = None) -> list[dict[str, Any]]:
+def findings(p: Params, seeded: Seeded, folder: str | None = None,
+             measured: dict[str, float | None] | None = None) -> list[dict[str, Any]]:
     """R-CNN's segmentation claims (`paper.SEG_CLAIMS`) judged on the rows (one network: the
-    intervals cover the eval images); handed to the build when `folder` is given."""
+    intervals cover the eval images); handed to the build with the chapter's premises
+    (`measured`) when `folder` is given."""
     found = F.judge(paper.SEG_CLAIMS, seeded.points, seeded.samples, "segmentation", seed=p.runtime.seed)
-    F.write_part(folder, "segmentation", found, [])
+    F.write_part(folder, "segmentation", found, F.premise_rows(measured or {}))
     return found
 
 

@@ -112,3 +112,15 @@ def test_chapter_tables_and_claims(run):
     assert [f["id"] for f in found] == [c.id for c in paper.SEG_CLAIMS]
     assert all(f["verdict"] in ("replicated", "direction only", "not replicated", "inconclusive") for f in found)
     assert list(seg_report.per_class(rows, sb.classes).columns) == ["background", "fox", "owl", "mean"]
+
+
+def test_premises_measure_coverage_and_headroom_over_background(run):
+    """All-background labelling by hand: 4 background and 2 class-1 true pixels give background
+    IoU 4 / 6 and class 1 0, mean 1/3; the chapter's headroom is its best row above that."""
+    row = SG.SegRow("r", np.array([[[4, 0], [0, 0]], [[0, 0], [2, 0]]]), 0.1, {})
+    assert SG.background_only(row) == pytest.approx(1 / 3)
+    _, _, sb, rows = run
+    m = SG.premises(sb, rows)
+    best = max(r.score for r in rows.values())
+    assert m["seg_recall"] == SG.proposal_quality(sb.eval)["recall_50"]
+    assert m["seg_headroom"] == pytest.approx(100 * (best - SG.background_only(max(rows.values(), key=lambda r: r.score))))
