@@ -38,6 +38,13 @@ ROOT_DIRS = ("_static",)  # the book's own CSS: Jupyter Book links every .css fi
 # what a chapter run in JupyterLab (cwd book/) writes beside the notebooks with its default
 # parameters: the cache (runtime.artifacts) and the figures (figures_dir); never book sources
 NOTEBOOK_OUTPUTS = ("artifacts", "figures")
+# MathJax 3 for the equations, from the build itself (no CDN: pages render offline and from file://):
+# the pip package MATHJAX_PACKAGE's single-file bundle (TeX input with every extension, SVG output,
+# so no fonts and nothing loaded later) and its licence, copied into the sources' MATHJAX_DIR, which
+# _config.yml names as html_extra_path (Sphinx copies it to the site's mathjax/) and mathjax_path uses
+MATHJAX_PACKAGE = "django-static-mathjax"
+MATHJAX_DIR = "_extra/mathjax"
+MATHJAX_FILES = ("tex-svg-full.js", "LICENSE")
 STATUS_CHAPTER = "status"
 INTRO_CHAPTER = "intro"  # the findings summary: executed after every chapter that judges claims
 SUMMARY_CHAPTERS = (INTRO_CHAPTER, STATUS_CHAPTER)  # run last, in this order
@@ -122,6 +129,28 @@ def stage_sources(root: Path, src: Path) -> None:
                 continue  # keep an already executed copy (from an earlier run)
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(p, dest)
+    stage_mathjax(src)
+
+
+def mathjax_source() -> Path:
+    """The installed MathJax 3 distribution (its folder holding es5/ and LICENSE); an LsdaError
+    naming the pip package when it is missing."""
+    import importlib.util
+    spec = importlib.util.find_spec("mathjax")  # the import name of MATHJAX_PACKAGE
+    for d in (spec.submodule_search_locations or []) if spec else []:
+        dist = Path(d) / "static" / "mathjax"
+        if (dist / "es5" / MATHJAX_FILES[0]).is_file():
+            return dist
+    raise LsdaError(f"MathJax for the book's equations not found: install the pip package {MATHJAX_PACKAGE} "
+                    f"(pip install {MATHJAX_PACKAGE})")
+
+
+def stage_mathjax(src: Path) -> None:
+    """Copy MathJax (MATHJAX_FILES only) into `src/MATHJAX_DIR`, which the site serves as mathjax/."""
+    dist, dest = mathjax_source(), src / MATHJAX_DIR
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in MATHJAX_FILES:
+        shutil.copy2(dist / "es5" / f if f.endswith(".js") else dist / f, dest / f)
 
 
 def _read_log(out: Path) -> dict[str, Any]:

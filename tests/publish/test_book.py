@@ -192,7 +192,8 @@ def test_stage_sources_leaves_out_what_jupyterlab_runs_wrote(tmp_path):
     book.stage_sources(tmp_path, tmp_path / "out" / "src")
     copied = sorted(str(p.relative_to(tmp_path / "out" / "src")) for p in (tmp_path / "out" / "src").rglob("*")
                     if p.is_file())
-    assert copied == ["_config.yml", "_toc.yml", "book/a.ipynb", "book/refs.bib"]
+    assert copied == sorted(["_config.yml", "_toc.yml", f"{book.MATHJAX_DIR}/LICENSE",
+                             f"{book.MATHJAX_DIR}/tex-svg-full.js", "book/a.ipynb", "book/refs.bib"])
 
 
 @pytest.mark.slow
@@ -310,3 +311,26 @@ def test_stage_sources_copies_the_books_css(tmp_path):
     book.stage_sources(tmp_path, tmp_path / "out" / "src")
     assert (tmp_path / "out" / "src" / "_static" / "lsda.css").read_text() == "x"
     assert (ROOT / "_static" / "lsda.css").is_file()
+
+
+def test_staged_sources_carry_mathjax_and_the_config_points_at_it(tmp_path):
+    """Equations render offline: the staged sources hold MathJax in the folder html_extra_path
+    names, and mathjax_path (which Sphinx puts under _static/) reaches that copy, not a CDN."""
+    import yaml
+    book.stage_sources(ROOT, tmp_path / "src")
+    conf = yaml.safe_load((tmp_path / "src" / "_config.yml").read_text())["sphinx"]["config"]
+    path = conf["mathjax_path"]
+    assert "://" not in path and not path.startswith("//")
+    extra, = conf["html_extra_path"]
+    served = (tmp_path / "src" / extra).resolve()  # the site's root gets this folder's contents
+    entry = (served / "_static" / path).resolve()
+    assert entry.is_file() and entry.is_relative_to(served) and entry.name == "tex-svg-full.js"
+    assert "MathJax" in entry.read_text() and (entry.parent / "LICENSE").is_file()
+    assert not (ROOT / extra).exists()  # never into the repository
+
+
+def test_missing_mathjax_package_is_named(tmp_path, monkeypatch):
+    import importlib.util
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    with pytest.raises(book.LsdaError, match=r"install the pip package django-static-mathjax"):
+        book.stage_mathjax(tmp_path)

@@ -36,3 +36,27 @@ def test_calibration_runs_from_a_log(tmp_path):
     log.write_text("not json\n")
     with pytest.raises(SweepError, match="runs.jsonl:1"):
         report.calibration_runs(str(log))
+
+
+def test_table_2_compact_with_the_per_class_aps_collapsed():
+    """Detector, mAP, its spread and the paper's mAP (a dash where the paper has none) make the
+    table; the per-class APs follow collapsed, one row per class."""
+    import numpy as np
+    from lsda_core.detection.pipeline import DetectorResult
+    from lsda_core.experiments import rcnn as R
+    results = [DetectorResult("FT fc7", {"a": 0.5, "b": 0.25}, 0.375),
+               DetectorResult(R.BBOX_ROW, {"a": 0.6, "b": 0.2}, 0.4)]
+    t = report.ap_table(results, ["a", "b"], {"FT fc7": np.array([0.3, 0.4]), R.BBOX_ROW: np.array([0.4, 0.4])})
+    assert t.loc["FT fc7", "a"] == 50.0 and np.isnan(t.loc[R.BBOX_ROW, "paper mAP (VOC 2007)"])  # the data stay numbers
+    page = t.to_html()
+    compact, detail = page.split("<details>")
+    assert [h.split("</th>")[0] for h in compact.split("<th>")[1:]] == ["detector", *report.AP_MAIN]
+    assert "<td>37.5</td>" in compact and "<td>5.0</td>" in compact and "<td>\u2014</td>" in compact
+    assert "NaN" not in page and "<th>a</th>" in detail and "<td>25.0</td>" in detail
+
+
+def test_paper_per_class_compact_or_a_note():
+    t = report.paper_per_class(["aeroplane", "bicycle"])
+    compact, detail = t.to_html().split("<details>")
+    assert "<th>mAP</th>" in compact and "aeroplane" not in compact and "<th>aeroplane</th>" in detail
+    assert "not VOC's" in report.paper_per_class(["gulshex"]).data
