@@ -149,7 +149,7 @@ def premises_table(rows: list[dict[str, Any]]) -> Table:
     return readable(pd.DataFrame(out).set_index("premise") if out else pd.DataFrame())
 
 
-CHAPTER_TITLES = {"rcnn": "R-CNN", "lsda": "LSDA"}
+CHAPTER_TITLES = {"rcnn": "R-CNN", "segmentation": "R-CNN segmentation", "lsda": "LSDA"}
 
 
 def summary(build_dir: str | Path | None) -> tuple[Any, Any]:
