@@ -88,9 +88,10 @@ def _training_caption(pretrain: dict[str, Any], finetune: dict[str, Any]) -> str
         parts.append("The pre-trained weights were not trained here, so there is no pre-training curve.")
     log = finetune.get("log", [])
     if log:
-        parts.append(f"Fine-tuning's loss went from {log[0]['loss']:.2f} to {log[-1]['loss']:.2f} over "
-                     f"{log[-1]['iteration']} steps, ending at foreground accuracy {log[-1]['fg_acc']:.2f} and "
-                     f"background accuracy {log[-1]['bg_acc']:.2f}.")
+        loss = (f"went from {log[0]['loss']:.2f} to {log[-1]['loss']:.2f} over" if len(log) > 1 else
+                f"was {log[-1]['loss']:.2f} after")
+        parts.append(f"Fine-tuning's loss {loss} {log[-1]['iteration']} steps, ending at foreground accuracy "
+                     f"{log[-1]['fg_acc']:.2f} and background accuracy {log[-1]['bg_acc']:.2f}.")
     return " ".join(parts)
 
 
@@ -184,7 +185,7 @@ def threshold_grid(ax: Any, grid: dict[float, Any], spread: dict[str, np.ndarray
     m = [100 * grid[k].map for k in t]
     s = [100 * float(np.std(spread[grid[k].name])) for k in t]
     ax.errorbar(t, m, yerr=s, marker="o", capsize=3, label="ours (± bootstrap std)")
-    ax.axvline(RCNN_NEG_IOU_CHOSEN, color=viz.PALETTE[1], linestyle="--",
+    ax.axvline(RCNN_NEG_IOU_CHOSEN, color=viz.PALETTE[1], linestyle="--", zorder=0,
                label=f"paper's choice ({RCNN_NEG_IOU_CHOSEN})")
     ax.set_xlabel("negatives: IoU below")
     ax.set_ylabel("mAP (%)")
@@ -233,7 +234,7 @@ def judge(boxes: list[np.ndarray], classes: list[str], image: Any) -> list[bool]
 
 def _truth_handles() -> list[Any]:
     """Legend entries for right and wrong detections and the ground truth."""
-    return [matplotlib.patches.Patch(edgecolor=viz.RIGHT, facecolor="none", linewidth=1.4, label="right (IoU ≥ 0.5)"),
+    return [matplotlib.patches.Patch(edgecolor=viz.RIGHT, facecolor="none", linewidth=1.4, label=f"right (IoU ≥ {RIGHT_IOU})"),
             matplotlib.patches.Patch(edgecolor=viz.WRONG, facecolor="none", linewidth=1.4, label="wrong"),
             matplotlib.patches.Patch(edgecolor=viz.TRUTH, facecolor="none", linestyle="--", linewidth=1.4,
                                      label="ground truth")]
@@ -275,7 +276,7 @@ def example_detections(test: Any, result: Any, n: int = 8, seed: int = 0, top: i
     text = (f"The detector's {top} highest-scoring boxes (SVM score, any class, after NMS) on {len(ims)} test "
             f"images, green when right (IoU ≥ {RIGHT_IOU} with an object of its class not claimed by a better "
             f"box), red when wrong; the ground truth dashed blue. {right} of the {right + wrong} boxes are "
-            f"right, covering {right} of the images' {objects} objects.")
+            f"right, finding {right} of the {objects} objects in these images.")
     return viz.Captioned(fig, text)
 
 
@@ -335,7 +336,7 @@ def large_scale_detections(items: list[tuple[Any, list[tuple[str, np.ndarray, fl
                        [viz.PALETTE[2] if d[0] in boxed else viz.PALETTE[1] for d in dets], [not k for k in ok])
     handles = [matplotlib.patches.Patch(color=viz.PALETTE[2], label="category with training boxes"),
                matplotlib.patches.Patch(color=viz.PALETTE[1], label="from classification data only"),
-               matplotlib.lines.Line2D([], [], color="0.3", label="right (IoU ≥ 0.5)"),
+               matplotlib.lines.Line2D([], [], color="0.3", label=f"right (IoU ≥ {RIGHT_IOU})"),
                matplotlib.lines.Line2D([], [], color="0.3", linestyle="--", label="wrong")]
     _legend_below(fig, handles, [h.get_label() for h in handles], ncol=2)
 
@@ -375,12 +376,11 @@ def unit_category(top: U.UnitTop, dataset: Any) -> tuple[str, int]:
     return votes.most_common(1)[0] if votes else ("background", 0)
 
 
-def _why(label: str) -> str:
+def why_chosen(label: str) -> str:
     """Why a unit was chosen, in words (`units.svm_units` / `generic_units` labels)."""
     if label.endswith((" +", " -")):
-        sign = "positive" if label.endswith("+") else "negative"
-        return f"large {sign} weight in the {label[:-2]} SVM"
-    return {"generic": "large weight in every SVM", "chosen": "chosen by hand"}.get(label, label or "unit")
+        return f"{label[:-2]} SVM, {'positive' if label.endswith('+') else 'negative'} weight"
+    return {"generic": "every SVM's weight", "chosen": "chosen by hand"}.get(label, label or "unit")
 
 
 def unit_montage(rows: list[U.UnitTop], dataset: Any, p: Any, n: int | None = None, cols: int = 8,
@@ -405,8 +405,8 @@ def unit_montage(rows: list[U.UnitTop], dataset: Any, p: Any, n: int | None = No
             y0, x0 = int(top) + head + (j // cols) * step, (j % cols) * step
             canvas[y0:y0 + S, x0:x0 + S] = crop
             marks.append((x0 + rf[0], y0 + rf[1], rf[2] - rf[0], rf[3] - rf[1], v))
-        covers = ", ".join(f"{c} {k}" for c, k in unit_votes(r, dataset).most_common(3))
-        heads.append((top + head - gap, (f"unit ({r.unit.y}, {r.unit.x}, {r.unit.channel}): {_why(r.unit.label)}; "
+        covers = ", ".join(f"{c} {k}" for c, k in unit_votes(r, dataset).most_common(2))
+        heads.append((top + head - gap, (f"unit ({r.unit.y}, {r.unit.x}, {r.unit.channel}) · {why_chosen(r.unit.label)} · "
                                           f"its {len(r.image_ids)} regions cover {covers}")))
     width = viz.MAX_WIDTH
     fig, ax = viz.figure(width=width, height=width * canvas.shape[0] / canvas.shape[1])
@@ -418,7 +418,7 @@ def unit_montage(rows: list[U.UnitTop], dataset: Any, p: Any, n: int | None = No
         ax.text(x, y, f"{v:.2f}", color="white", fontsize=6.5, ha="left", va="top",
                 bbox={"facecolor": "black", "alpha": 0.55, "pad": 0.5, "linewidth": 0})
     for y, text in heads:
-        ax.text(-0.5, y, text, fontsize=8, ha="left", va="bottom")
+        ax.text(-0.5, y, text, fontsize=8.5, ha="left", va="bottom")
     ax.set_axis_off()
     return fig
 
@@ -457,7 +457,7 @@ def pool5_montage_figure(units: R.Pool5Units, dataset: Any, p: Any) -> viz.Capti
     cat, k = unit_category(top, dataset)
     u = top.unit
     text = (f"The top {len(top.image_ids)} test regions of one unit, ({u.y}, {u.x}, {u.channel}) "
-            f"({_why(u.label)}), drawn as in the figure above. {k} of them cover "
+            f"({why_chosen(u.label)}), drawn as in the figure above. {k} of them cover "
             + (f"an object of *{cat}*: what this unit responds to." if cat != "background" else
                "no object: this unit responds mostly to background."))
     return viz.Captioned(fig, text)
@@ -577,12 +577,12 @@ def sensitivity(ax: Any, characteristics: dict[str, Any], legend: bool = True) -
     ax.plot(x, hi, "^", color=viz.PALETTE[3], label="max over subsets")
     for xi, a, b in zip(x, lo, hi):
         if np.isfinite(a) and np.isfinite(b):
-            ax.text(xi + 0.1, a, f"{a:.2f}", fontsize=6, va="top")
-            ax.text(xi + 0.1, b, f"{b:.2f}", fontsize=6, va="bottom")
+            ax.text(xi, a - 0.03, f"{a:.2f}", fontsize=6, ha="center", va="top")
+            ax.text(xi, b + 0.03, f"{b:.2f}", fontsize=6, ha="center", va="bottom")
     ax.axhline(characteristics["overall"], color="k", linestyle="--", linewidth=1, label="overall")
     ax.set_xticks(x, [CHARACTERISTIC_LABELS.get(k, k) for k in names])
-    ax.set_xlim(-0.5, len(names) - 0.3)
-    ax.set_ylim(0, 1.05)
+    ax.set_xlim(-0.5, len(names) - 0.5)
+    ax.set_ylim(-0.1, 1.1)  # room for the labels below 0 and above 1
     ax.set_ylabel("normalised AP")
     if legend:
         ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=7)

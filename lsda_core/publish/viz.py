@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,9 @@ def label(name: str) -> str:
     return "fig-" + name.replace("_", "-")
 
 
+EMPHASIS = re.compile(r"\*([^*]+)\*")  # the captions' only Markdown: *name*
+
+
 def figure_bundle(png: Path, notebook_dir: Path, name: str, caption: str) -> dict[str, str]:
     """The display bundle of a numbered, captioned figure: MyST Markdown (a `figure` directive
     with the image path relative to the notebook) for the book, which numbers it; HTML with the
@@ -151,10 +155,11 @@ def figure_bundle(png: Path, notebook_dir: Path, name: str, caption: str) -> dic
     rel = os.path.relpath(png, notebook_dir).replace(os.sep, "/")
     text = " ".join(caption.split())
     data = base64.b64encode(png.read_bytes()).decode()
+    shown = EMPHASIS.sub(r"<em>\1</em>", html.escape(text))
     return {
         "text/markdown": f"```{{figure}} {rel}\n:name: {label(name)}\n\n{text}\n```\n",
         "text/html": (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(name)}"/>'
-                      f"<figcaption>{html.escape(text)}</figcaption></figure>"),
+                      f"<figcaption>{shown}</figcaption></figure>"),
         "text/plain": f"Figure ({name}): {text}",
     }
 

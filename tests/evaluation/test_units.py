@@ -261,7 +261,7 @@ def test_unit_montage_draws_every_crop_with_its_receptive_field(tmp_path):
     assert len(rects) == 8 and len(ax.texts) == 8 + 2  # a value per crop, a heading per unit
     for heading, u, top in zip(ax.texts[8:], units, tops):  # the unit, why chosen, what its regions cover
         cat, k = plots.unit_category(top.head(4), ds)
-        assert heading.get_text().startswith(f"unit ({u.y}, {u.x}, {u.channel}): ")
+        assert heading.get_text().startswith(f"unit ({u.y}, {u.x}, {u.channel}) · ")
         assert f"its 4 regions cover {cat} {k}" in heading.get_text()
     S = p.net.input_size
     canvas, head = ax.images[0].get_array(), max(12, S // 4)  # a heading band above each unit's crops

@@ -72,7 +72,7 @@ def test_example_detections_colour_right_and_wrong_and_count_them(tmp_path):
     result = DetectorResult("FT fc7", {}, 0.0, dets)
     fig = plots.example_detections(Split([im]), result, n=1, top=3)
     assert isinstance(fig, viz.Captioned)
-    assert f"1 of the 2 boxes are right, covering 1 of the images' {len(im.objects)} objects" in fig.caption
+    assert f"1 of the 2 boxes are right, finding 1 of the {len(im.objects)} objects in these images" in fig.caption
     ax = fig.fig.axes[0]
     edges = [matplotlib.colors.to_hex(p.get_edgecolor()) for p in ax.patches]
     n = len(im.objects)
@@ -107,3 +107,23 @@ def test_threshold_caption_compares_the_best_with_the_papers_choice(grid, best, 
     assert f"The best threshold here is {best} ({100 * grid[best]:.1f} mAP)" in fig.caption
     assert fig.caption.endswith(text)
     plt.close(fig.fig)
+
+
+@pytest.mark.parametrize("log, says", [([(10, 2.0), (20, 1.5)], "loss went from 2.00 to 1.50 over 20 steps"),
+                                       ([(10, 1.2)], "loss was 1.20 after 10 steps")])
+def test_training_caption_reads_the_histories(log, says):
+    pre = {"epochs": [{"epoch": 1, "train_loss": 3.0, "val_top1": 0.2}, {"epoch": 2, "train_loss": 2.5, "val_top1": 0.4}]}
+    ft = {"log": [{"iteration": i, "loss": v, "fg_acc": 0.6, "bg_acc": 0.9} for i, v in log]}
+    fig = plots.training_figure({"pretrain_history": pre, "finetune_history": ft})
+    assert "ran 2 epochs, ending at training loss 2.50 and validation top-1 0.40" in fig.caption
+    assert f"Fine-tuning's {says}, ending at foreground accuracy 0.60" in fig.caption
+    assert len(fig.fig.axes[0].get_legend().get_texts()) == 2  # the twin axis's line is in the legend
+    plt.close(fig.fig)
+    bare = plots.training_figure({"pretrain_history": {"source": "weights"}, "finetune_history": ft})
+    assert "not trained here" in bare.caption
+    plt.close(bare.fig)
+
+
+def test_unit_headings_say_why_a_unit_was_chosen():
+    assert plots.why_chosen("cat +") == "cat SVM, positive weight" and plots.why_chosen("cat -") == "cat SVM, negative weight"
+    assert plots.why_chosen("generic") == "every SVM's weight" and plots.why_chosen("chosen") == "chosen by hand"

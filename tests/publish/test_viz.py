@@ -62,7 +62,7 @@ def test_bundle_is_a_figure_directive_with_label_caption_and_relative_path(tmp_p
     assert "\n\nTest mAP: *FT fc7* is best.\n```" in md
     assert str(tmp_path) not in md
     assert b["text/html"].startswith('<figure><img src="data:image/png;base64,')
-    assert "<figcaption>Test mAP: *FT fc7* is best.</figcaption>" in b["text/html"]
+    assert "<figcaption>Test mAP: <em>FT fc7</em> is best.</figcaption>" in b["text/html"]
     assert b["text/plain"] == "Figure (rcnn_table2): Test mAP: *FT fc7* is best."
     plt.close("all")
 
