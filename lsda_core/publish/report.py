@@ -453,7 +453,7 @@ def calibration_runs(path: str | None = None) -> dict[str, Table]:
     """Every recorded calibration run, one table per premise measured (in the order first run):
     the run's number in the log, its date, the settings it changed from the embedded default of
     its day (runtime keys, which change no result, left out), its premise metrics and why it
-    was run."""
+    was run (shown collapsed under the table, run by run)."""
     from lsda_core.experiments.sweep import read_record
     from lsda_core.publish.book import project_root
     tables: dict[str, list[dict[str, Any]]] = {}
@@ -465,7 +465,9 @@ def calibration_runs(path: str | None = None) -> dict[str, Table]:
              **{k: round(m[k], 3) if isinstance(m.get(k), float) else m.get(k)
                 for k in CALIBRATION_METRICS.get(r["experiment"], ())},
              "why": r.get("note", "")})
-    return {e: readable(pd.DataFrame(rows).set_index("run").astype(object).fillna(DASH), None)
+    return {e: readable(pd.DataFrame(rows).set_index("run").astype(object).fillna(DASH), None,
+                        main=[c for c in rows[0] if c not in ("run", "why")], detail="Why each run was made",
+                        across=False)
             for e, rows in tables.items()}
 
 

@@ -33,6 +33,8 @@ def test_calibration_runs_from_a_log(tmp_path):
     assert t["proposals"].loc[2, "changed"] == "(the default)" and t["proposals"].loc[2, "recall@0.5"] == 0.81
     assert t["pretrain"].loc[1, "val_top1"] == 0.42 and "val_top1" not in t["proposals"]
     assert t["proposals"].loc[2, "recall@0.7"] == "\u2014"  # not measured by that run
+    table, why = t["pretrain"].to_html().split("<details><summary>Why each run was made</summary>")
+    assert "more epochs" not in table and "<td>more epochs</td>" in why
     log.write_text("not json\n")
     with pytest.raises(SweepError, match="runs.jsonl:1"):
         report.calibration_runs(str(log))
