@@ -124,7 +124,7 @@ def test_unknown_chapter_and_build_folder_that_is_a_file(in_process, tmp_path):
 def test_sweep_errors_are_one_line(in_process, tmp_path):
     """What cannot be swept, a malformed grid and an unknown metric each give one line."""
     out = ["--out", str(tmp_path / "sw"), "-p", "runtime.artifacts", str(tmp_path / "art")]
-    assert "only chapters that judge claims can be swept (rcnn, lsda)" in one_line_error(
+    assert "only chapters that judge claims can be swept (rcnn, segmentation, lsda)" in one_line_error(
         in_process("sweep", "world", *out))
     assert "--grid 'pretrain.epochs': expected KEY=V1,V2" in one_line_error(
         in_process("sweep", "pretrain", "--grid", "pretrain.epochs", *out))
