@@ -76,19 +76,21 @@ def test_run_log_and_status_page(smoke_build):
 @pytest.mark.slow
 def test_findings_and_premises_of_the_build(smoke_build):
     """The build merges the chapters' findings (every claim of both papers, with an interval and
-    a verdict of the stated rule) and premises into findings.json / premises.json, and the intro
-    page shows them with links to the sections that test them."""
+    a verdict of the stated rule, in book order: R-CNN, its segmentation section, LSDA) and
+    premises into findings.json / premises.json, and the intro page shows them with links to the
+    sections that test them."""
     from lsda_core.evaluation.stats import VERDICTS
     from lsda_core.publish import paper
     found = json.loads((smoke_build / "findings.json").read_text())
-    assert [f["id"] for f in found] == [c.id for c in paper.RCNN_CLAIMS + paper.LSDA_CLAIMS]
+    assert [f["id"] for f in found] == [c.id for c in paper.RCNN_CLAIMS + paper.SEG_CLAIMS + paper.LSDA_CLAIMS]
     for f in found:
         assert f["verdict"] in VERDICTS and {"claim", "paper", "ours", "ci_low", "ci_high"} <= set(f)
         assert f["ci_low"] is None or f["ci_low"] <= f["ci_high"]
     assert {f["seeds"] for f in found if f["id"] in ("rcnn-ft-fc7", "lsda-transfer")} == {2}  # smoke: 2 seeds
     premises = json.loads((smoke_build / "premises.json").read_text())
     ids = [pr["id"] for pr in premises]
-    assert len(ids) == len(set(ids)) and {"recall", "pretrain_val", "rcnn_headroom", "lsda_headroom"} <= set(ids)
+    assert len(ids) == len(set(ids))
+    assert {"recall", "pretrain_val", "rcnn_headroom", "seg_recall", "seg_headroom", "lsda_headroom"} <= set(ids)
     assert all(set(pr) >= {"premise", "paper", "ours", "target", "met"} for pr in premises)
     intro = (smoke_build / "html" / "book" / "intro.html").read_text()
     assert 'href="rcnn.html#table-2-which-layer-and-what-fine-tuning-adds"' in intro
