@@ -13,6 +13,7 @@ from matplotlib.patches import Patch, Rectangle
 from PIL import Image
 
 from lsda_core.core.params import World
+from lsda_core.publish.tables import Table, readable
 from lsda_core.publish.viz import MAX_WIDTH, PALETTE, Captioned, figure
 from lsda_core.world import render as R
 from lsda_core.world.categories import PARTS, VIEWPOINTS, Design, design
@@ -276,8 +277,9 @@ def attribute_distributions(layout: WorldLayout) -> Captioned:
     return Captioned(fig, text)
 
 
-def view_sizes(layout: WorldLayout) -> pd.DataFrame:
-    """Images, categories and objects (annotated / drawn) of every view and split."""
+def view_sizes(layout: WorldLayout) -> Table:
+    """Images, categories and objects (annotated / drawn) of every view and split, indexed by
+    view and split (so the page shows no row numbers)."""
     info = layout.info()
     views = info["views"]
     df = objects(layout)
@@ -290,7 +292,7 @@ def view_sizes(layout: WorldLayout) -> pd.DataFrame:
                      "categories with boxes": "(labels only)" if view == "classification" else len(boxed),
                      "objects drawn": len(g), "objects annotated": int(g.annotated.sum()),
                      "difficult": int(g[g.annotated == 1].difficult.sum())})
-    return pd.DataFrame(rows)
+    return readable(pd.DataFrame(rows).set_index(["view", "split"]), 0)
 
 
 def describe(layout: WorldLayout) -> dict[str, object]:

@@ -88,3 +88,11 @@ def test_classification_and_attribute_captions(world):
     labelled = df[(df.view == "classification") & (df.annotated == 1)]
     size = np.sqrt(labelled.area / TINY.cls_size ** 2).median()
     assert f"median size {size:.2f} of its image" in close(c)
+
+
+def test_view_sizes_is_indexed_by_view_and_split(world):
+    """One row per view and split, named by them (no row numbers on the page), counts whole."""
+    t = F.view_sizes(world)
+    assert t.index.names == ["view", "split"] and ("voc", "test") in t.index
+    assert (t["objects drawn"] >= t["objects annotated"]).all()
+    assert "<th>0</th>" not in t.to_html()
