@@ -199,21 +199,25 @@ def propose(image: np.ndarray, cfg: MaskProposalConfig = MaskProposalConfig(), s
     return MaskProposals(atoms.reshape(image.shape[:2]).astype(np.int32), np.stack(kept))
 
 
-def best_overlap(props: MaskProposals, objects: np.ndarray) -> np.ndarray:
-    """Per object of an instance map (`objects`: 0 background, i the i-th object, 255 void
-    ignored), the best IoU of any proposal's mask with it, as O2P reports (void pixels count
-    in neither)."""
-    ids = [i for i in np.unique(objects) if i not in (0, 255)]
-    if not ids:
-        return np.zeros(0)
-    valid = objects != 255
-    a = props.atoms.max() + 1
-    per_atom = np.stack([np.bincount(props.atoms[objects == i], minlength=a) for i in ids], 1)  # (A, G)
-    atom_px = np.bincount(props.atoms[valid], minlength=a)
+def mask_iou(props: MaskProposals, objects: np.ndarray, ids: Sequence[int]) -> np.ndarray:
+    """(P, len(ids)) the IoU of each proposal's mask with each object `ids` of an instance map
+    (`objects`: 0 background, i the i-th object, 255 void: counted in neither mask), from
+    per-atom pixel counts."""
+    a = int(props.atoms.max()) + 1
+    atom_px = np.bincount(props.atoms[objects != 255], minlength=a).astype(np.float64)
+    per_atom = np.zeros((a, len(ids)))
+    for g, i in enumerate(ids):  # few objects per image
+        per_atom[:, g] = np.bincount(props.atoms[objects == i], minlength=a)
     m = props.members.astype(np.float64)
     inter = m @ per_atom
-    union = (m @ atom_px)[:, None] + per_atom.sum(0)[None, :] - inter
-    return (inter / np.maximum(union, 1)).max(axis=0)
+    return inter / np.maximum((m @ atom_px)[:, None] + per_atom.sum(0)[None, :] - inter, 1)
+
+
+def best_overlap(props: MaskProposals, objects: np.ndarray) -> np.ndarray:
+    """Per object of an instance map (`mask_iou`), the best IoU of any proposal's mask with it,
+    as O2P reports."""
+    ids = [i for i in np.unique(objects) if i not in (0, 255)]
+    return mask_iou(props, objects, ids).max(axis=0) if ids else np.zeros(0)
 
 
 def _one(args: tuple[str, str, MaskProposalConfig]) -> MaskProposals:

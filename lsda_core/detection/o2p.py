@@ -28,7 +28,7 @@ from lsda_core.core.params import Params
 from lsda_core.core.structures import DetectionDataset
 from lsda_core.data.images import load_image
 from lsda_core.detection.features import CHUNK, autocast, file_stem, pool5_of_regions, to_device
-from lsda_core.detection.mask_proposals import MaskProposals
+from lsda_core.detection.mask_proposals import MaskProposals, mask_iou
 from lsda_core.models.finetune import context_pixels
 from lsda_core.models.nets import CaffeNet
 from lsda_core.store.cache import Cache, Lazy
@@ -105,18 +105,10 @@ def overlap_targets(props: MaskProposals, objects: np.ndarray, object_class: Seq
     """(P, n_classes) each proposal's best IoU with a ground-truth object of each class (the
     regression targets): `objects` is the instance map (0 background, i the i-th object, 255
     void: counted in neither mask), `object_class[i - 1]` the class (0-based) of object i."""
-    a = int(props.atoms.max()) + 1
-    valid = objects != 255
-    atom_px = np.bincount(props.atoms[valid], minlength=a).astype(np.float64)
-    m = props.members.astype(np.float64)
-    area = m @ atom_px
     out = np.zeros((len(props.members), n_classes))
-    ids = np.arange(1, len(object_class) + 1)
-    if not len(ids):
+    if not len(object_class):
         return out
-    per_atom = np.stack([np.bincount(props.atoms[objects == i], minlength=a) for i in ids], 1).astype(np.float64)
-    inter = m @ per_atom
-    iou = inter / np.maximum(area[:, None] + per_atom.sum(0)[None, :] - inter, 1)
+    iou = mask_iou(props, objects, range(1, len(object_class) + 1))
     for k in range(n_classes):  # few classes: the best object of each
         cols = np.asarray(object_class) == k
         if cols.any():

@@ -41,11 +41,11 @@ def confusion(truth: np.ndarray, predicted: np.ndarray, n_classes: int, where: s
 
 
 def class_iou(conf: np.ndarray) -> np.ndarray:
-    """Each class's TP / (TP + FP + FN) from a confusion matrix; NaN for a class that is neither
-    in the truth nor predicted."""
+    """Each class's TP / (TP + FP + FN) from a confusion matrix, or from a stack of them (..., K, K);
+    NaN for a class that is neither in the truth nor predicted."""
     conf = np.asarray(conf, dtype=np.float64)
-    tp = np.diag(conf)
-    union = conf.sum(axis=0) + conf.sum(axis=1) - tp
+    tp = np.diagonal(conf, axis1=-2, axis2=-1)
+    union = conf.sum(axis=-2) + conf.sum(axis=-1) - tp
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(union > 0, tp / union, np.nan)
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from lsda_core.core.errors import DataError
 from lsda_core.core.params import Params
-from lsda_core.core.structures import DetectionDataset
+from lsda_core.core.structures import DetectionDataset, ImageAnn
 from lsda_core.data.images import load_labels
 from lsda_core.data.voc import read_segmentation_split, read_voc
 from lsda_core.detection import o2p
@@ -134,9 +134,11 @@ def proposal_quality(split: SegSplit) -> dict[str, float]:
             "per_image": float(np.mean([len(split.props[i].members) for i in split.ids]))}
 
 
-def _object_classes(split: SegSplit, classes: list[str], image_id: str) -> list[int]:
+def _object_classes(image: ImageAnn, classes: list[str]) -> list[int]:
+    """The class (0-based, background left out) of each object of an image, in XML order: the
+    order of its instance mask's ids."""
     index = {c: k for k, c in enumerate(classes[1:])}
-    return [index[o.cls] for o in split.dataset.images[split.ids.index(image_id)].objects]
+    return [index[o.cls] for o in image.objects]
 
 
 def _atom_truth(props: MaskProposals, truth: np.ndarray, n: int) -> np.ndarray:
@@ -155,14 +157,9 @@ def _confusions(best: np.ndarray, cls: np.ndarray, counts: np.ndarray, threshold
     return np.einsum("an,tam->tnm", counts, onehot)
 
 
-def _features(model: CaffeNet, folder_of: dict[str, Path], split: SegSplit, layer: str, scale: dict[str, float]) -> np.ndarray:
-    """(regions of the split, D) features of a row: each mode's `layer` features divided by
-    its mean norm on the training regions (`scale`), modes concatenated in `folder_of` order."""
-    parts = []
-    for mode, folder in folder_of.items():
-        pool5 = np.concatenate([o2p.load_region_pool5(folder, i) for i in split.ids])
-        parts.append(fc_features(model, pool5, layer) / scale[mode])
-    return np.concatenate(parts, axis=1)
+def _mode_features(model: CaffeNet, folder: Path, split: SegSplit, layer: str) -> np.ndarray:
+    """(regions of the split, D) `layer` features of one mode's cached region pool5."""
+    return fc_features(model, np.concatenate([o2p.load_region_pool5(folder, i) for i in split.ids]), layer)
 
 
 def row_result(p: Params, cache: Cache, sb: SegBenchmark, model: CaffeNet, tag: str, strategy: str,
@@ -180,20 +177,19 @@ def row_result(p: Params, cache: Cache, sb: SegBenchmark, model: CaffeNet, tag: 
 
     def build(out: Path) -> None:
         folders = {s: {m: e.folder() for m, e in es.items()} for s, es in entries.items()}
-        scale = {}
-        for m in modes:
-            pool5 = np.concatenate([o2p.load_region_pool5(folders["train"][m], i) for i in sb.train.ids])
-            scale[m] = float(np.linalg.norm(fc_features(model, pool5, layer), axis=1).mean()) or 1.0
-        x = _features(model, folders["train"], sb.train, layer, scale)
-        y = np.concatenate([o2p.overlap_targets(sb.train.props[i], sb.train.objects[i],
-                                                _object_classes(sb.train, sb.classes, i), n - 1) for i in sb.train.ids])
+        train = {m: _mode_features(model, folders["train"][m], sb.train, layer) for m in modes}
+        # each mode scaled to mean norm 1 on the training regions, modes concatenated
+        scale = {m: float(np.linalg.norm(f, axis=1).mean()) or 1.0 for m, f in train.items()}
+        x = np.concatenate([train[m] / scale[m] for m in modes], axis=1)
+        y = np.concatenate([o2p.overlap_targets(sb.train.props[im.image_id], sb.train.objects[im.image_id],
+                                                _object_classes(im, sb.classes), n - 1) for im in sb.train.dataset.images])
         w, b = o2p.train_svr(x, y, c=p.segmentation.svr_c)
         train_conf = np.zeros((len(THRESHOLDS), n, n), np.int64)
         for i, s in _split_scores(sb.train, x @ w + b):
             best, cls = o2p.atom_scores(sb.train.props[i], s)
             train_conf += _confusions(best, cls, _atom_truth(sb.train.props[i], sb.train.truth[i], n), THRESHOLDS)
         t = o2p.choose_threshold(lambda k: S.score(train_conf[THRESHOLDS.index(k)], range(n))["mean"], THRESHOLDS)
-        xe = _features(model, folders["eval"], sb.eval, layer, scale)
+        xe = np.concatenate([_mode_features(model, folders["eval"][m], sb.eval, layer) / scale[m] for m in modes], axis=1)
         conf, examples = [], {}
         for k, (i, s) in enumerate(_split_scores(sb.eval, xe @ w + b)):
             best, cls = o2p.atom_scores(sb.eval.props[i], s)
@@ -233,12 +229,7 @@ def bootstrap(rows: dict[str, SegRow], n: int, seed: int) -> dict[str, np.ndarra
     picks = resamples(first.confusion.shape[0], n, seed).astype(np.float64)
     out = {}
     for name, r in rows.items():
-        conf = np.tensordot(picks, r.confusion, axes=1)  # (n, K, K)
-        tp = np.einsum("bkk->bk", conf)
-        union = conf.sum(1) + conf.sum(2) - tp
-        with np.errstate(invalid="ignore", divide="ignore"):
-            iou = np.where(union > 0, tp / union, np.nan)
-        out[name] = np.nanmean(iou, axis=1)
+        out[name] = np.nanmean(S.class_iou(np.tensordot(picks, r.confusion, axes=1)), axis=1)  # (n, K, K) -> (n,)
     return out
 
 

@@ -1,6 +1,5 @@
 """The status page's tables: chapters in book order with their cold build times, and the
 parameters as the keys that differ from the schema's defaults."""
-from lsda_core.core import params as P
 from lsda_core.publish import book, status
 
 MACHINE = {"cpu": "cpu", "cores": 2, "gpu": "none"}
