@@ -62,8 +62,7 @@ def paper_table4() -> Table:
 
 def _colour(labels: np.ndarray, n: int) -> np.ndarray:
     """An RGB picture of a labelling: background black, class k a palette colour, void white."""
-    colours = np.array([(0, 0, 0)] + [tuple(int(viz.PALETTE[(k - 1) % len(viz.PALETTE)][i:i + 2], 16)
-                                            for i in (1, 3, 5)) for k in range(1, n)], np.uint8)
+    colours = np.array([(0, 0, 0)] + viz.palette_rgb(n - 1), np.uint8)
     out = colours[np.minimum(labels, n - 1)]
     out[labels == S.VOID] = PALETTE_VOID
     return out

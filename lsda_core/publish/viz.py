@@ -19,6 +19,13 @@ import seaborn as sns
 
 # Colours: one palette for the whole book (colour-blind-safe, Okabe-Ito).
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
+
+
+def palette_rgb(n: int) -> list[tuple[int, int, int]]:
+    """The first `n` colours of the palette (cycling) as 0..255 RGB, for pictures drawn as arrays."""
+    return [tuple(bytes.fromhex(PALETTE[k % len(PALETTE)][1:])) for k in range(n)]
+
+
 # Meaning-bearing colours, the same in every figure: a right and a wrong detection, the ground truth
 RIGHT, WRONG, TRUTH = PALETTE[2], PALETTE[3], PALETTE[5]
 

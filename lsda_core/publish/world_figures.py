@@ -14,7 +14,7 @@ from PIL import Image
 
 from lsda_core.core.params import World
 from lsda_core.publish.tables import Table, readable
-from lsda_core.publish.viz import MAX_WIDTH, PALETTE, Captioned, figure
+from lsda_core.publish.viz import MAX_WIDTH, PALETTE, Captioned, figure, palette_rgb
 from lsda_core.world import render as R
 from lsda_core.world.categories import PARTS, VIEWPOINTS, Design, design
 
@@ -186,7 +186,7 @@ def anatomy(layout: WorldLayout, superclass: int | None = None, n_siblings: int 
     layer = R.draw(R.object_model(sc, d.categories[first], "left", R.Artic((0.0,) * max(sc.n_legs, 1), 0, 0, 0)),
                    R.sample_paint(None, d.categories[first]), tile * R.SS * 0.6, tile * R.SS / 2, tile * R.SS / 2)
     partmap = np.full((tile * R.SS, tile * R.SS, 3), 255.0, np.float32)
-    colour = np.array([[int(PALETTE[i][k:k + 2], 16) for k in (1, 3, 5)] for i in range(len(PARTS))], np.float32)
+    colour = np.array(palette_rgb(len(PARTS)), np.float32)
     layer.rgb = colour[np.maximum(layer.parts, 0)]
     R.composite(partmap, layer)
     ax = axes[0, len(VIEWPOINTS)]

@@ -112,6 +112,8 @@ def test_chapter_tables_and_claims(run):
     assert [f["id"] for f in found] == [c.id for c in paper.SEG_CLAIMS]
     assert all(f["verdict"] in ("replicated", "direction only", "not replicated", "inconclusive") for f in found)
     assert list(seg_report.per_class(rows, sb.classes).columns) == ["background", "fox", "owl", "mean"]
+    fig = seg_report.examples_figure(sb, rows, ("full fc6", "fg fc6"))
+    assert "full fc6, fg fc6 rows" in fig.caption and len(fig.fig.axes) == 4 * len(rows["full fc6"].examples)
 
 
 def test_premises_measure_coverage_and_headroom_over_background(run):

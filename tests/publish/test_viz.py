@@ -124,3 +124,8 @@ def test_the_book_uses_show_for_every_figure():
     text = "".join(p.read_text() for p in root.glob("*.ipynb"))
     assert "plt.show" not in text and "display(fig" not in text
     assert text.count("viz.show(") >= 20
+
+
+def test_palette_rgb_is_the_palette_as_bytes_cycling():
+    rgb = viz.palette_rgb(len(viz.PALETTE) + 1)
+    assert rgb[0] == (0x00, 0x72, 0xB2) and rgb[3] == (0xD5, 0x5E, 0x00) and rgb[-1] == rgb[0]
