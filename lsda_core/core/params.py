@@ -306,7 +306,9 @@ class Segmentation:
     root: str | None = _p(None, "VOC segmentation root (VOC 2011/2012: SegmentationClass/, SegmentationObject/, "
                                 "ImageSets/Segmentation/); none: the embedded world's VOC view", path=True)
     train_split: str = _p("train", "split the SVRs and the background threshold are trained on (R-CNN: VOC 2011 train)")
-    eval_split: str = _p("val", "split of Table 3 and the per-class table (R-CNN: VOC 2011 val; Table 4 is test)")
+    eval_split: str = _p("val", "split of Table 3 (R-CNN: VOC 2011 val)")
+    test_split: str | None = _p("test", "split Table 4's row (full+fg fc6) is evaluated on once (R-CNN: VOC 2011 test); "
+                                        "none: Table 4 is not run")
     max_masks: int = _p(150, "mask proposals kept per image (O2P's CPMC: about 150)", lo=1)
     scales: list[int] = _p([50, 100, 200], "Felzenszwalb k of each grouping strategy, each in RGB and HSV", lo=1)
     svr_c: float = _p(10.0, "the SVRs' C (features scaled to mean norm 1 on the training regions)", lo=1e-6)
@@ -494,14 +496,18 @@ def _build(cls: type, data: Any, where: str) -> Any:
     return cls(**kwargs)
 
 
-def _check(p: Params) -> None:
-    """Cross-field rules that a single field's range cannot say."""
-    w = p.world
+def check_world(w: World) -> None:
+    """The world's cross-field rules (a `World` built directly, not loaded, is checked here too)."""
     if w.objects_min > w.objects_max:
         raise ParamsError(f"world.objects_min ({w.objects_min}) exceeds world.objects_max ({w.objects_max})")
     for key in ("voc_classes", "ilsvrc_classes", "n_superclasses"):
         if getattr(w, key) > w.n_categories:
             raise ParamsError(f"world.{key} ({getattr(w, key)}) exceeds world.n_categories ({w.n_categories})")
+
+
+def _check(p: Params) -> None:
+    """Cross-field rules that a single field's range cannot say."""
+    check_world(p.world)
     bins = p.fast.bins
     if 6 not in bins or min(bins) < 1 or len(set(bins)) != len(bins):
         raise ParamsError(f"fast.bins: need distinct positive bin counts including 6 (pool5's grid), got {bins}")

@@ -3,6 +3,7 @@ intervals over training seeds and test images, and the verdict rule of each kind
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 import numpy as np
@@ -10,6 +11,9 @@ import numpy as np
 from lsda_core.core.structures import DetectionDataset
 from lsda_core.data.comp4 import Detections
 from lsda_core.evaluation import ap as E
+from lsda_core.store.cache import Cache
+from lsda_core.store.files import atomic_save_npy
+from lsda_core.store.identity import array_digest, dataset_identity
 
 
 class Benchmark(Protocol):
@@ -36,37 +40,64 @@ def resamples(n_images: int, n: int, seed: int) -> np.ndarray:
 
 
 def bootstrap_map(bench: Benchmark, results: list[DetectorResult], n: int = 100, seed: int = 0,
-                  classes: list[str] | None = None) -> dict[str, np.ndarray]:
+                  classes: list[str] | None = None, cache: Cache | None = None) -> dict[str, np.ndarray]:
     """mAP (`bench.metric`) of each detector on `n` bootstrap resamples of the test images, the
     same resamples for every detector, so differences between detectors are paired.
 
     Matching is per image, so an image drawn k times contributes k copies of its
     detections' TP / FP flags and of its positives: each resample reweights one matching
     instead of redoing it (exact, and fast enough for hundreds of resamples). `classes`: the
-    mAP over these classes only (LSDA's held-out set), all when None."""
-    picks = resamples(len(bench.test.images), n, seed)
+    mAP over these classes only (LSDA's held-out set), all when None. With `cache`, each
+    detector's samples are kept in stage `bootstrap`, keyed on the content of its detections,
+    the test split, the metric, the classes, `n` and `seed` (a warm book recomputes none)."""
     classes = bench.classes if classes is None else classes
-    positives = {c: E.positives_per_image(bench.test, c, bench.metric) for c in classes}  # as evaluation counts
     out = {}
     for r in results:
-        per_class = []
-        for c in classes:
-            m = E.match_detections(bench.test, c, r.detections.get(c, Detections()), bench.metric)
-            counted = m.tp | m.fp
-            per_class.append((m.image_index[counted], m.tp[counted], positives[c]))
-        maps = np.zeros(n)
-        for k, w in enumerate(picks):
-            aps = []
-            for img, tp, pos in per_class:
-                n_pos = float(w @ pos)
-                if n_pos == 0:
-                    continue
-                wt = w[img]
-                ctp, cfp = np.cumsum(wt * tp), np.cumsum(wt * ~tp)
-                aps.append(E.voc_ap(ctp / n_pos, ctp / np.maximum(ctp + cfp, 1e-12), use_07=bench.metric == "voc07"))
-            maps[k] = np.mean(aps) if aps else np.nan
-        out[r.name] = maps
+        if cache is None:
+            out[r.name] = _bootstrap_one(bench, r.detections, classes, n, seed)
+            continue
+        config = {"detections": detections_digest(r.detections, classes), "test": dataset_identity(bench.test),
+                  "metric": bench.metric, "classes": list(classes), "n": n, "seed": seed}
+
+        def build(folder: Path, dets: dict[str, Detections] = r.detections) -> None:
+            atomic_save_npy(folder / "maps.npy", _bootstrap_one(bench, dets, classes, n, seed))
+
+        out[r.name] = np.load(cache.entry("bootstrap", config, build) / "maps.npy")
     return out
+
+
+def detections_digest(detections: dict[str, Detections], classes: Sequence[str]) -> str:
+    """Digest of a detector's detections of `classes` (image ids, scores and boxes)."""
+    empty = Detections()
+    parts = []
+    for c in classes:
+        d = detections.get(c, empty)
+        parts += [np.frombuffer(c.encode(), np.uint8), np.frombuffer("\n".join(d.image_ids).encode(), np.uint8),
+                  d.scores, d.boxes]
+    return array_digest(parts)
+
+
+def _bootstrap_one(bench: Benchmark, detections: dict[str, Detections], classes: Sequence[str], n: int,
+                   seed: int) -> np.ndarray:
+    """(n,) one detector's mAP over `classes` on the `resamples(.., n, seed)` (`bootstrap_map`)."""
+    picks = resamples(len(bench.test.images), n, seed)
+    per_class = []
+    for c in classes:
+        m = E.match_detections(bench.test, c, detections.get(c, Detections()), bench.metric)
+        counted = m.tp | m.fp
+        per_class.append((m.image_index[counted], m.tp[counted], E.positives_per_image(bench.test, c, bench.metric)))
+    maps = np.zeros(n)
+    for k, w in enumerate(picks):
+        aps = []
+        for img, tp, pos in per_class:
+            n_pos = float(w @ pos)
+            if n_pos == 0:
+                continue
+            wt = w[img]
+            ctp, cfp = np.cumsum(wt * tp), np.cumsum(wt * ~tp)
+            aps.append(E.voc_ap(ctp / n_pos, ctp / np.maximum(ctp + cfp, 1e-12), use_07=bench.metric == "voc07"))
+        maps[k] = np.mean(aps) if aps else np.nan
+    return maps
 
 
 # ------------------------------------------------------------------ effects and verdicts

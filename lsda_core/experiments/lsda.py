@@ -386,7 +386,7 @@ def seeded(p: Params, cache: Cache, lb: LsdaBenchmark, t1: Table1, held: HeldOut
                    row: detector(q, cache, transfer(full, t1.cls_model, lb, q.lsda.k), feats, lb.bench, row)}
             maps.append({k: split_maps(r, lb)["held-out (A)"] / 100 for k, r in res.items()})
             spreads.append(bootstrap_map(lb.bench, list(res.values()), n=p.rcnn.bootstrap, seed=p.runtime.seed,
-                                         classes=lb.A))
+                                         classes=lb.A, cache=cache))
     return Seeded.stack(list(p.lsda.seeds), maps, spreads).add(held_map, held.spread)
 
 
@@ -649,12 +649,12 @@ class HeldOut:
     ttests: list[dict[str, Any]]
 
 
-def held_out(p: Params, lb: LsdaBenchmark, t1: Table1) -> HeldOut:
+def held_out(p: Params, cache: Cache, lb: LsdaBenchmark, t1: Table1) -> HeldOut:
     """How Table 1's detectors do on the held-out categories, with their noise (bootstrap over
     the test images, `rcnn.bootstrap` resamples) and the paper's t-test."""
     row = lsda_row(p, lb)
     spread = bootstrap_map(lb.bench, list(t1.results.values()), n=p.rcnn.bootstrap, seed=p.runtime.seed,
-                           classes=lb.A)
+                           classes=lb.A, cache=cache)
     tests = [{"key": "transfer", "comparison": f"transfer (k = {lsda_k(p, lb)}) vs the adapted network without it",
               "a": row, "b": FULL_ROW, **paired_t_test(t1.results[row], t1.results[FULL_ROW], lb.A)},
              {"key": "classification", "comparison": "LSDA vs the classification network", "a": row, "b": CLS_ROW,

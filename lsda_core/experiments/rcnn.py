@@ -181,7 +181,7 @@ def table2(p: Params, cache: Cache, bench: Benchmark, nets: dict[str, Any], boot
     results[BBOX_ROW] = svm_detector(p, cache, feats["FT fc7"], bench, BBOX_ROW,
                                      refine=bbox_refiner(p, feats["FT pool5"], bench))
     spread = stats.bootstrap_map(bench, list(results.values()), n=p.rcnn.bootstrap,
-                                 seed=p.runtime.seed if boot_seed is None else boot_seed)
+                                 seed=p.runtime.seed if boot_seed is None else boot_seed, cache=cache)
     return Table2(results, spread, feats)
 
 
@@ -329,7 +329,8 @@ def neg_iou_grid(p: Params, cache: Cache, bench: Benchmark, t2: Table2) -> NegIo
     scale = train_svm_detector(p, cache, fs, bench)["history"]["scale"]
     grid = {t: svm_detector(p, cache, fs, bench, f"neg IoU {t:.1f}", neg_iou=t, scale=scale)
             for t in p.rcnn.neg_iou_grid}
-    return NegIouGrid(grid, stats.bootstrap_map(bench, list(grid.values()), n=p.rcnn.bootstrap, seed=p.runtime.seed))
+    return NegIouGrid(grid, stats.bootstrap_map(bench, list(grid.values()), n=p.rcnn.bootstrap, seed=p.runtime.seed,
+                                                cache=cache))
 
 
 def grayscale_features(p: Params, cache: Cache, bench: Benchmark, nets: dict[str, Any]) -> FeatureSet:
@@ -344,14 +345,15 @@ def grayscale_ablation(p: Params, cache: Cache, bench: Benchmark, nets: dict[str
     gray = svm_detector(p, cache, grayscale_features(p, cache, bench, nets), bench, GRAY_ROW)
     rows = {"fc6": t2.results["fc6"], GRAY_ROW: gray}
     return Comparison(rows, stats.bootstrap_map(bench, list(rows.values()), n=p.rcnn.bootstrap,
-                                                seed=p.runtime.seed if boot_seed is None else boot_seed))
+                                                seed=p.runtime.seed if boot_seed is None else boot_seed, cache=cache))
 
 
 def softmax_ablation(p: Params, cache: Cache, bench: Benchmark, nets: dict[str, Any], t2: Table2) -> Comparison:
     """The fine-tuned network's own softmax as the scorer instead of SVMs, beside FT fc7's SVMs."""
     soft = softmax_detector(p, cache, nets["finetuned"], t2.features["FT fc7"], bench, SOFTMAX_ROW)
     rows = {"FT fc7": t2.results["FT fc7"], SOFTMAX_ROW: soft}
-    return Comparison(rows, stats.bootstrap_map(bench, list(rows.values()), n=p.rcnn.bootstrap, seed=p.runtime.seed))
+    return Comparison(rows, stats.bootstrap_map(bench, list(rows.values()), n=p.rcnn.bootstrap, seed=p.runtime.seed,
+                                                cache=cache))
 
 
 def merged(*parts: Comparison) -> Comparison:

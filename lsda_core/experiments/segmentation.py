@@ -39,6 +39,7 @@ from lsda_core.store.identity import array_digest, dataset_identity, model_key
 STRATEGIES = ("full", "fg", "full+fg")
 LAYERS = ("fc6", "fc7")
 FT_ROW = "FT full+fg fc6"  # the fine-tuned network's row (`segmentation.finetuned`)
+TABLE4_ROW = "full+fg fc6"  # the paper's best row, the one its Table 4 evaluates on the test split
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(13))  # pasting's background threshold, chosen on train
 EXAMPLES = 4  # eval images whose labellings each row keeps for the chapter
 
@@ -220,6 +221,21 @@ def table3(p: Params, cache: Cache, sb: SegBenchmark, nets: dict[str, Any]) -> d
     if p.segmentation.finetuned:
         rows[FT_ROW] = row_result(p, cache, sb, nets["finetuned"], "ft", "full+fg", "fc6", FT_ROW)
     return rows
+
+
+def table4(p: Params, cache: Cache, sb: SegBenchmark, nets: dict[str, Any]) -> SegRow | None:
+    """Table 4: the paper's best row (`TABLE4_ROW`, pre-trained network) trained as in Table 3
+    and evaluated once on the test split (`segmentation.test_split`; None when that is unset)."""
+    if not p.segmentation.test_split:
+        return None
+    base = root(p, cache)
+    test, classes = load_split(p, cache, base, p.segmentation.test_split)
+    if classes != sb.classes:
+        raise DataError(f"{base}: split {p.segmentation.test_split!r} has other classes than "
+                        f"{p.segmentation.train_split!r}")
+    strategy, layer = TABLE4_ROW.split()
+    return row_result(p, cache, SegBenchmark(sb.classes, sb.train, test), nets["pretrained"], "pre", strategy, layer,
+                      TABLE4_ROW)
 
 
 def bootstrap(rows: dict[str, SegRow], n: int, seed: int) -> dict[str, np.ndarray]:

@@ -550,7 +550,8 @@ def reader_problems(html_dir: Path, folders: Sequence[str | Path] = (), pages: l
     html_dir = Path(html_dir)
     problems = check_html(html_dir, pages)
     for f in sorted(html_dir.rglob("*")):
-        if not f.is_file() or "_static" in f.parts or f.suffix not in (".html", ".js", ".txt", ".ipynb", ".md"):
+        if not f.is_file() or {"_static", Path(MATHJAX_DIR).name} & set(f.relative_to(html_dir).parts[:1]) \
+                or f.suffix not in (".html", ".js", ".txt", ".ipynb", ".md"):  # third-party bundles skipped
             continue
         rel = f.relative_to(html_dir)
         text = f.read_text(errors="replace")

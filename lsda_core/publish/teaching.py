@@ -32,7 +32,7 @@ from lsda_core.experiments import lsda as L
 from lsda_core.experiments import rcnn as R
 from lsda_core.models import finetune as FT
 from lsda_core.models.nets import CaffeNet
-from lsda_core.publish import viz
+from lsda_core.publish import plots, viz
 from lsda_core.store.cache import Cache
 
 # a detection matching the ground truth, a wrong one, the ground truth (as in the chapters' examples)
@@ -212,10 +212,9 @@ def pipeline_figure(steps: PipelineSteps, top: int = 3) -> viz.Captioned:
     boxes, labels, cols, dashed = [], [], [], []
     for o in steps.image.objects:
         boxes.append(o.box), labels.append(""), cols.append(TRUTH), dashed.append(True)
-    right = []
-    for c, s, box in steps.detections[:top]:
-        ok = best_iou(box, steps.image.boxes(steps.classes[c])) >= 0.5
-        right.append(ok)
+    best_dets = steps.detections[:top]
+    right = plots.judge([box for _, _, box in best_dets], [steps.classes[c] for c, _, _ in best_dets], steps.image)
+    for (c, s, box), ok in zip(best_dets, right):
         boxes.append(box), labels.append(f"{steps.classes[c]} {s:.2f}")
         cols.append(RIGHT if ok else WRONG), dashed.append(False)
     viz.draw_boxes(out, steps.pixels, boxes, labels, cols, dashed)

@@ -67,6 +67,8 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           "a detector's scored and NMS-ed boxes on the test split"),
     Stage("spp", (_P + "detection.spp:extract_spp",), "spatial-pyramid-pooled features of every region (fast detector)"),
     Stage("finetune-spp", (_P + "detection.spp:finetune_head",), "the fast detector's fc layers fine-tuned on SPP features"),
+    Stage("bootstrap", (_P + "evaluation.stats:bootstrap_map",),
+          "one detector's mAP on the bootstrap resamples of the test images"),
     Stage("units", (_P + "evaluation.units:cached_top_regions",), "the test regions that excite chosen pool5 units most"),
     Stage("evaluation", (_P + "experiments.premises:evaluated",),
           "a classification network's top-1 / top-5 on a classification split"),

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from lsda_core.core.params import World
+from lsda_core.core.params import World, check_world
 
 PARTS = ("body", "head", "legs", "tail", "crest")
 VIEWPOINTS = ("left", "right", "front", "rear")
@@ -210,6 +210,7 @@ def _pick(rng: np.random.Generator, groups: list[list[int]], m: int, caps: tuple
 
 def design(world: World) -> Design:
     """The category design of `world` (a pure function of its seed and sizes)."""
+    check_world(world)  # more classes than categories would never finish picking them
     rng = np.random.default_rng(np.random.SeedSequence([world.seed, 0xCA7]))
     taken: set[str] = set()
     sc_names = _names(rng, world.n_superclasses, (2, 2), taken)

@@ -75,3 +75,21 @@ def test_paste_takes_the_best_region_per_pixel_above_the_threshold():
     assert o2p.paste(props, scores, 0.5).tolist() == [[1, 2, 2]]
     assert o2p.paste(props, scores, 0.7).tolist() == [[0, 2, 2]]
     assert o2p.choose_threshold(lambda t: {0.5: 0.3, 0.7: 0.4, 0.9: 0.4}[t], [0.5, 0.7, 0.9]) == 0.7
+
+
+def test_svr_equals_liblinear_within_its_tolerance():
+    """The exact solve and liblinear's primal Newton method (scikit-learn's LinearSVR, squared
+    loss, epsilon 0, bias regularised) reach the same regressor on the same problem."""
+    from sklearn.svm import LinearSVR
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 8))
+    y = np.clip(x @ rng.normal(size=(8, 3)) * 0.1 + 0.3 + rng.normal(scale=0.2, size=(300, 3)), 0, 1)
+    for c in (0.01, 10.0):
+        w, b = o2p.train_svr(x, y, c=c)
+        for k in range(3):
+            r = LinearSVR(C=c, epsilon=0.0, loss="squared_epsilon_insensitive", dual=False, tol=1e-8,
+                          max_iter=10000).fit(x, y[:, k])
+            assert np.allclose(w[:, k], r.coef_, atol=1e-5) and b[k] == pytest.approx(r.intercept_[0], abs=1e-5)
+    with pytest.raises(ValueError, match="svr_c"):
+        o2p.train_svr(x, y, c=0.0)

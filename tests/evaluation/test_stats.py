@@ -166,3 +166,28 @@ def test_bootstrap_is_evaluation_of_the_resampled_test_set(metric):
         rd = {c: Detections([d[0] for d in v], np.array([d[1] for d in v]), np.array([d[2] for d in v]).reshape(-1, 4))
               for c, v in again.items()}
         assert maps[k] == pytest.approx(ap.evaluate(rs, rd, metric)["map"], abs=1e-9)
+
+
+def test_cached_bootstrap_is_the_same_and_rebuilds_only_on_new_detections(tmp_path, monkeypatch):
+    """With a cache, the samples equal the uncached ones; asked again they are read back (no
+    bootstrap runs); detections with one score changed are bootstrapped anew."""
+    from types import SimpleNamespace
+
+    from lsda_core.data.comp4 import Detections
+    from lsda_core.store.cache import Cache
+
+    ds, box = _two_images(set())
+    bench = SimpleNamespace(classes=["a"], test=ds, metric="voc07")
+    dets = {"a": Detections(["0", "1", "1"], np.array([0.9, 0.8, 0.3]), np.stack([box, box, box + 15]))}
+    runs = [SimpleNamespace(name="d", detections=dets)]
+    plain = stats.bootstrap_map(bench, runs, n=30, seed=2)["d"]
+    cache = Cache(tmp_path / "art")
+    assert np.array_equal(stats.bootstrap_map(bench, runs, n=30, seed=2, cache=cache)["d"], plain)
+    real = stats._bootstrap_one
+    monkeypatch.setattr(stats, "_bootstrap_one", lambda *a: pytest.fail("served from the cache, not recomputed"))
+    assert np.array_equal(stats.bootstrap_map(bench, runs, n=30, seed=2, cache=cache)["d"], plain)
+    monkeypatch.setattr(stats, "_bootstrap_one", real)
+    changed = {"a": Detections(["0", "1", "1"], np.array([0.9, 0.2, 0.3]), np.stack([box, box, box + 15]))}
+    moved = stats.bootstrap_map(bench, [SimpleNamespace(name="d", detections=changed)], n=30, seed=2, cache=cache)["d"]
+    assert np.array_equal(moved, stats.bootstrap_map(bench, [SimpleNamespace(name="d", detections=changed)], n=30, seed=2)["d"])
+    assert len(list((tmp_path / "art" / "bootstrap").iterdir())) == 2

@@ -61,7 +61,7 @@ def test_full_lsda_is_the_row_of_lsda_k(lsda):
 
 def test_held_out_figure3_and_t_test(lsda):
     p, lb, t1 = lsda
-    held = L.held_out(p, lb, t1)
+    held = L.held_out(p, Cache(p.runtime.artifacts), lb, t1)
     assert held.lsda == L.knn_row(2) and list(held.figure3) == list(paper.LSDA_FIGURE3)
     assert set(held.figure3.values()) <= set(t1.results)
     assert held.maps == L.table1_maps(t1, lb) and set(held.spread) == set(t1.results)

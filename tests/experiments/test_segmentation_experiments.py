@@ -1,6 +1,7 @@
 """R-CNN's segmentation experiment on a tiny VOC-layout segmentation root the test writes: the
 rows' confusions count exactly the non-void pixels, the bootstrap reweights images by hand, the
 chapter's tables and claims come out."""
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -126,3 +127,19 @@ def test_premises_measure_coverage_and_headroom_over_background(run):
     best = max(r.score for r in rows.values())
     assert m["seg_recall"] == SG.proposal_quality(sb.eval)["recall_50"]
     assert m["seg_headroom"] == pytest.approx(100 * (best - SG.background_only(max(rows.values(), key=lambda r: r.score))))
+
+
+def test_table4_is_the_best_row_evaluated_once_on_the_test_split(run, pretrained):
+    """With the test split set to the eval split, Table 4's row is Table 3's full+fg fc6 row,
+    served from its cache entry; its table shows that row's mean beside the paper's rows."""
+    p, cache, sb, rows = run
+    before = len([e for e in cache.entries() if e["stage"] == "segment"])
+    q = replace(p, segmentation=replace(p.segmentation, test_split=p.segmentation.eval_split))
+    t4 = SG.table4(q, cache, sb, {"pretrained": pretrained[0]})
+    assert np.array_equal(t4.confusion, rows[SG.TABLE4_ROW].confusion)
+    assert len([e for e in cache.entries() if e["stage"] == "segment"]) == before
+    table = seg_report.table4(t4, sb.classes, q)
+    ours = table.loc[f"{SG.TABLE4_ROW}, this run (val split)"]
+    assert ours["mean"] == pytest.approx(100 * t4.score) and set(table.columns) >= {"fox", "owl", "95 % interval"}
+    assert table.loc["full+fg fc6, the paper (VOC 2011 test)", "mean"] == paper.RCNN_TABLE4["full+fg fc6"][1]
+    assert SG.table4(replace(p, segmentation=replace(p.segmentation, test_split=None)), cache, sb, {}) is None

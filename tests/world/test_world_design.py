@@ -129,3 +129,13 @@ def test_the_cached_world_is_the_generated_world_and_a_view_change_rebuilds_that
     assert bigger.info()["views"]["ilsvrc"]["train"]["images"] == 4
     moved = ensure_world(P.load(None, {**SMALL, "world.cls_train_per_class": 2}), cache)
     assert moved.classification != layout.classification and moved.voc == layout.voc
+
+
+def test_design_of_an_impossible_world_is_an_error_not_a_hang(tiny) -> None:
+    """A `World` built directly (not loaded, so not validated) with more VOC classes than
+    categories: picking them could never finish; it is the loader's one-line error instead."""
+    import pytest
+
+    bad = dataclasses.replace(tiny, voc_classes=tiny.n_categories + 1)
+    with pytest.raises(P.ParamsError, match="world.voc_classes .* exceeds world.n_categories"):
+        design(bad)
