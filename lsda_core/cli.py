@@ -285,7 +285,8 @@ def parser() -> argparse.ArgumentParser:
                                       "every point cached")
     sp.add_argument("experiment", help="what to measure: pretrain (train / val top-1), proposals (recall), finetune "
                                        "(validation-loss plateau), lsda_headroom (oracle / classification network, "
-                                       "held out), rcnn_layers (fc6 - pool5 and the fine-tuning gains), or a chapter "
+                                       "held out), rcnn_layers (fc6 - pool5 and the fine-tuning gains), seg_proposals "
+                                       "(the mask proposals' coverage of the segmentation eval split), or a chapter "
                                        "that judges claims (rcnn, lsda: its findings and premises, run through "
                                        "Papermill)")
     sp.add_argument("--metrics", default="", help="comma-separated metrics to keep in the table and plot (default all)")

@@ -298,6 +298,9 @@ class Bench:
                                                         "paper size (relative paths: to the project root)", path=True)
 
 
+COLOUR_SPACES = {"rgb", "hsv", "lab"}  # the mask proposals' grouping strategies (`detection.mask_proposals`)
+
+
 @dataclass
 class Segmentation:
     """R-CNN's semantic segmentation (section 5): mask proposals, full / fg region features,
@@ -310,7 +313,13 @@ class Segmentation:
     test_split: str | None = _p("test", "split Table 4's row (full+fg fc6) is evaluated on once (R-CNN: VOC 2011 test); "
                                         "none: Table 4 is not run")
     max_masks: int = _p(150, "mask proposals kept per image (O2P's CPMC: about 150)", lo=1)
-    scales: list[int] = _p([50, 100, 200], "Felzenszwalb k of each grouping strategy, each in RGB and HSV", lo=1)
+    ranking: str = _p("learned", "which masks an image keeps: learned (CPMC's way: a regressor of object overlap "
+                                 "trained on the train split ranks the pool) or hierarchy (selective search's "
+                                 "seeded level order)", choices=("learned", "hierarchy"))
+    pool: int = _p(1000, "masks of the hierarchy the learned ranking chooses from, per image", lo=1)
+    scales: list[int] = _p([50, 100, 200], "Felzenszwalb k of each grouping strategy, one per colour space", lo=1)
+    colour_spaces: list[str] = _p(["rgb", "hsv"], "colour spaces of the grouping strategies (rgb, hsv, lab)")
+    min_size: float = _p(1.0, "smallest Felzenszwalb segment, as a multiple of its k (selective search: 1)", lo=0.0)
     svr_c: float = _p(10.0, "the SVRs' C (features scaled to mean norm 1 on the training regions)", lo=1e-6)
     finetuned: bool = _p(True, "also the fine-tuned network's fc6 full+fg (the paper expects fine-tuning to help)")
 
@@ -508,6 +517,10 @@ def check_world(w: World) -> None:
 def _check(p: Params) -> None:
     """Cross-field rules that a single field's range cannot say."""
     check_world(p.world)
+    spaces = p.segmentation.colour_spaces
+    if not spaces or set(spaces) - COLOUR_SPACES or len(set(spaces)) != len(spaces):
+        raise ParamsError(f"segmentation.colour_spaces: need distinct names of {', '.join(sorted(COLOUR_SPACES))}, "
+                          f"got {spaces}", key="segmentation.colour_spaces")
     bins = p.fast.bins
     if 6 not in bins or min(bins) < 1 or len(set(bins)) != len(bins):
         raise ParamsError(f"fast.bins: need distinct positive bin counts including 6 (pool5's grid), got {bins}")

@@ -88,7 +88,11 @@ def _colour(image: np.ndarray, space: str) -> np.ndarray:
     if space == "hsv":
         from skimage.color import rgb2hsv
         return (rgb2hsv(image) * 255).astype(np.uint8)
-    raise ValueError(f"unknown colour space {space!r} (rgb, hsv)")
+    if space == "lab":  # L in 0..100, a and b in about -128..127, each mapped onto 0..255
+        from skimage.color import rgb2lab
+        lab = rgb2lab(image)
+        return np.clip(np.stack([lab[..., 0] * 2.55, lab[..., 1] + 128, lab[..., 2] + 128], -1), 0, 255).astype(np.uint8)
+    raise ValueError(f"unknown colour space {space!r} (rgb, hsv, lab)")
 
 
 def _adjacent(labels: np.ndarray) -> np.ndarray:
@@ -227,9 +231,24 @@ def _one(args: tuple[str, str, MaskProposalConfig]) -> MaskProposals:
 
 def compute_mask_proposals(dataset: DetectionDataset, cache: Cache, cfg: MaskProposalConfig = MaskProposalConfig(),
                            workers: int = 1, progress: bool = True) -> dict[str, MaskProposals]:
-    """Mask proposals for every image of `dataset`, from the cache or computed in `workers`
-    processes; one .npz per image (atoms, bit-packed members), written atomically, so a rerun
-    resumes."""
+    """Mask proposals for every image of `dataset` (`mask_proposals_entry`), read back."""
+    return load_mask_proposals(mask_proposals_entry(dataset, cache, cfg, workers, progress), dataset)
+
+
+def load_mask_proposals(folder: Path, dataset: DetectionDataset) -> dict[str, MaskProposals]:
+    """The mask proposals of every image of `dataset` from a `mask_proposals_entry` folder."""
+    out = {}
+    for im in dataset.images:
+        z = np.load(Path(folder) / f"{im.image_id}.npz")
+        out[im.image_id] = MaskProposals(z["atoms"], np.unpackbits(z["members"], axis=1, count=int(z["n_atoms"])).astype(bool))
+    return out
+
+
+def mask_proposals_entry(dataset: DetectionDataset, cache: Cache, cfg: MaskProposalConfig = MaskProposalConfig(),
+                         workers: int = 1, progress: bool = True) -> Path:
+    """The cache entry (stage `mask-proposals`) of every image's mask proposals, computed in
+    `workers` processes when absent; one .npz per image (atoms, bit-packed members), written
+    atomically, so a rerun resumes."""
     images = {im.image_id: str(im.path) for im in dataset.images}
     config = {"images": images_identity(dataset), **asdict(cfg)}
 
@@ -249,9 +268,4 @@ def compute_mask_proposals(dataset: DetectionDataset, cache: Cache, cfg: MaskPro
             for i, job in progress_bar(zip(todo, jobs), "mask proposals", progress, total=len(todo)):
                 save(folder, i, _one(job))
 
-    folder = cache.entry("mask-proposals", config, build, resumable=True)
-    out = {}
-    for i in sorted(images):
-        z = np.load(folder / f"{i}.npz")
-        out[i] = MaskProposals(z["atoms"], np.unpackbits(z["members"], axis=1, count=int(z["n_atoms"])).astype(bool))
-    return out
+    return cache.entry("mask-proposals", config, build, resumable=True)

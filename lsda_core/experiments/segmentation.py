@@ -14,7 +14,8 @@ labellings for the chapter's examples.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import pickle
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +24,20 @@ import numpy as np
 from lsda_core.core.errors import DataError
 from lsda_core.core.params import Params
 from lsda_core.core.structures import DetectionDataset, ImageAnn
-from lsda_core.data.images import load_labels
+from lsda_core.data.images import load_image, load_labels
 from lsda_core.data.voc import read_segmentation_split, read_voc
 from lsda_core.detection import o2p
 from lsda_core.detection.features import fc_features
-from lsda_core.detection.mask_proposals import MaskProposalConfig, MaskProposals, best_overlap, compute_mask_proposals
+from lsda_core.detection import mask_ranking as MR
+from lsda_core.detection.mask_proposals import (MaskProposalConfig, MaskProposals, best_overlap, load_mask_proposals,
+                                                mask_proposals_entry)
 from lsda_core.evaluation import segmentation as S
 from lsda_core.evaluation.stats import Seeded, resamples
 from lsda_core.experiments import sources
 from lsda_core.models.nets import CaffeNet
-from lsda_core.store.cache import Cache
-from lsda_core.store.files import atomic_save_npz
+from lsda_core.store.cache import Cache, entry_ref
+from lsda_core.store.files import atomic_save_npz, atomic_write_bytes
+from lsda_core.store.runtime import progress as progress_bar
 from lsda_core.store.identity import array_digest, dataset_identity, model_key
 
 STRATEGIES = ("full", "fg", "full+fg")
@@ -41,6 +45,7 @@ LAYERS = ("fc6", "fc7")
 FT_ROW = "FT full+fg fc6"  # the fine-tuned network's row (`segmentation.finetuned`)
 TABLE4_ROW = "full+fg fc6"  # the paper's best row, the one its Table 4 evaluates on the test split
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(13))  # pasting's background threshold, chosen on train
+RECALL_CUTS = (150, 300)  # `proposal_premise` also reports coverage by the first this many masks
 EXAMPLES = 4  # eval images whose labellings each row keeps for the chapter
 
 
@@ -53,6 +58,7 @@ class SegSplit:
     objects: dict[str, np.ndarray]
     truth: dict[str, np.ndarray]
     props: dict[str, MaskProposals]
+    source: str = ""  # the mask proposals' cache entry (and "ranked" once `ranked` cut them)
 
     @property
     def ids(self) -> list[str]:
@@ -61,11 +67,13 @@ class SegSplit:
 
 @dataclass
 class SegBenchmark:
-    """Classes (background first, as mask indices) and the train and eval splits."""
+    """Classes (background first, as mask indices), the train and eval splits (their kept
+    masks), and the train split's whole pool (what the learned ranking is trained on)."""
 
     classes: list[str]
     train: SegSplit
     eval: SegSplit
+    pool: SegSplit
 
 
 @dataclass
@@ -97,11 +105,16 @@ def root(p: Params, cache: Cache) -> Path:
 
 
 def mask_config(p: Params) -> MaskProposalConfig:
-    return MaskProposalConfig(scales=tuple(p.segmentation.scales), max_masks=p.segmentation.max_masks)
+    """The mask proposals' strategies and how many of the hierarchy's masks are made: the pool
+    the learned ranking chooses from, or the kept masks themselves when the hierarchy ranks."""
+    s = p.segmentation
+    return MaskProposalConfig(scales=tuple(s.scales), colour_spaces=tuple(s.colour_spaces), min_size=s.min_size,
+                              max_masks=s.pool if s.ranking == "learned" else s.max_masks)
 
 
 def load_split(p: Params, cache: Cache, base: Path, split: str) -> tuple[SegSplit, list[str]]:
-    """A segmentation split with its masks and (cached) mask proposals; and its classes."""
+    """A segmentation split with its masks and its (cached) mask proposals, the whole pool when
+    the ranking is learned (`ranked` cuts it); and its classes."""
     ids, classes = read_segmentation_split(base, split)
     main = {im.image_id: im for im in read_voc(base, split).images} if (base / "ImageSets" / "Main" / f"{split}.txt").is_file() else {}
     missing = [i for i in ids if i not in main]
@@ -111,8 +124,47 @@ def load_split(p: Params, cache: Cache, base: Path, split: str) -> tuple[SegSpli
     ds = DetectionDataset("voc-seg", split, classes[1:], [main[i] for i in ids], base)
     objects = {i: load_labels(base / "SegmentationObject" / f"{i}.png") for i in ids}
     truth = {i: load_labels(base / "SegmentationClass" / f"{i}.png") for i in ids}
-    props = compute_mask_proposals(ds, cache, mask_config(p), workers=p.runtime.workers, progress=p.runtime.progress)
-    return SegSplit(ds, objects, truth, props), classes
+    entry = mask_proposals_entry(ds, cache, mask_config(p), workers=p.runtime.workers, progress=p.runtime.progress)
+    return SegSplit(ds, objects, truth, load_mask_proposals(entry, ds), entry_ref(entry)), classes
+
+
+def ranker_entry(p: Params, cache: Cache, train: SegSplit) -> Path:
+    """The learned ranking's regressor (`mask_ranking.train_ranker`, pickled), trained on the
+    train split's pools against their best object overlap; cached in stage `mask-ranker`."""
+    config = {"train": train.source, "train_truth": array_digest(train.objects[i] for i in train.ids),
+              "seed": p.runtime.seed}
+
+    def build(out: Path) -> None:
+        x = [MR.describe(train.props[im.image_id], load_image(im.path)) for im in
+             progress_bar(train.dataset.images, "mask ranker", p.runtime.progress)]
+        model = MR.train_ranker(x, [MR.best_object_overlap(train.props[i], train.objects[i]) for i in train.ids],
+                                seed=p.runtime.seed)
+        atomic_write_bytes(out / "ranker.pkl", pickle.dumps(model))
+
+    return cache.entry("mask-ranker", config, build)
+
+
+def ranked(p: Params, cache: Cache, train: SegSplit, split: SegSplit) -> SegSplit:
+    """`split` with the masks each image keeps (`segmentation.max_masks`): with the learned
+    ranking (`detection.mask_ranking`), the regressor of `ranker_entry` (trained on `train`'s
+    pools) orders each image's pool and a diversity rule drops near-duplicates (cached in stage
+    `mask-ranking`); with the hierarchy's ranking the masks already are the kept ones."""
+    if p.segmentation.ranking != "learned":
+        return split
+    keep = p.segmentation.max_masks
+    model_entry = ranker_entry(p, cache, train)
+    config = {"ranker": entry_ref(model_entry), "split": split.source, "keep": keep, "diversity": MR.DIVERSITY_IOU}
+
+    def build(out: Path) -> None:
+        model = pickle.loads((model_entry / "ranker.pkl").read_bytes())
+        kept = [MR.rerank(split.props[im.image_id], model.predict(MR.describe(split.props[im.image_id], load_image(im.path))),
+                          keep) for im in progress_bar(split.dataset.images, "mask ranking", p.runtime.progress)]
+        atomic_save_npz(out / "kept.npz", counts=np.array([len(k) for k in kept]), kept=np.concatenate(kept))
+
+    z = np.load(cache.entry("mask-ranking", config, build) / "kept.npz")
+    kept = np.split(z["kept"], np.cumsum(z["counts"])[:-1])
+    props = {i: MaskProposals(split.props[i].atoms, split.props[i].members[k]) for i, k in zip(split.ids, kept)}
+    return replace(split, props=props, source=f"{split.source} ranked")
 
 
 def load_benchmark(p: Params, cache: Cache) -> SegBenchmark:
@@ -123,16 +175,27 @@ def load_benchmark(p: Params, cache: Cache) -> SegBenchmark:
     if other != classes:
         raise DataError(f"{base}: splits {p.segmentation.train_split!r} and {p.segmentation.eval_split!r} have "
                         f"different classes ({', '.join(classes[1:])} vs {', '.join(other[1:])})")
-    return SegBenchmark(classes, train, test)
+    return SegBenchmark(classes, ranked(p, cache, train, train), ranked(p, cache, train, test), train)
 
 
-def proposal_quality(split: SegSplit) -> dict[str, float]:
+def proposal_premise(p: Params, cache: Cache) -> dict[str, float]:
+    """`lsda sweep seg_proposals`: the mask proposals' coverage of the eval split's objects (the
+    `seg_recall` premise) and O2P's mean best overlap, without any network."""
+    split = load_benchmark(p, cache).eval
+    q = proposal_quality(split)
+    return {"seg_recall": q["recall_50"], "mean_best_overlap": q["mean_best_overlap"], "masks_per_image": q["per_image"],
+            **{f"seg_recall@{n}": proposal_quality(split, n)["recall_50"] for n in RECALL_CUTS}}
+
+
+def proposal_quality(split: SegSplit, first: int | None = None) -> dict[str, float]:
     """O2P's measure of proposal quality: the mean over objects of the best overlap of any
-    proposal (void ignored), the share covered at IoU >= 0.5, masks per image."""
-    best = np.concatenate([best_overlap(split.props[i], split.objects[i]) for i in split.ids])
+    proposal (void ignored), the share covered at IoU >= 0.5, masks per image; of the `first`
+    masks only when given (masks are ranked, so that is what `max_masks` = `first` keeps)."""
+    props = {i: MaskProposals(p.atoms, p.members[:first]) for i, p in split.props.items()}
+    best = np.concatenate([best_overlap(props[i], split.objects[i]) for i in split.ids])
     return {"mean_best_overlap": float(best.mean()) if best.size else float("nan"),
             "recall_50": float((best >= 0.5).mean()) if best.size else float("nan"), "objects": int(best.size),
-            "per_image": float(np.mean([len(split.props[i].members) for i in split.ids]))}
+            "per_image": float(np.mean([len(props[i].members) for i in split.ids]))}
 
 
 def _object_classes(image: ImageAnn, classes: list[str]) -> list[int]:
@@ -234,8 +297,8 @@ def table4(p: Params, cache: Cache, sb: SegBenchmark, nets: dict[str, Any]) -> S
         raise DataError(f"{base}: split {p.segmentation.test_split!r} has other classes than "
                         f"{p.segmentation.train_split!r}")
     strategy, layer = TABLE4_ROW.split()
-    return row_result(p, cache, SegBenchmark(sb.classes, sb.train, test), nets["pretrained"], "pre", strategy, layer,
-                      TABLE4_ROW)
+    return row_result(p, cache, replace(sb, eval=ranked(p, cache, sb.pool, test)), nets["pretrained"], "pre", strategy,
+                      layer, TABLE4_ROW)
 
 
 def bootstrap(rows: dict[str, SegRow], n: int, seed: int) -> dict[str, np.ndarray]:

@@ -19,6 +19,7 @@ from lsda_core.core.errors import LsdaError
 from lsda_core.experiments import lsda as L
 from lsda_core.experiments import premises as PR
 from lsda_core.experiments import rcnn as R
+from lsda_core.experiments import segmentation as SG
 from lsda_core.experiments.rcnn import pretrained_network
 from lsda_core.store.cache import Cache
 from lsda_core.store.files import atomic_write_text
@@ -31,6 +32,7 @@ MEASUREMENTS: dict[str, Callable[[P.Params, Cache], dict[str, Any]]] = {
     "finetune": lambda p, cache: PR.finetune_quality(p, cache, pretrained_network(p, cache)[0]),
     "lsda_headroom": L.headroom,
     "rcnn_layers": R.layer_gains,
+    "seg_proposals": SG.proposal_premise,
 }  # the premises `lsda sweep` measures by name (`premises.py`, `lsda.headroom`), and "what it takes" (`rcnn.layer_gains`)
 
 

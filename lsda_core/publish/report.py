@@ -437,7 +437,9 @@ CALIBRATION_METRICS = {"pretrain": ("train_top1", "val_top1", "fit_gap", "epochs
                        "finetune": ("plateau", "val_loss", "passes", "iterations"),
                        "lsda_headroom": ("cls_held_out_map", "oracle_held_out_map", "lsda_headroom", "lsda_recall"),
                        "rcnn_layers": ("val_top1", "train_top1", "fc6 - pool5", "FT gain pool5", "FT gain fc6",
-                                       "FT gain fc7", "FT fc7")}
+                                       "FT gain fc7", "FT fc7"),
+                       "seg_proposals": ("seg_recall", "seg_recall@150", "seg_recall@300", "mean_best_overlap",
+                                         "masks_per_image")}
 
 
 CALIBRATION_TITLES = {"pretrain": "Pre-training (premise: val top-1 >= 0.55, not underfitting)",
@@ -445,6 +447,8 @@ CALIBRATION_TITLES = {"pretrain": "Pre-training (premise: val top-1 >= 0.55, not
                       "finetune": "Fine-tuning length (premise: the validation loss has plateaued)",
                       "lsda_headroom": "LSDA view sizes (premise: oracle held-out mAP at least twice the classification "
                                        "network's)",
+                      "seg_proposals": "Mask proposals for segmentation (premise: >= 0.9 of the eval split's objects "
+                                       "covered at IoU 0.5)",
                       "rcnn_layers": "What it takes: R-CNN's layer and fine-tuning gaps as the setup varies (mAP points, "
                                      "one seed)"}
 

@@ -195,3 +195,10 @@ def test_schema_fields_describe_every_key_with_its_rule():
     assert not by_key["world.seed"].path
     assert list(P.schema_sections()) == list(defaults) and P.schema_sections()["runtime"].startswith("Where and how")
     assert all(f"  {f.key} ({f.type}" in P.schema_help() for f in fields)
+
+
+@pytest.mark.parametrize("spaces", [[], ["rgb", "rgb"], ["rgb", "xyz"]])
+def test_colour_spaces_are_distinct_known_names(spaces):
+    with pytest.raises(P.ParamsError, match="segmentation.colour_spaces"):
+        P.load(None, {"segmentation.colour_spaces": spaces})
+    assert P.load(None, {"segmentation.colour_spaces": ["lab", "rgb"]}).segmentation.colour_spaces == ["lab", "rgb"]

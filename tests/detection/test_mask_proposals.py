@@ -64,3 +64,15 @@ def test_cached_proposals_round_trip(tmp_path: Path):
     again = M.compute_mask_proposals(ds, cache, cfg, progress=False)
     assert all(np.array_equal(first[k].members, again[k].members) for k in first)
     assert len([e for e in cache.entries() if e["stage"] == "mask-proposals"]) == 1
+
+
+def test_lab_strategy_is_deterministic_and_covers_the_image():
+    """A Lab grouping strategy proposes masks like the others: seeded, masks of image pixels."""
+    rng = np.random.default_rng(3)
+    img = np.clip(rng.normal(120, 30, (24, 32, 3)), 0, 255).astype(np.uint8)
+    img[4:16, 6:20] = (200, 30, 30)
+    cfg = M.MaskProposalConfig(scales=(20,), colour_spaces=("lab",), max_masks=10)
+    a, b = M.propose(img, cfg, seed=1), M.propose(img, cfg, seed=1)
+    assert np.array_equal(a.members, b.members) and a.masks().shape[1:] == (24, 32)
+    with pytest.raises(ValueError, match="colour space 'xyz'"):
+        M.propose(img, M.MaskProposalConfig(colour_spaces=("xyz",)))

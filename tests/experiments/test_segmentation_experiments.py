@@ -143,3 +143,31 @@ def test_table4_is_the_best_row_evaluated_once_on_the_test_split(run, pretrained
     assert ours["mean"] == pytest.approx(100 * t4.score) and set(table.columns) >= {"fox", "owl", "95 % interval"}
     assert table.loc["full+fg fc6, the paper (VOC 2011 test)", "mean"] == paper.RCNN_TABLE4["full+fg fc6"][1]
     assert SG.table4(replace(p, segmentation=replace(p.segmentation, test_split=None)), cache, sb, {}) is None
+
+
+def test_proposal_premise_and_coverage_of_the_first_masks(run):
+    """Masks are ranked, so the first n of them are what `max_masks` = n keeps: coverage grows
+    with n up to the whole set's; the sweep's measurement is the eval split's."""
+    p, cache, sb, _ = run
+    whole = SG.proposal_quality(sb.eval)
+    one = SG.proposal_quality(sb.eval, 1)
+    assert one["per_image"] == 1 and one["mean_best_overlap"] <= whole["mean_best_overlap"]
+    assert SG.proposal_quality(sb.eval, p.segmentation.max_masks) == whole
+    m = SG.proposal_premise(p, cache)
+    assert m["seg_recall"] == whole["recall_50"] and m["seg_recall@150"] == whole["recall_50"]  # 20 masks kept
+
+
+def test_learned_ranking_keeps_masks_of_the_pool_and_is_cached(run):
+    """Each image keeps `max_masks` distinct masks of its pool (the hierarchy's masks); the
+    ranker is trained once, each split ranked once; the hierarchy's own order keeps the pool."""
+    p, cache, sb, _ = run
+    pool = SG.load_split(p, cache, SG.root(p, cache), p.segmentation.eval_split)[0]
+    for i in sb.eval.ids:
+        kept, whole = sb.eval.props[i].members, pool.props[i].members
+        assert len(kept) == min(p.segmentation.max_masks, len(whole))
+        rows = {r.tobytes() for r in whole}
+        assert all(r.tobytes() in rows for r in kept) and len({r.tobytes() for r in kept}) == len(kept)
+    stages = [e["stage"] for e in cache.entries()]
+    assert stages.count("mask-ranker") == 1 and stages.count("mask-ranking") == 2
+    q = replace(p, segmentation=replace(p.segmentation, ranking="hierarchy"))
+    assert SG.ranked(q, cache, sb.pool, pool) is pool
