@@ -6,8 +6,9 @@ al.): graph-based segments (Felzenszwalb and Huttenlocher, from scikit-image) me
 most similar neighbours first (colour-histogram intersection, small regions first, regions
 that fill their joint box), every region of the hierarchy a proposal, over several
 strategies (segmentation scale x colour space). Where it departs from CPMC: no figure-ground
-energy and no learned ranking: regions are ranked as selective search ranks its boxes (a
-region's level in its hierarchy times a seeded random number), the first `max_masks` kept.
+energy; regions are ranked as selective search ranks its boxes (a region's level in its
+hierarchy times a seeded random number), the first `max_masks` kept, or that whole set (the
+pool) is ranked again by CPMC's kind of learned regressor (`mask_ranking`).
 
 A mask is stored compactly: the *atoms* of an image (the pixels that every strategy's base
 segmentation puts together) and, per proposal, which atoms it holds.

@@ -68,12 +68,13 @@ class SegSplit:
 @dataclass
 class SegBenchmark:
     """Classes (background first, as mask indices), the train and eval splits (their kept
-    masks), and the train split's whole pool (what the learned ranking is trained on)."""
+    masks), and both splits with their whole pools ("train", "eval": what the learned ranking
+    is trained on and chooses from; the kept masks themselves with the hierarchy's ranking)."""
 
     classes: list[str]
     train: SegSplit
     eval: SegSplit
-    pool: SegSplit
+    pools: dict[str, SegSplit]
 
 
 @dataclass
@@ -156,9 +157,10 @@ def ranked(p: Params, cache: Cache, train: SegSplit, split: SegSplit) -> SegSpli
     config = {"ranker": entry_ref(model_entry), "split": split.source, "keep": keep, "diversity": MR.DIVERSITY_IOU}
 
     def build(out: Path) -> None:
-        model = pickle.loads((model_entry / "ranker.pkl").read_bytes())
-        kept = [MR.rerank(split.props[im.image_id], model.predict(MR.describe(split.props[im.image_id], load_image(im.path))),
-                          keep) for im in progress_bar(split.dataset.images, "mask ranking", p.runtime.progress)]
+        x = [MR.describe(split.props[im.image_id], load_image(im.path))
+             for im in progress_bar(split.dataset.images, "mask ranking", p.runtime.progress)]
+        scores = MR.predict(pickle.loads((model_entry / "ranker.pkl").read_bytes()), x)
+        kept = [MR.rerank(split.props[i], s, keep) for i, s in zip(split.ids, scores)]
         atomic_save_npz(out / "kept.npz", counts=np.array([len(k) for k in kept]), kept=np.concatenate(kept))
 
     z = np.load(cache.entry("mask-ranking", config, build) / "kept.npz")
@@ -175,7 +177,8 @@ def load_benchmark(p: Params, cache: Cache) -> SegBenchmark:
     if other != classes:
         raise DataError(f"{base}: splits {p.segmentation.train_split!r} and {p.segmentation.eval_split!r} have "
                         f"different classes ({', '.join(classes[1:])} vs {', '.join(other[1:])})")
-    return SegBenchmark(classes, ranked(p, cache, train, train), ranked(p, cache, train, test), train)
+    return SegBenchmark(classes, ranked(p, cache, train, train), ranked(p, cache, train, test),
+                        {"train": train, "eval": test})
 
 
 def proposal_premise(p: Params, cache: Cache) -> dict[str, float]:
@@ -297,7 +300,7 @@ def table4(p: Params, cache: Cache, sb: SegBenchmark, nets: dict[str, Any]) -> S
         raise DataError(f"{base}: split {p.segmentation.test_split!r} has other classes than "
                         f"{p.segmentation.train_split!r}")
     strategy, layer = TABLE4_ROW.split()
-    return row_result(p, cache, replace(sb, eval=ranked(p, cache, sb.pool, test)), nets["pretrained"], "pre", strategy,
+    return row_result(p, cache, replace(sb, eval=ranked(p, cache, sb.pools["train"], test)), nets["pretrained"], "pre", strategy,
                       layer, TABLE4_ROW)
 
 

@@ -113,6 +113,9 @@ def test_chapter_tables_and_claims(run):
     assert [f["id"] for f in found] == [c.id for c in paper.SEG_CLAIMS]
     assert all(f["verdict"] in ("replicated", "direction only", "not replicated", "inconclusive") for f in found)
     assert list(seg_report.per_class(rows, sb.classes).columns) == ["background", "fox", "owl", "mean"]
+    bench = seg_report.benchmark(sb)  # the kept masks of both splits, and the eval pool they were ranked from
+    assert len(bench) == 3 and bench["masks per image"].iloc[1] == p.segmentation.max_masks
+    assert bench["objects at IoU >= 0.5"].iloc[2] >= bench["objects at IoU >= 0.5"].iloc[1]
     fig = seg_report.examples_figure(sb, rows, ("full fc6", "fg fc6"))
     assert "full fc6, fg fc6 rows" in fig.caption and len(fig.fig.axes) == 4 * len(rows["full fc6"].examples)
 
@@ -161,7 +164,7 @@ def test_learned_ranking_keeps_masks_of_the_pool_and_is_cached(run):
     """Each image keeps `max_masks` distinct masks of its pool (the hierarchy's masks); the
     ranker is trained once, each split ranked once; the hierarchy's own order keeps the pool."""
     p, cache, sb, _ = run
-    pool = SG.load_split(p, cache, SG.root(p, cache), p.segmentation.eval_split)[0]
+    pool = sb.pools["eval"]
     for i in sb.eval.ids:
         kept, whole = sb.eval.props[i].members, pool.props[i].members
         assert len(kept) == min(p.segmentation.max_masks, len(whole))
@@ -170,4 +173,4 @@ def test_learned_ranking_keeps_masks_of_the_pool_and_is_cached(run):
     stages = [e["stage"] for e in cache.entries()]
     assert stages.count("mask-ranker") == 1 and stages.count("mask-ranking") == 2
     q = replace(p, segmentation=replace(p.segmentation, ranking="hierarchy"))
-    assert SG.ranked(q, cache, sb.pool, pool) is pool
+    assert SG.ranked(q, cache, sb.pools["train"], pool) is pool
