@@ -96,12 +96,13 @@ def _colour(image: np.ndarray, space: str) -> np.ndarray:
     raise ValueError(f"unknown colour space {space!r} (rgb, hsv, lab)")
 
 
-def _adjacent(labels: np.ndarray) -> np.ndarray:
-    """(E, 2) pairs i < j of segments that touch (4-neighbourhood)."""
+def adjacency(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(E, 2) pairs i < j of segments that touch (4-neighbourhood), and (E,) the length of
+    each pair's shared boundary in pixel edges."""
     pairs = np.concatenate([np.stack([labels[:, :-1].ravel(), labels[:, 1:].ravel()], 1),
-                            np.stack([labels[:-1].ravel(), labels[1:].ravel()], 1)])
+                            np.stack([labels[:-1].ravel(), labels[1:].ravel()], 1)]).astype(np.int64)
     pairs = pairs[pairs[:, 0] != pairs[:, 1]]
-    return np.unique(np.sort(pairs, axis=1), axis=0)
+    return np.unique(np.sort(pairs, axis=1), axis=0, return_counts=True)
 
 
 def hierarchy(image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -119,7 +120,7 @@ def hierarchy(image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nda
     sizes, hists, boxes = list(size), list(hist), list(_segment_boxes(labels))
     merges: list[tuple[int, int]] = []
     neighbours: dict[int, set[int]] = {i: set() for i in range(n)}
-    for i, j in _adjacent(labels):
+    for i, j in adjacency(labels)[0]:
         neighbours[int(i)].add(int(j))
         neighbours[int(j)].add(int(i))
 

@@ -21,7 +21,7 @@ import numpy as np
 from scipy.sparse import csr_matrix
 from threadpoolctl import threadpool_limits
 
-from lsda_core.detection.mask_proposals import MaskProposals, mask_iou
+from lsda_core.detection.mask_proposals import MaskProposals, adjacency, mask_iou
 
 DIVERSITY_IOU = 0.9  # a mask overlapping a better-ranked kept mask by more than this is skipped
 COLOUR_BINS = 4  # per RGB channel, for the inside / outside colour histograms
@@ -51,12 +51,8 @@ def describe(props: MaskProposals, image: np.ndarray) -> np.ndarray:
     edge[0], edge[-1], edge[:, 0], edge[:, -1] = True, True, True, True
     on_border = np.bincount(atoms[edge.ravel()], minlength=a).astype(np.float64)
     # boundary length between atoms (4-neighbourhood), and its length times the colour step across it
-    grid = props.atoms
-    pairs = np.concatenate([np.stack([grid[:, :-1].ravel(), grid[:, 1:].ravel()], 1),
-                            np.stack([grid[:-1].ravel(), grid[1:].ravel()], 1)]).astype(np.int64)
-    pairs = np.sort(pairs[pairs[:, 0] != pairs[:, 1]], axis=1)
-    keys, n_px = np.unique(pairs[:, 0] * a + pairs[:, 1], return_counts=True)
-    i, j = np.divmod(keys, a)
+    pairs, n_px = adjacency(props.atoms)
+    i, j = pairs[:, 0], pairs[:, 1]
     mean_col = colour / np.maximum(count, 1)[:, None]
     step = np.linalg.norm(mean_col[i] - mean_col[j], axis=1)
     both = (np.concatenate([i, j]), np.concatenate([j, i]))

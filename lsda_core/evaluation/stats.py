@@ -51,16 +51,23 @@ def bootstrap_map(bench: Benchmark, results: list[DetectorResult], n: int = 100,
     detector's samples are kept in stage `bootstrap`, keyed on the content of its detections,
     the test split, the metric, the classes, `n` and `seed` (a warm book recomputes none)."""
     classes = bench.classes if classes is None else classes
+    positives: dict[str, np.ndarray] = {}  # per class, as evaluation counts them: filled once, when first needed
+
+    def one(dets: dict[str, Detections]) -> np.ndarray:
+        if not positives:
+            positives.update({c: E.positives_per_image(bench.test, c, bench.metric) for c in classes})
+        return _bootstrap_one(bench, dets, positives, n, seed)
+
     out = {}
     for r in results:
         if cache is None:
-            out[r.name] = _bootstrap_one(bench, r.detections, classes, n, seed)
+            out[r.name] = one(r.detections)
             continue
         config = {"detections": detections_digest(r.detections, classes), "test": dataset_identity(bench.test),
                   "metric": bench.metric, "classes": list(classes), "n": n, "seed": seed}
 
         def build(folder: Path, dets: dict[str, Detections] = r.detections) -> None:
-            atomic_save_npy(folder / "maps.npy", _bootstrap_one(bench, dets, classes, n, seed))
+            atomic_save_npy(folder / "maps.npy", one(dets))
 
         out[r.name] = np.load(cache.entry("bootstrap", config, build) / "maps.npy")
     return out
@@ -77,15 +84,16 @@ def detections_digest(detections: dict[str, Detections], classes: Sequence[str])
     return array_digest(parts)
 
 
-def _bootstrap_one(bench: Benchmark, detections: dict[str, Detections], classes: Sequence[str], n: int,
+def _bootstrap_one(bench: Benchmark, detections: dict[str, Detections], positives: dict[str, np.ndarray], n: int,
                    seed: int) -> np.ndarray:
-    """(n,) one detector's mAP over `classes` on the `resamples(.., n, seed)` (`bootstrap_map`)."""
+    """(n,) one detector's mAP over the classes of `positives` (each class's positives per test
+    image) on the `resamples(.., n, seed)` (`bootstrap_map`)."""
     picks = resamples(len(bench.test.images), n, seed)
     per_class = []
-    for c in classes:
+    for c, pos in positives.items():
         m = E.match_detections(bench.test, c, detections.get(c, Detections()), bench.metric)
         counted = m.tp | m.fp
-        per_class.append((m.image_index[counted], m.tp[counted], E.positives_per_image(bench.test, c, bench.metric)))
+        per_class.append((m.image_index[counted], m.tp[counted], pos))
     maps = np.zeros(n)
     for k, w in enumerate(picks):
         aps = []

@@ -174,11 +174,16 @@ def load_benchmark(p: Params, cache: Cache) -> SegBenchmark:
     base = root(p, cache)
     train, classes = load_split(p, cache, base, p.segmentation.train_split)
     test, other = load_split(p, cache, base, p.segmentation.eval_split)
-    if other != classes:
-        raise DataError(f"{base}: splits {p.segmentation.train_split!r} and {p.segmentation.eval_split!r} have "
-                        f"different classes ({', '.join(classes[1:])} vs {', '.join(other[1:])})")
+    _same_classes(base, p.segmentation.train_split, classes, p.segmentation.eval_split, other)
     return SegBenchmark(classes, ranked(p, cache, train, train), ranked(p, cache, train, test),
                         {"train": train, "eval": test})
+
+
+def _same_classes(base: Path, split: str, classes: list[str], other_split: str, other: list[str]) -> None:
+    """A DataError unless two splits of the segmentation root have the same classes."""
+    if other != classes:
+        raise DataError(f"{base}: splits {split!r} and {other_split!r} have "
+                        f"different classes ({', '.join(classes[1:])} vs {', '.join(other[1:])})")
 
 
 def proposal_premise(p: Params, cache: Cache) -> dict[str, float]:
@@ -296,12 +301,10 @@ def table4(p: Params, cache: Cache, sb: SegBenchmark, nets: dict[str, Any]) -> S
         return None
     base = root(p, cache)
     test, classes = load_split(p, cache, base, p.segmentation.test_split)
-    if classes != sb.classes:
-        raise DataError(f"{base}: split {p.segmentation.test_split!r} has other classes than "
-                        f"{p.segmentation.train_split!r}")
+    _same_classes(base, p.segmentation.train_split, sb.classes, p.segmentation.test_split, classes)
     strategy, layer = TABLE4_ROW.split()
-    return row_result(p, cache, replace(sb, eval=ranked(p, cache, sb.pools["train"], test)), nets["pretrained"], "pre", strategy,
-                      layer, TABLE4_ROW)
+    return row_result(p, cache, replace(sb, eval=ranked(p, cache, sb.pools["train"], test)), nets["pretrained"], "pre",
+                      strategy, layer, TABLE4_ROW)
 
 
 def bootstrap(rows: dict[str, SegRow], n: int, seed: int) -> dict[str, np.ndarray]:

@@ -550,10 +550,10 @@ def reader_problems(html_dir: Path, folders: Sequence[str | Path] = (), pages: l
     html_dir = Path(html_dir)
     problems = check_html(html_dir, pages)
     for f in sorted(html_dir.rglob("*")):
-        if not f.is_file() or {"_static", Path(MATHJAX_DIR).name} & set(f.relative_to(html_dir).parts[:1]) \
+        rel = f.relative_to(html_dir)
+        if not f.is_file() or rel.parts[0] in ("_static", Path(MATHJAX_DIR).name) \
                 or f.suffix not in (".html", ".js", ".txt", ".ipynb", ".md"):  # third-party bundles skipped
             continue
-        rel = f.relative_to(html_dir)
         text = f.read_text(errors="replace")
         problems += [f"{rel}: absolute path {p[:80]}" for p in dict.fromkeys(absolute_paths(text, folders))]
         if f.suffix != ".html":

@@ -10,7 +10,7 @@ from IPython.display import Markdown
 from lsda_core.core.params import Params
 from lsda_core.data.images import load_image
 from lsda_core.evaluation import segmentation as S
-from lsda_core.evaluation.stats import Seeded
+from lsda_core.evaluation.stats import Seeded, effect
 from lsda_core.experiments import segmentation as SG
 from lsda_core.publish import findings as F
 from lsda_core.publish import paper, viz
@@ -64,9 +64,10 @@ def table4(row: SG.SegRow | None, classes: list[str], p: Params) -> Table | Mark
     if row is None:
         return Markdown("Table 4 is not run: `segmentation.test_split` is unset.")
     s = S.score(row.confusion.sum(0), classes)
-    lo, hi = np.percentile(SG.bootstrap({row.name: row}, p.rcnn.bootstrap, p.runtime.seed)[row.name], [2.5, 97.5])
+    seeded = SG.seeded(p, {row.name: row})
+    eff = effect([(row.name, 1.0)], seeded.points, seeded.samples, p.runtime.seed)
     out = [{"row": f"{row.name}, this run ({p.segmentation.test_split} split)", "background": 100 * s["iou"][classes[0]],
-            "mean": 100 * s["mean"], "95 % interval": f"{100 * lo:.1f} to {100 * hi:.1f}",
+            "mean": 100 * s["mean"], "95 % interval": f"{eff.lo:.1f} to {eff.hi:.1f}",
             **{c: 100 * s["iou"][c] for c in classes[1:]}}]
     for name, (v, m) in paper.RCNN_TABLE4.items():
         out.append({"row": f"{name}, the paper (VOC 2011 test)", "background": v[0], "mean": m})
