@@ -169,16 +169,17 @@ def project_boxes(boxes: Any, transform: MapTransform) -> torch.Tensor:
     return torch.cat([lo, hi], dim=1).long()
 
 
-def _sparse_table(conv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Range maxima of (C, H, W) maps: block (a, b), for a <= log2 H and b <= log2 W, holds at
-    (y, x) the max over rows [y, y + 2^a) and columns [x, x + 2^b), for every (y, x) where that
-    range fits (H - 2^a + 1 rows, W - 2^b + 1 columns). Returns the blocks' rows of C values
-    stacked into one (M, C) tensor, each block's first row (KH, KW) and width (KW,), so that
-    entry (a, b, y, x) is row `first[a, b] + y * width[b] + x`. Each block is computed from
-    the previous one by one elementwise max, written in place."""
+def _sparse_table(conv: torch.Tensor, levels_y: int, levels_x: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Range maxima of (C, H, W) maps: block (a, b), for a < `levels_y` and b < `levels_x`
+    (at most log2 H + 1 and log2 W + 1), holds at (y, x) the max over rows [y, y + 2^a) and
+    columns [x, x + 2^b), for every (y, x) where that range fits (H - 2^a + 1 rows,
+    W - 2^b + 1 columns). Returns the blocks' rows of C values stacked into one (M, C) tensor,
+    each block's first row (KH, KW) and width (KW,), so that entry (a, b, y, x) is row
+    `first[a, b] + y * width[b] + x`. Each block is computed from the previous one by one
+    elementwise max, written in place."""
     C, H, W = conv.shape
-    hs = [H - (1 << a) + 1 for a in range(H.bit_length())]
-    ws = [W - (1 << b) + 1 for b in range(W.bit_length())]
+    hs = [H - (1 << a) + 1 for a in range(min(levels_y, H.bit_length()))]
+    ws = [W - (1 << b) + 1 for b in range(min(levels_x, W.bit_length()))]
     sizes = [h * w for h in hs for w in ws]
     starts = np.cumsum([0] + sizes[:-1]).reshape(len(hs), len(ws)).tolist()
     flat = conv.new_empty((sum(sizes), C))
@@ -206,49 +207,68 @@ def _bin_edges(first: torch.Tensor, n: torch.Tensor, b: int) -> tuple[torch.Tens
     return first[:, None] + start, first[:, None] + end
 
 
+def _gathered_levels(bins: Sequence[int]) -> list[int]:
+    """The pyramid levels pooled from the map: those no other level is a multiple of. Level b
+    of a box is the max over k x k blocks of level k b's bins: k b bins of n cells, taken k at a
+    time, cover [floor(j n / b), ceil((j + 1) n / b)), exactly level b's bin j."""
+    return sorted({b for b in bins if not any(m != b and m % b == 0 for m in bins)})
+
+
+def _level_bins(cells: torch.Tensor, b: int) -> tuple[torch.Tensor, ...]:
+    """Every box's b x b bins as (N, b, 1) row and (N, 1, b) column edges, end exclusive."""
+    y0, y1 = _bin_edges(cells[:, 1], cells[:, 3] - cells[:, 1] + 1, b)
+    x0, x1 = _bin_edges(cells[:, 0], cells[:, 2] - cells[:, 0] + 1, b)
+    return y0[:, :, None], y1[:, :, None], x0[:, None, :], x1[:, None, :]
+
+
+def _pool_level(flat: torch.Tensor, first: torch.Tensor, width: torch.Tensor, log2: torch.Tensor,
+                edges: tuple[torch.Tensor, ...], C: int) -> torch.Tensor:
+    """(N, C, b, b) max over each of b x b bins (`_level_bins`) of every box's cells, 4
+    sparse-table lookups a bin, gathered in chunks of boxes bounding memory (`POOL_BYTES`)."""
+    y0, y1, x0, x1 = edges
+    n, b = y0.shape[0], y0.shape[1]
+    ky, kx = log2[y1 - y0], log2[x1 - x0]
+    base, w = first[ky, kx], width[kx]
+    corners = [(base + r * w + c).reshape(n, b * b) for r in (y0, y1 - (1 << ky)) for c in (x0, x1 - (1 << kx))]
+    step = max(1, POOL_BYTES // (2 * b * b * C * flat.element_size()))
+    out = []
+    for s in range(0, n, step):  # chunks of boxes
+        got = [flat.index_select(0, idx[s:s + step].reshape(-1)) for idx in corners]
+        out.append(torch.maximum(torch.maximum(got[0], got[1]), torch.maximum(got[2], got[3])))
+    pooled = torch.cat(out) if len(out) > 1 else out[0]  # (n * b * b, C)
+    return pooled.view(n, b, b, C).permute(0, 3, 1, 2)
+
+
 def spp_pool(conv: torch.Tensor, boxes: Any, transform: MapTransform, bins: Sequence[int] = BINS) -> torch.Tensor:
     """Spatial pyramid pooling of every box: (C, H, W) or (1, C, H, W) conv maps and (N, 4)
     image boxes -> (N, C * sum b^2), levels in `bins` order, each flattened (channel, y, x).
 
-    Exact and batched over boxes: a 2-D sparse table of range maxima (`_sparse_table`, about
-    log H x log W shrinking copies of the map) answers the max over any rectangle of cells with
+    Exact and batched over boxes: a 2-D sparse table of range maxima (`_sparse_table`, up to
+    log H x log W shrinking copies of the map, as many as the longest bin needs) answers the max over any rectangle of cells with
     4 lookups (the max over [y0, y1) is the max of the two overlapping ranges of length
-    2^floor(log2(y1 - y0)) starting at y0 and ending at y1; likewise for columns). All bins of
-    all boxes are gathered at once (in chunks of boxes bounding memory); no loop over boxes."""
+    2^floor(log2(y1 - y0)) starting at y0 and ending at y1; likewise for columns). Only the
+    levels of `_gathered_levels` are looked up (6 of SPP-net's 6, 3, 2, 1); the others are
+    maxima over blocks of their bins. No loop over boxes."""
     if conv.ndim == 4:
         conv = conv[0]
     C, H, W = conv.shape
     bins = [int(b) for b in bins]
     dev = conv.device
     cells = project_boxes(boxes, transform).to(dev)
-    n, nb = len(cells), sum(b * b for b in bins)
+    n = len(cells)
     if n == 0:
-        return conv.new_zeros((0, C * nb))
-    flat, first, width = _sparse_table(conv)
+        return conv.new_zeros((0, C * sum(b * b for b in bins)))
+    edges = {b: _level_bins(cells, b) for b in _gathered_levels(bins)}
+    longest = [max(int((e[1] - e[0]).max()) for e in edges.values()),  # the longest bin, rows and columns
+               max(int((e[3] - e[2]).max()) for e in edges.values())]
+    flat, first, width = _sparse_table(conv, *(k.bit_length() for k in longest))
     log2 = torch.tensor([0] + [k.bit_length() - 1 for k in range(1, max(H, W) + 1)], device=dev)
-    y0s, y1s, x0s, x1s = [], [], [], []
-    for b in bins:  # pyramid levels
-        y0, y1 = _bin_edges(cells[:, 1], cells[:, 3] - cells[:, 1] + 1, b)
-        x0, x1 = _bin_edges(cells[:, 0], cells[:, 2] - cells[:, 0] + 1, b)
-        y0s += [y0[:, :, None].expand(n, b, b).reshape(n, b * b)]
-        y1s += [y1[:, :, None].expand(n, b, b).reshape(n, b * b)]
-        x0s += [x0[:, None, :].expand(n, b, b).reshape(n, b * b)]
-        x1s += [x1[:, None, :].expand(n, b, b).reshape(n, b * b)]
-    y0, y1, x0, x1 = (torch.cat(t, dim=1) for t in (y0s, y1s, x0s, x1s))  # (n, nb)
-    ky, kx = log2[y1 - y0], log2[x1 - x0]
-    base, w = first[ky, kx], width[kx]
-    corners = [base + yy * w + xx for yy in (y0, y1 - (1 << ky)) for xx in (x0, x1 - (1 << kx))]
-    step = max(1, POOL_BYTES // (2 * nb * C * conv.element_size()))
-    out = []
-    for s in range(0, n, step):  # chunks of boxes
-        got = [flat.index_select(0, idx[s:s + step].reshape(-1)) for idx in corners]
-        out.append(torch.maximum(torch.maximum(got[0], got[1]), torch.maximum(got[2], got[3])))
-    pooled = (torch.cat(out) if len(out) > 1 else out[0]).reshape(n, nb, C)
-    parts, o = [], 0
-    for b in bins:
-        parts.append(pooled[:, o:o + b * b].transpose(1, 2).reshape(n, C * b * b))
-        o += b * b
-    return torch.cat(parts, dim=1)
+    levels = {b: _pool_level(flat, first, width, log2, e, C) for b, e in edges.items()}
+    for b in sorted(set(bins), reverse=True):  # finest first, so each level reads the coarsest finer one
+        if b not in levels:
+            m = min(m for m in levels if m % b == 0)  # the coarsest level already pooled
+            levels[b] = F.max_pool2d(levels[m], m // b)
+    return torch.cat([levels[b].reshape(n, C * b * b) for b in bins], dim=1)
 
 
 @torch.inference_mode()

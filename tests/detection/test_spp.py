@@ -119,7 +119,7 @@ def test_projection_is_spp_nets_formula_without_offset():
 
 # ------------------------------------------------------------------- pyramid pooling
 
-@pytest.mark.parametrize("bins", [(6, 3, 2, 1), (1, 4), (7,)])
+@pytest.mark.parametrize("bins", [(6, 3, 2, 1), (1, 4), (7,), (2, 8, 3, 4), (4, 4, 2)])
 def test_spp_pool_equals_the_naive_reference_exactly(bins, monkeypatch):
     g = torch.Generator().manual_seed(sum(bins))
     C, H, W = 5, 13, 17
