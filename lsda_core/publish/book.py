@@ -203,11 +203,11 @@ def execute_chapter(root: Path, chapter: Chapter, p: P.Params, resolved: Path, o
         injected["findings_dir"] = str(out / F.PARTS)
     if chapter.name == INTRO_CHAPTER:
         injected["build_dir"] = str(out)
-    own_bars = progress and terminal.name_for_children()  # they replace Papermill's cell counter
     t0 = time.time()
     try:
-        pm.execute_notebook(str(root / chapter.path), str(dest), parameters=injected, cwd=str(root),
-                            progress_bar=progress and not own_bars, kernel_name="python3", log_output=False)
+        with terminal.for_children() as own_bars:  # the kernel's own progress replaces Papermill's cell counter
+            pm.execute_notebook(str(root / chapter.path), str(dest), parameters=injected, cwd=str(root),
+                                progress_bar=progress and not own_bars, kernel_name="python3", log_output=False)
     except pm.PapermillExecutionError as e:
         first = next((ln for ln in e.source.splitlines() if ln.strip()), "")
         raise ChapterError(f"chapter {chapter.name!r} failed in cell {e.cell_index} "

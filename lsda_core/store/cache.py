@@ -138,6 +138,7 @@ class Cache:
                 if final.exists():  # an entry whose meta.json is missing or damaged: replace it
                     shutil.rmtree(final)
                 os.replace(work, final)
+                terminal.status(f"{stage}: built {key[:12]} in {seconds:.0f} s")
             elif not resumable:  # another rank's copy of a collective build
                 shutil.rmtree(work)
             D.barrier()

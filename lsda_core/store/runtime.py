@@ -61,7 +61,12 @@ def _cpu_name() -> str:
 
 def progress(items: Iterable[T], desc: str, enabled: bool = True, total: int | None = None) -> Iterable[T]:
     """A progress bar over `items` on the terminal (`terminal.stream`: stderr, or the terminal of
-    the `lsda book` that runs this chapter); none when disabled, without a terminal (CI), or on
-    torchrun ranks other than 0 (rank 0's bar shows its share)."""
-    out = terminal.stream() if enabled and D.is_main() else None
-    return tqdm(items, desc=desc, total=total, disable=out is None, leave=False, dynamic_ncols=True, file=out)
+    the `lsda book` that runs this chapter), plain lines when the output is a log
+    (`terminal.lines`); nothing when disabled, in CI, or on torchrun ranks other than 0 (rank
+    0's shows its share)."""
+    if not (enabled and D.is_main()):
+        return items
+    out = terminal.stream()
+    if out is not None:
+        return tqdm(items, desc=desc, total=total, leave=False, dynamic_ncols=True, file=out)
+    return terminal.lines(items, desc, total)
