@@ -37,8 +37,9 @@ def atomic_save_npy(path: Path, array: Any) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def atomic_save_npz(path: Path, **arrays: Any) -> None:
-    """Save named arrays as one uncompressed .npz atomically."""
+def atomic_save_npz(path: Path, compressed: bool = False, **arrays: Any) -> None:
+    """Save named arrays as one .npz atomically (deflated when `compressed`: for sparse or
+    repetitive arrays such as label maps and bit masks, read once per use)."""
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    (np.savez_compressed if compressed else np.savez)(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())

@@ -64,6 +64,15 @@ def test_cached_proposals_round_trip(tmp_path: Path):
     again = M.compute_mask_proposals(ds, cache, cfg, progress=False)
     assert all(np.array_equal(first[k].members, again[k].members) for k in first)
     assert len([e for e in cache.entries() if e["stage"] == "mask-proposals"]) == 1
+    assert first["0000"].atoms.dtype == np.int32
+    folder = M.mask_proposals_entry(ds, cache, cfg, progress=False)
+    assert np.load(folder / "0000.npz")["atoms"].dtype == np.int16  # stored small, deflated
+    # entries written before compression (int32 atoms, plain .npz) read back the same
+    p = first["0000"]
+    np.savez(folder / "0000.npz", atoms=p.atoms.astype(np.int32), members=np.packbits(p.members, axis=1),
+             n_atoms=np.array(p.members.shape[1]))
+    old = M.load_mask_proposals(folder, ds)["0000"]
+    assert np.array_equal(old.atoms, p.atoms) and np.array_equal(old.members, p.members)
 
 
 def test_lab_strategy_is_deterministic_and_covers_the_image():
