@@ -81,6 +81,19 @@ def _per_image(key: str) -> Callable[[dict[str, Any]], str]:
     return ours
 
 
+def _work_ratio(r: dict[str, Any], prefix: str) -> str:
+    """Why a speed-up is what it is: the ratio of the two detectors' arithmetic per image, the
+    speed-up they would show at equal FLOP rates, and each one's rate."""
+    warp, fast = _value(r, f"{prefix}.warp"), _value(r, f"{prefix}.fast")
+    if not (warp and fast and warp.get("gflop") and fast.get("gflop") and fast.get("gflop_per_s")):
+        return ""
+    ratio = warp["gflop"] / fast["gflop"]
+    return (f"; work ratio {ratio:.1f}x ({warp['gflop']:.2f} vs {fast['gflop']:.3f} GFLOP per image), "
+            f"FLOP rates {warp['gflop_per_s']:.0f} vs {fast['gflop_per_s']:.0f} GFLOP/s"
+            + (f": {FAST_TARGET:.0f}x needs the fast one at {FAST_TARGET / ratio:.2f} of warping's rate or more"
+               if ratio < 2 * FAST_TARGET else ""))
+
+
 def _speedup(r: dict[str, Any]) -> str:
     row = _value(r, "detector.paper.speedup")
     return f"{row['value']:.1f}{_extra(row)}" if row else ""
@@ -155,7 +168,8 @@ def targets_table(doc: dict[str, Any], log: dict[str, Any] | None = None) -> Tab
             row = _value(r, f"{prefix}.speedup")
             if row:
                 out.append({"target": f"fast detector vs warping, same machine and proposals ({size})",
-                            "goal": f">= {FAST_TARGET:.0f}x", "measured": f"{row['value']:.1f}x{_extra(row)}",
+                            "goal": f">= {FAST_TARGET:.0f}x",
+                            "measured": f"{row['value']:.1f}x{_extra(row)}{_work_ratio(r, prefix)}",
                             "met": _met(row["value"] >= FAST_TARGET, row), "where": where})
     acc = doc.get("fast_vs_warping")
     target = "fast detector within 2 mAP points of the warping one (LSDA chapter, trained networks)"
@@ -170,6 +184,12 @@ def targets_table(doc: dict[str, Any], log: dict[str, Any] | None = None) -> Tab
                                 f"({-d:+.1f} points); "
                                 f"{t['speed-up']:.1f}x faster ({1000 * t['fast']:.0f} vs {1000 * t['warping']:.0f} "
                                 f"ms / image)", "met": "yes" if d <= 2 else "no",
+                    "where": f"{machine_name(acc['machine'])}, {acc['measured']}"})
+        out.append({"target": "fast detector vs warping in the LSDA chapter's own measurement (embedded, "
+                              "trained networks)", "goal": f">= {FAST_TARGET:.0f}x",
+                    "measured": f"{t['speed-up']:.1f}x ({1000 * t['fast']:.0f} vs {1000 * t['warping']:.0f} ms / "
+                                f"image, {t.get('proposals / image', float('nan')):.0f} proposals / image)",
+                    "met": "yes" if t["speed-up"] >= FAST_TARGET else "no",
                     "where": f"{machine_name(acc['machine'])}, {acc['measured']}"})
     gpu = {k: r for k, r in doc["runs"].items() if r["device"] == "cuda"}
     for name, goal in (("warp", GPU_WARP_MS), ("fast", GPU_FAST_MS)):
