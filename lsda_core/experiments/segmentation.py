@@ -15,7 +15,7 @@ labellings for the chapter's examples.
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,10 +59,19 @@ class SegSplit:
     truth: dict[str, np.ndarray]
     props: dict[str, MaskProposals]
     source: str = ""  # the mask proposals' cache entry (and "ranked" once `ranked` cut them)
+    descriptors: list[np.ndarray] | None = field(default=None, repr=False, compare=False)  # set by `describe`
 
     @property
     def ids(self) -> list[str]:
         return [im.image_id for im in self.dataset.images]
+
+    def describe(self, progress: bool) -> list[np.ndarray]:
+        """Each image's mask descriptors (`mask_ranking.describe`), computed once per split: a
+        cold build trains the ranker on the train split and then ranks that same split."""
+        if self.descriptors is None:
+            self.descriptors = [MR.describe(self.props[im.image_id], load_image(im.path))
+                                for im in progress_bar(self.dataset.images, "mask descriptors", progress)]
+        return self.descriptors
 
 
 @dataclass
@@ -136,9 +145,7 @@ def ranker_entry(p: Params, cache: Cache, train: SegSplit) -> Path:
               "seed": p.runtime.seed}
 
     def build(out: Path) -> None:
-        x = [MR.describe(train.props[im.image_id], load_image(im.path)) for im in
-             progress_bar(train.dataset.images, "mask ranker", p.runtime.progress)]
-        model = MR.train_ranker(x, [MR.best_object_overlap(train.props[i], train.objects[i]) for i in train.ids],
+        model = MR.train_ranker(train.describe(p.runtime.progress), [MR.best_object_overlap(train.props[i], train.objects[i]) for i in train.ids],
                                 seed=p.runtime.seed)
         atomic_write_bytes(out / "ranker.pkl", pickle.dumps(model))
 
@@ -157,16 +164,14 @@ def ranked(p: Params, cache: Cache, train: SegSplit, split: SegSplit) -> SegSpli
     config = {"ranker": entry_ref(model_entry), "split": split.source, "keep": keep, "diversity": MR.DIVERSITY_IOU}
 
     def build(out: Path) -> None:
-        x = [MR.describe(split.props[im.image_id], load_image(im.path))
-             for im in progress_bar(split.dataset.images, "mask ranking", p.runtime.progress)]
-        scores = MR.predict(pickle.loads((model_entry / "ranker.pkl").read_bytes()), x)
+        scores = MR.predict(pickle.loads((model_entry / "ranker.pkl").read_bytes()), split.describe(p.runtime.progress))
         kept = [MR.rerank(split.props[i], s, keep) for i, s in zip(split.ids, scores)]
         atomic_save_npz(out / "kept.npz", counts=np.array([len(k) for k in kept]), kept=np.concatenate(kept))
 
     z = np.load(cache.entry("mask-ranking", config, build) / "kept.npz")
     kept = np.split(z["kept"], np.cumsum(z["counts"])[:-1])
     props = {i: MaskProposals(split.props[i].atoms, split.props[i].members[k]) for i, k in zip(split.ids, kept)}
-    return replace(split, props=props, source=f"{split.source} ranked")
+    return replace(split, props=props, source=f"{split.source} ranked", descriptors=None)
 
 
 def load_benchmark(p: Params, cache: Cache) -> SegBenchmark:

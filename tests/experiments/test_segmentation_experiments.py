@@ -174,3 +174,20 @@ def test_learned_ranking_keeps_masks_of_the_pool_and_is_cached(run):
     assert stages.count("mask-ranker") == 1 and stages.count("mask-ranking") == 2
     q = replace(p, segmentation=replace(p.segmentation, ranking="hierarchy"))
     assert SG.ranked(q, cache, sb.pools["train"], pool) is pool
+
+
+def test_a_cold_ranking_describes_each_pool_once(run, tmp_path, monkeypatch):
+    """Training the ranker on the train pool and ranking that pool share one description of
+    it; the kept masks' split carries none of the pool's descriptors."""
+    p, cache, _, _ = run
+    fresh = Cache(tmp_path / "cache")
+    for stage in ("mask-proposals", "world"):  # the pools and data stay; ranker and rankings are rebuilt
+        if (cache.root / stage).is_dir():
+            (fresh.root / stage).parent.mkdir(parents=True, exist_ok=True)
+            (fresh.root / stage).symlink_to(cache.root / stage)
+    calls = []
+    real = SG.MR.describe
+    monkeypatch.setattr(SG.MR, "describe", lambda props, image: calls.append(1) or real(props, image))
+    sb = SG.load_benchmark(p, fresh)
+    assert len(calls) == len(sb.pools["train"].ids) + len(sb.pools["eval"].ids)
+    assert sb.train.descriptors is None and sb.pools["train"].descriptors is not None
