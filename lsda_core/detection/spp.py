@@ -244,8 +244,8 @@ def spp_pool(conv: torch.Tensor, boxes: Any, transform: MapTransform, bins: Sequ
     image boxes -> (N, C * sum b^2), levels in `bins` order, each flattened (channel, y, x).
 
     Exact and batched over boxes: a 2-D sparse table of range maxima (`_sparse_table`, up to
-    log H x log W shrinking copies of the map, as many as the longest bin needs) answers the max over any rectangle of cells with
-    4 lookups (the max over [y0, y1) is the max of the two overlapping ranges of length
+    log H x log W shrinking copies of the map, as many as the longest bin needs) answers the
+    max over any rectangle of cells with 4 lookups (the max over [y0, y1) is the max of the two overlapping ranges of length
     2^floor(log2(y1 - y0)) starting at y0 and ending at y1; likewise for columns). Only the
     levels of `_gathered_levels` are looked up (6 of SPP-net's 6, 3, 2, 1); the others are
     maxima over blocks of their bins. No loop over boxes."""

@@ -145,8 +145,8 @@ def ranker_entry(p: Params, cache: Cache, train: SegSplit) -> Path:
               "seed": p.runtime.seed}
 
     def build(out: Path) -> None:
-        model = MR.train_ranker(train.describe(p.runtime.progress), [MR.best_object_overlap(train.props[i], train.objects[i]) for i in train.ids],
-                                seed=p.runtime.seed)
+        overlaps = [MR.best_object_overlap(train.props[i], train.objects[i]) for i in train.ids]
+        model = MR.train_ranker(train.describe(p.runtime.progress), overlaps, seed=p.runtime.seed)
         atomic_write_bytes(out / "ranker.pkl", pickle.dumps(model))
 
     return cache.entry("mask-ranker", config, build)
@@ -164,7 +164,8 @@ def ranked(p: Params, cache: Cache, train: SegSplit, split: SegSplit) -> SegSpli
     config = {"ranker": entry_ref(model_entry), "split": split.source, "keep": keep, "diversity": MR.DIVERSITY_IOU}
 
     def build(out: Path) -> None:
-        scores = MR.predict(pickle.loads((model_entry / "ranker.pkl").read_bytes()), split.describe(p.runtime.progress))
+        model = pickle.loads((model_entry / "ranker.pkl").read_bytes())
+        scores = MR.predict(model, split.describe(p.runtime.progress))
         kept = [MR.rerank(split.props[i], s, keep) for i, s in zip(split.ids, scores)]
         atomic_save_npz(out / "kept.npz", counts=np.array([len(k) for k in kept]), kept=np.concatenate(kept))
 

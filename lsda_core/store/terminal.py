@@ -64,8 +64,13 @@ def status(line: str) -> None:
         out.write(f"\r\033[K{line}\n")
         out.flush()
     elif (out := log()) is not None:
-        out.write(f"[{time.strftime('%H:%M:%S')}] {line}\n")
-        out.flush()
+        _write(out, line)
+
+
+def _write(out: TextIO, line: str) -> None:
+    """One plain progress line, stamped with the time of day."""
+    out.write(f"[{time.strftime('%H:%M:%S')}] {line}\n")
+    out.flush()
 
 
 def lines(items: Iterable[T], desc: str, total: int | None = None, every: float | None = None) -> Iterator[T]:
@@ -87,11 +92,9 @@ def lines(items: Iterable[T], desc: str, total: int | None = None, every: float 
             last = now
             left = f", ~{(now - t0) / done * (total - done):.0f} s left" if total else ""
             of = f"/{total}" if total else ""
-            out.write(f"[{time.strftime('%H:%M:%S')}]   {desc}: {done}{of}, {now - t0:.0f} s{left}\n")
-            out.flush()
+            _write(out, f"  {desc}: {done}{of}, {now - t0:.0f} s{left}")
     if last > t0:
-        out.write(f"[{time.strftime('%H:%M:%S')}]   {desc}: {done} done in {time.monotonic() - t0:.0f} s\n")
-        out.flush()
+        _write(out, f"  {desc}: {done} done in {time.monotonic() - t0:.0f} s")
 
 
 def _append_only(fd: int) -> None:
