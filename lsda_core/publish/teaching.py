@@ -32,7 +32,7 @@ from lsda_core.experiments import lsda as L
 from lsda_core.experiments import rcnn as R
 from lsda_core.models import finetune as FT
 from lsda_core.models.nets import CaffeNet
-from lsda_core.publish import plots, viz
+from lsda_core.publish import plots, tables, viz
 from lsda_core.store.cache import Cache
 
 # a detection matching the ground truth, a wrong one, the ground truth (as in the chapters' examples)
@@ -415,11 +415,12 @@ def lsda_idea_figure(p: Params, lb: L.LsdaBenchmark) -> viz.Captioned:
 # ---------------------------------------------------------------------------------------
 # the transfer's neighbours
 
-def neighbour_table(p: Params, lb: L.LsdaBenchmark, cls_model: CaffeNet) -> pd.DataFrame:
+def neighbour_table(p: Params, lb: L.LsdaBenchmark, cls_model: CaffeNet) -> tables.Table:
     """Per held-out category, the set-B categories whose change the transfer averages
     (`lsda.neighbours` on the classification network's output weights, k = `lsda_k`, closest
     first), marking (*) those of the same superclass (the world's; VOC's groups on VOC), with how
-    many siblings it picked, how many set B holds, and how many k random picks would hold."""
+    many siblings it picked, how many set B holds, and how many k random picks would hold. A
+    readable table: the lists are shown whole (pandas cuts text past 50 characters)."""
     classes = lb.bench.classes
     k = L.lsda_k(p, lb)
     bi, ai = [classes.index(c) for c in lb.B], [classes.index(c) for c in lb.A]
@@ -442,7 +443,7 @@ def neighbour_table(p: Params, lb: L.LsdaBenchmark, cls_model: CaffeNet) -> pd.D
                          ", ".join(name(b) + ("*" if s else "") for b, s in zip(chosen, sib)),
                      "siblings picked": sum(sib), "siblings in set B": in_b,
                      "expected by chance": f"{len(chosen) * in_b / max(len(lb.B), 1):.1f}"})
-    return pd.DataFrame(rows).set_index("held-out category")
+    return tables.readable(pd.DataFrame(rows).set_index("held-out category"))
 
 
 def neighbour_note(table: pd.DataFrame) -> Markdown:

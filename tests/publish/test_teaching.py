@@ -146,6 +146,9 @@ def test_neighbour_table_is_the_transfers_and_marks_siblings(tmp_path):
     assert everyone.loc["red", "its 2 nearest set-B categories (* same superclass)"] == "blue, green*"
     assert "1 share their superclass, against 1.0 expected" in T.neighbour_note(table).data
     assert "covers the whole of set B" in T.neighbour_note(everyone).data
+    lb.names.update(blue="a blue category named at length", green="a green category named at length")
+    long = T.neighbour_table(params(**{"lsda.k": 0}), lb, _Head(w))._repr_html_()  # pandas cuts past 50
+    assert "a blue category named at length, a green category named at length*" in long
 
 
 def test_top_false_positives_are_typed_and_one_per_image(tmp_path):
