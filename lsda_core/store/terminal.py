@@ -46,7 +46,15 @@ def log() -> TextIO | None:
     path = os.environ.get(PROGRESS_LOG)
     if path:
         return _open(path)
-    return None if "ipykernel" in sys.modules else sys.stderr
+    return None if in_kernel() else sys.stderr
+
+
+def in_kernel() -> bool:
+    """Whether this process is a Jupyter kernel (whose stderr is the notebook's output). Not
+    whether ipykernel is imported: `lsda book` imports it too once it has started a kernel
+    (jupyter_client looks up the kernel spec there)."""
+    app = sys.modules.get("ipykernel.kernelapp")
+    return app is not None and app.IPKernelApp.initialized()
 
 
 @lru_cache(maxsize=4)

@@ -1,7 +1,6 @@
 """Live progress reaches the build's terminal (bars) or its log (plain lines) from a chapter's
 kernel; nothing reaches CI's output or a notebook's own."""
 import os
-import sys
 
 from lsda_core.store import cache as C
 from lsda_core.store import runtime, terminal
@@ -50,7 +49,7 @@ def test_a_log_line_at_most_every_interval(tmp_path, monkeypatch):
 
 def test_a_command_without_terminal_writes_lines_to_stderr(monkeypatch, capsys):
     _no_terminal(monkeypatch)
-    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    import ipykernel.kernelspec  # noqa: F401  what starting a chapter's kernel imports into `lsda book`
     terminal.status("pretrain: building abc")
     assert "pretrain: building abc" in capsys.readouterr().err
 
@@ -63,7 +62,8 @@ def test_quiet_in_ci_and_in_a_kernel_without_a_named_output(tmp_path, monkeypatc
     terminal.status("nothing")
     assert not (tmp_path / "book.log").exists()
     _no_terminal(monkeypatch)
-    monkeypatch.setitem(sys.modules, "ipykernel", sys)  # a kernel's stderr is the notebook's output
+    from ipykernel.kernelapp import IPKernelApp
+    monkeypatch.setattr(IPKernelApp, "initialized", classmethod(lambda cls: True))  # a kernel's stderr is the page
     terminal.status("nothing")
     assert capsys.readouterr().err == ""
     assert list(runtime.progress(range(2), "x", enabled=False)) == [0, 1]
@@ -71,7 +71,7 @@ def test_quiet_in_ci_and_in_a_kernel_without_a_named_output(tmp_path, monkeypatc
 
 def test_children_get_this_process_stderr_and_the_environment_is_restored(monkeypatch):
     _no_terminal(monkeypatch)
-    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    import ipykernel.kernelspec  # noqa: F401  imported by starting the first chapter's kernel
     with terminal.for_children() as shown:
         assert shown and os.environ[terminal.PROGRESS_LOG] == f"/proc/{os.getpid()}/fd/2"
     assert terminal.PROGRESS_LOG not in os.environ
