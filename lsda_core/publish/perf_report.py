@@ -21,10 +21,14 @@ def machine_name(m: dict[str, Any]) -> str:
     return f"{m['cpu']} ({m['cores']} cores)" + ("" if m["gpu"] == "none" else f", {m['gpu']}")
 
 
-def summary(run: dict[str, Any]) -> Markdown:
-    """One paragraph: where and how this run measured."""
+def summary(run: dict[str, Any], now: bool = True) -> Markdown:
+    """One paragraph: where and how this run measured; `now`: by this build, else by the build
+    whose cache this one reuses (same code, parameters and machine)."""
     gpu = "" if run["device"] != "cuda" else f", float16 peak {run['peaks']['float16']:.0f} GFLOP/s"
-    return Markdown(f"Measured on **{machine_name(run['machine'])}**, device `{run['device']}`, "
+    when = "by this build" if now else (
+        "by an earlier build of the same code and parameters on this machine, kept in the cache (stage `bench`; "
+        "`lsda bench` measures now)")
+    return Markdown(f"Measured {when} on **{machine_name(run['machine'])}**, device `{run['device']}`, "
                     f"{run['threads']} torch threads, {run['mode']} mode, in {run['seconds']} s (finished "
                     f"{run['finished']}, host `{run['machine']['host']}`). Peak of this run: float32 matrix "
                     f"product {run['peaks']['float32']:.0f} GFLOP/s{gpu}.")
