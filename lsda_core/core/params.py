@@ -286,9 +286,9 @@ class Bench:
 
     images: int = _p(2, "test images timed per stage: proposals, warped features, the warping and fast detectors",
                      lo=1)
-    regions: int = _p(64, "reduced mode on the CPU: regions of the first image through the paper-size network, "
-                          "extrapolated linearly to the paper preset's proposals.max_boxes (R-CNN: 2000; --full "
-                          "and CUDA: that many on every image)", lo=1)
+    regions: int = _p(64, "reduced mode on the CPU: regions of the first image through the paper-size network "
+                          "(warped features and the warping detector), extrapolated linearly to the paper preset's "
+                          "proposals.max_boxes (R-CNN: 2000; the fast detector, --full and CUDA: that many)", lo=1)
     classes_reduced: int = _p(1000, "reduced mode: classes N of the 2000 x 4096 by 4096 x N scoring product, "
                                     "extrapolated linearly to R-CNN's 100k (--full: 100k)", lo=1)
     svm_images: int = _p(10, "reduced mode: synthetic training images of the SVM timing "

@@ -24,11 +24,13 @@ Rows of a run (`run`), each naming the device it ran on:
 
 At the paper size every image has the paper preset's `proposals.max_boxes` (R-CNN's 2000)
 regions: its proposals repeated (the cost of a region does not depend on its box). With
-`--full` or on CUDA every image is timed so; in the reduced mode on the CPU only the first,
-with `bench.regions` regions, and the detectors' times are extrapolated along the line
-through their times with 0 and that many regions (a fixed part per image, the fast
-detector's conv pass, plus one per region; small batches run less efficiently than 2000
-regions do, so the extrapolation errs on the slow side).
+`--full` or on CUDA every image is timed so; in the reduced mode on the CPU only the first.
+There the fast detector still gets all 2000 regions (its per-region work, SPP and the fc head,
+is small, and its fc products run efficiently only in large batches: from 64 regions the line
+below overstated its time by more than half); the warping detector gets `bench.regions` regions,
+and its time is extrapolated along the line through its times with 0 and that many regions
+(a fixed part per image plus one per region; its batches of warped windows are large already,
+so the line errs only slightly, on the slow side).
 
 Networks have random weights (the time does not depend on them), images are decoded before
 timing, each time is the fastest of `bench.repeats` runs (CUDA synchronised; on CUDA after
@@ -290,12 +292,13 @@ def _detector(score: Callable, pixels: Sequence[np.ndarray], boxes: Sequence[np.
 
 def _detector_rows(prefix: str, what: str, warp: Callable, fast: Callable, pixels: Sequence[np.ndarray],
                    boxes: Sequence[np.ndarray], per_image: int | None, repeats: int, device: torch.device,
-                   peaks: dict, peak: str) -> list[dict]:
-    """Images per second of both detectors on the same images and boxes, and the speed-up."""
+                   peaks: dict, peak: str, fast_boxes: Sequence[np.ndarray] | None = None) -> list[dict]:
+    """Images per second of both detectors on the same images and boxes (the fast one on
+    `fast_boxes` when given: more of the same boxes), and the speed-up."""
     out, per = [], {}
-    for name, score, label in (("warp", warp, "warping detector (warp, net, output layer)"),
-                               ("fast", fast, "fast detector (one conv pass, SPP, head)")):
-        sec, gflop, status = _detector(score, pixels, boxes, per_image, repeats, device)
+    for name, score, label, bx in (("warp", warp, "warping detector (warp, net, output layer)", boxes),
+                                   ("fast", fast, "fast detector (one conv pass, SPP, head)", fast_boxes or boxes)):
+        sec, gflop, status = _detector(score, pixels, bx, per_image, repeats, device)
         per[name] = sec
         out.append(_row(f"{prefix}.{name}", "detectors", f"{label}, {what}", device, 1 / sec, "images/s", sec,
                         gflop, peak, peaks, status))
@@ -439,9 +442,10 @@ def _paper_rows(pp: P.Params, pixels: Sequence[np.ndarray], props: Sequence[np.n
     what = f"{net}, fast.scale {pp.fast.scale}, {target} regions per image"
     off = "GPU path off (float32, synchronous copies)"
     rows = [_features("features.paper", net, model, ctx, pixels, tiled, b.repeats, peaks, True)]
+    every = tiled if n == target else [_tile(bx, target, img.shape[1], img.shape[0]) for bx, img in zip(props, pixels)]
     rows += _detector_rows("detector.paper", what, F.warp_scorer(model, ctx, True),
                            SPP.fast_scorer(model, head, pp, True), pixels, tiled, target, b.repeats, device, peaks,
-                           "float16" if cuda else "float32")
+                           "float16" if cuda else "float32", fast_boxes=every)
     if cuda:
         rows.append(_features("features.paper.fp32", f"{net}, {off}", model, ctx, pixels, tiled, b.repeats, peaks,
                               False))
