@@ -203,6 +203,8 @@ def execute_chapter(root: Path, chapter: Chapter, p: P.Params, resolved: Path, o
         injected["findings_dir"] = str(out / F.PARTS)
     if chapter.name == INTRO_CHAPTER:
         injected["build_dir"] = str(out)
+    declared = pm.inspect_notebook(str(root / chapter.path))  # a chapter gets only what it takes
+    injected = {k: v for k, v in injected.items() if k in declared}
     t0 = time.time()
     try:
         with terminal.for_children() as own_bars:  # the kernel's own progress replaces Papermill's cell counter

@@ -153,6 +153,21 @@ def test_failing_chapter_names_cell_and_error(tmp_path):
         book.execute_chapter(tmp_path, ch, p, resolved, tmp_path / "out", progress=False)
 
 
+def test_a_chapter_gets_only_the_parameters_it_declares(tmp_path, caplog):
+    (tmp_path / "book").mkdir()
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/few\n")
+    nb = nbformat.v4.new_notebook()
+    params_cell = nbformat.v4.new_code_cell("figures_dir = ''")
+    params_cell.metadata["tags"] = ["parameters"]
+    nb.cells = [params_cell, nbformat.v4.new_code_cell("assert figures_dir.endswith('few')\n"
+                                                       "assert 'params_file' not in globals()")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "book" / "few.ipynb")
+    p, resolved = book.resolve_params(ROOT / "params" / "smoke.yaml", {}, tmp_path / "out")
+    book.execute_chapter(tmp_path, book.find_chapter(tmp_path, "few"), p, resolved, tmp_path / "out", progress=False)
+    assert "unknown parameter" not in caplog.text  # Papermill warns of each one it is given in vain
+
+
 def test_unknown_chapter_lists_chapters():
     with pytest.raises(book.LsdaError, match="unknown chapter 'nope'; chapters: .*world"):
         book.find_chapter(ROOT, "nope")
