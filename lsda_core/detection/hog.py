@@ -233,7 +233,7 @@ def hog_entry(dataset: DetectionDataset, regions: dict[str, np.ndarray], p: Para
     under torchrun each rank its share of the images. Returns the entry, deferred
     (`store.cache.Lazy`)."""
     ctx = p.hog.context * p.hog.window / 227
-    config = {"images": images_identity(dataset), "hog": asdict(p.hog),
+    config = {"images": images_identity(dataset.images), "hog": asdict(p.hog),
               "regions": array_digest(regions[im.image_id] for im in dataset.images)}
 
     def build(out: Path) -> None:

@@ -254,7 +254,7 @@ def mask_proposals_entry(dataset: DetectionDataset, cache: Cache, cfg: MaskPropo
     members: about 25 KiB for 1000 masks, a tenth of the raw arrays), written atomically, so a
     rerun resumes."""
     images = {im.image_id: str(im.path) for im in dataset.images}
-    config = {"images": images_identity(dataset), **asdict(cfg)}
+    config = {"images": images_identity(dataset.images), **asdict(cfg)}
 
     def save(folder: Path, image_id: str, p: MaskProposals) -> None:
         atoms = p.atoms.astype(np.int16) if p.members.shape[1] <= np.iinfo(np.int16).max else p.atoms

@@ -104,7 +104,7 @@ def grayscale(ds: DetectionDataset, cache: Cache) -> DetectionDataset:
     under torchrun each rank its share)."""
     from PIL import Image
 
-    config = {"images": images_identity(ds)}
+    config = {"images": images_identity(ds.images)}
 
     def build(out: Path) -> None:
         for im in D.shard(ds.images):

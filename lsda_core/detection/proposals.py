@@ -75,7 +75,7 @@ def compute_proposals(dataset: DetectionDataset, cache: Cache, cfg: ProposalConf
     processes (per rank under torchrun, each rank its share of the images); one .npy file
     per image, written atomically, so a rerun resumes."""
     images = {im.image_id: str(im.path) for im in dataset.images}
-    config = {"images": images_identity(dataset), **asdict(cfg)}
+    config = {"images": images_identity(dataset.images), **asdict(cfg)}
 
     def build(folder: Path) -> None:
         todo = [i for i in D.shard(sorted(images)) if not (folder / f"{i}.npy").is_file()]

@@ -19,7 +19,7 @@ from lsda_core.experiments.rcnn import bench_images
 from lsda_core.perf import bench
 from lsda_core.store.cache import Cache
 from lsda_core.store.files import atomic_write_text
-from lsda_core.store.identity import digest, image_identity
+from lsda_core.store.identity import images_identity
 from lsda_core.store.runtime import machine
 
 RUN = "run.json"
@@ -43,7 +43,7 @@ def measure(p: Params, cache: Cache) -> Measured:
     sections = [s for s in p.to_dict() if s != "runtime"]
     config = {"params": p.digest(*sections), "device": p.runtime.device, "seed": p.runtime.seed,
               "paper": bench.paper_params(p).digest(), "machine": machine(), "threads": torch.get_num_threads(),
-              "images": digest([[im.image_id, *image_identity(im.path)] for im in images])}
+              "images": images_identity(images)}
     now = False
 
     def build(folder: Path) -> None:

@@ -434,7 +434,8 @@ def _paper_rows(pp: P.Params, pixels: Sequence[np.ndarray], props: Sequence[np.n
     if not (full or cuda):
         pixels, props = pixels[:1], props[:1]
     n = target if full or cuda else min(b.regions, target)
-    tiled = [_tile(bx, n, img.shape[1], img.shape[0]) for bx, img in zip(props, pixels)]
+    every = [_tile(bx, target, img.shape[1], img.shape[0]) for bx, img in zip(props, pixels)]
+    tiled = [b[:n] for b in every]  # the warping detector's and the features' share of them
     model = CaffeNet(pp.net, n_out).eval().to(device)
     head = SPP.SppHead.from_model(model, pp.fast.bins)
     ctx = context_pixels(pp)
@@ -442,7 +443,6 @@ def _paper_rows(pp: P.Params, pixels: Sequence[np.ndarray], props: Sequence[np.n
     what = f"{net}, fast.scale {pp.fast.scale}, {target} regions per image"
     off = "GPU path off (float32, synchronous copies)"
     rows = [_features("features.paper", net, model, ctx, pixels, tiled, b.repeats, peaks, True)]
-    every = tiled if n == target else [_tile(bx, target, img.shape[1], img.shape[0]) for bx, img in zip(props, pixels)]
     rows += _detector_rows("detector.paper", what, F.warp_scorer(model, ctx, True),
                            SPP.fast_scorer(model, head, pp, True), pixels, tiled, target, b.repeats, device, peaks,
                            "float16" if cuda else "float32", fast_boxes=every)

@@ -74,9 +74,9 @@ def image_identity(path: str | Path) -> list[Any]:
     return [path.name, path.stat().st_size if path.is_file() else None]
 
 
-def images_identity(dataset: Any) -> str:
-    """Digest of a dataset's images alone (ids and files): what proposals or HOG depend on."""
-    return digest([[im.image_id, *image_identity(im.path)] for im in dataset.images])
+def images_identity(images: Iterable[Any]) -> str:
+    """Digest of images alone (ids and files; a dataset's `.images`): what proposals or HOG depend on."""
+    return digest([[im.image_id, *image_identity(im.path)] for im in images])
 
 
 def dataset_identity(ds: Any) -> dict[str, Any] | None:
