@@ -1,8 +1,8 @@
 """The performance chapter's measurement: `lsda bench` (reduced) on the R-CNN benchmark's test
 images, kept in the results file beside the runs of other machines (`perf.bench`).
 
-The run is a cached stage (`bench`) keyed on its code, the parameters, the paper preset, the
-images, the machine and torch's threads: a warm book shows the run its cold build made instead
+The run is a cached stage (`perf`; `bench/` is the results file's folder) keyed on its code, the
+parameters, the paper preset, the images, the machine and torch's threads: a warm book shows the run its cold build made instead
 of measuring again (half a minute of a 3-minute budget); any change to those measures anew, and
 `lsda bench` measures now whatever the cache holds."""
 from __future__ import annotations
@@ -51,5 +51,5 @@ def measure(p: Params, cache: Cache) -> Measured:
         now = True
         atomic_write_text(folder / RUN, json.dumps(bench.run(p, images), indent=1, sort_keys=True))
 
-    run = json.loads((cache.entry("bench", config, build) / RUN).read_text())
+    run = json.loads((cache.entry("perf", config, build) / RUN).read_text())
     return Measured(run, bench.save(run, bench.default_path(p)), bench.run_key(run), now)

@@ -26,7 +26,7 @@ def summary(run: dict[str, Any], now: bool = True) -> Markdown:
     whose cache this one reuses (same code, parameters and machine)."""
     gpu = "" if run["device"] != "cuda" else f", float16 peak {run['peaks']['float16']:.0f} GFLOP/s"
     when = "by this build" if now else (
-        "by an earlier build of the same code and parameters on this machine, kept in the cache (stage `bench`; "
+        "by an earlier build of the same code and parameters on this machine, kept in the cache (stage `perf`; "
         "`lsda bench` measures now)")
     return Markdown(f"Measured {when} on **{machine_name(run['machine'])}**, device `{run['device']}`, "
                     f"{run['threads']} torch threads, {run['mode']} mode, in {run['seconds']} s (finished "

@@ -74,7 +74,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("bootstrap", (_P + "evaluation.stats:bootstrap_map",),
           "one detector's mAP on the bootstrap resamples of the test images"),
     Stage("units", (_P + "evaluation.units:cached_top_regions",), "the test regions that excite chosen pool5 units most"),
-    Stage("bench", (_P + "experiments.performance:measure",),
+    Stage("perf", (_P + "experiments.performance:measure",),
           "one reduced `lsda bench` run of this code and parameters on this machine (the performance chapter)"),
     Stage("evaluation", (_P + "experiments.premises:evaluated",),
           "a classification network's top-1 / top-5 on a classification split"),
