@@ -37,6 +37,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
+from scipy.sparse import csr_matrix
 
 from lsda_core.core.boxes import box_iou_pairs
 from lsda_core.data.comp4 import Detections, read_comp4
@@ -326,12 +327,33 @@ def normalized_ap(tp: Any, fp: Any, n_pos: int, n_norm: float) -> float:
     """Hoiem's AP_N of counted detections (`tp`, `fp` flags in score order): precision as if
     the class had `n_norm` positives, `tp' = tp * n_norm / n_pos`; area under the envelope.
     NaN without positives."""
-    if n_pos == 0:
-        return math.nan
-    rec, _, fpc = _curve(np.asarray(tp, dtype=bool), np.asarray(fp, dtype=bool), n_pos)
+    tp = np.asarray(tp, dtype=bool)
+    return float(normalized_ap_weighted(tp, np.asarray(fp, dtype=bool), np.zeros(tp.size, np.int64),
+                                        np.ones((1, 1)), np.array([n_pos]), n_norm)[0])
+
+
+def normalized_ap_weighted(tp: np.ndarray, fp: np.ndarray, image: np.ndarray, weights: np.ndarray,
+                           n_pos: np.ndarray, n_norm: float) -> np.ndarray:
+    """`normalized_ap` of the same detections under B weightings of the images at once:
+    `image` (n,) each detection's image, `weights` (B, images) copies of each image (a
+    bootstrap resample's counts), `n_pos` (B,). Equal to repeating each detection its image's
+    count of times: along a run of copies precision only rises (TPs) or falls (FPs), so the
+    envelope needs the curve only at the TPs, and there the FPs before each TP count, summed
+    per image by one sparse product. (B,), NaN where a weighting has no positives."""
+    tp, fp, image = np.asarray(tp, dtype=bool), np.asarray(fp, dtype=bool), np.asarray(image, dtype=np.int64)
+    w = np.asarray(weights, dtype=np.float64)
+    n_pos = np.asarray(n_pos, dtype=np.float64)
+    before = np.cumsum(tp)  # for an FP, the TPs ranked above it: it counts from TP `before` on
+    n_tp = int(tp.sum())
+    late = fp & (before < n_tp)  # FPs below the last TP only lower precision where recall is flat
+    fp_runs = csr_matrix((np.ones(int(late.sum())), (before[late], image[late])), shape=(n_tp, w.shape[1]))
+    fpc = np.cumsum(np.asarray(fp_runs @ w.T).T, axis=1)  # (B, TPs) FP copies ranked above each TP
+    rec = np.cumsum(w[:, image[tp]], axis=1) / np.maximum(n_pos, 1)[:, None]
     tpn = rec * n_norm
     prec = np.divide(tpn, tpn + fpc, out=np.zeros_like(tpn), where=(tpn + fpc) > 0)
-    return voc_ap(rec, prec, use_07=False)
+    envelope = np.maximum.accumulate(prec[:, ::-1], axis=1)[:, ::-1]
+    step = np.diff(rec, axis=1, prepend=0.0)
+    return np.where(n_pos > 0, (step * envelope).sum(axis=1), np.nan)
 
 
 # ------------------------------------------------------------------ characteristics
@@ -399,73 +421,94 @@ def _positive_rows(objs: _Objects, dataset: DetectionDataset, cls: str) -> np.nd
     return pos
 
 
-def characteristics(dataset: DetectionDataset, diags: Mapping[str, ClassDiagnosis], n_norm: float,
-                    part_visible: float = 0.5, *, weights: np.ndarray | None = None,
-                    _objs: _Objects | None = None, _subsets: dict[str, dict[str, np.ndarray]] | None = None
-                    ) -> dict[str, Any]:
-    """Normalised AP overall and per object subset, and each characteristic's sensitivity and
-    impact (see the module docstring). Returns `{"n_norm", "overall": mean AP_N,
-    "ap_n": {class: AP_N}, "per_characteristic": {name: {"subsets": {subset: mean AP_N over
-    classes with positives in it}, "min", "max", "overall", "sensitivity", "impact",
-    "n_classes"}}}`. `weights`: (images,) counts of a bootstrap resample, an image drawn k times
-    counting its detections and positives k times (matching is per image, so this is exact)."""
-    objs = _objs if _objs is not None else _objects(dataset)
-    subsets = _subsets if _subsets is not None else object_subsets(dataset, part_visible)
-    w = None if weights is None else np.asarray(weights)
-    obj_w = np.ones(objs.cls.shape[0], np.int64) if w is None else w[objs.gt.img]
+def _nanmean_rows(rows: list[np.ndarray]) -> np.ndarray:
+    """Mean over rows ignoring NaN, per column; NaN where a column has none (no warning)."""
+    if not rows:
+        return np.array(np.nan)
+    v = np.stack(rows)
+    n = (~np.isnan(v)).sum(axis=0)
+    return np.where(n > 0, np.nansum(v, axis=0) / np.maximum(n, 1), np.nan)
 
-    def ap(m: Matching, keep: np.ndarray, n_pos: int) -> float:
-        if w is None:
-            return normalized_ap(m.tp[keep], m.fp[keep], n_pos, n_norm)
-        r = w[m.image_index[keep]]
-        return normalized_ap(np.repeat(m.tp[keep], r), np.repeat(m.fp[keep], r), n_pos, n_norm)
 
-    overall: dict[str, float] = {}
-    per_cls: dict[str, dict[str, dict[str, float]]] = {name: {} for name in subsets}
+def _characteristic_arrays(dataset: DetectionDataset, diags: Mapping[str, ClassDiagnosis], n_norm: float,
+                           objs: _Objects, subsets: dict[str, dict[str, np.ndarray]], weights: np.ndarray
+                           ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
+    """`characteristics`' numbers under B weightings of the images at once (`weights` (B,
+    images) counts, an image drawn k times counting its detections and positives k times;
+    matching is per image, so this is exact): ({class: (B,) AP_N}, {characteristic:
+    {"subsets": {subset: (B,)}, "min", "max", "overall", "n_classes": (B,)}})."""
+    w = np.asarray(weights, dtype=np.float64)
+    obj_w = w[:, objs.gt.img]
+    overall: dict[str, np.ndarray] = {}
+    per_cls: dict[str, dict[str, dict[str, np.ndarray]]] = {name: {} for name in subsets}
     for c, d in diags.items():
         m = d.matching
         counted = m.tp | m.fp
         pos = _positive_rows(objs, dataset, c)
-        overall[c] = ap(m, counted, m.n_pos if w is None else int(obj_w[pos].sum()))
         row = np.where(m.gt_index >= 0, objs.first[m.image_index] + m.gt_index, -1)
+
+        def ap(keep: np.ndarray, positives: np.ndarray) -> np.ndarray:
+            return normalized_ap_weighted(m.tp[keep], m.fp[keep], m.image_index[keep], w,
+                                          obj_w[:, positives].sum(axis=1), n_norm)
+
+        overall[c] = ap(counted, pos)
         for name, subs in subsets.items():
-            per_cls[name][c] = {}
-            for s, mask in subs.items():
-                keep = counted & ((row < 0) | mask[np.maximum(row, 0)])
-                per_cls[name][c][s] = ap(m, keep, int(obj_w[pos & mask].sum()))
-    result: dict[str, Any] = {}
+            per_cls[name][c] = {s: ap(counted & ((row < 0) | mask[np.maximum(row, 0)]), pos & mask)
+                                for s, mask in subs.items()}
+    result: dict[str, dict[str, Any]] = {}
     for name, by_cls in per_cls.items():
-        lo, hi, base = [], [], []
+        lo, hi, base, n_classes = [], [], [], np.zeros(w.shape[0], np.int64)
         for c, aps in by_cls.items():
-            vals = [v for v in aps.values() if not math.isnan(v)]
-            if vals and not math.isnan(overall[c]):
-                lo.append(min(vals))
-                hi.append(max(vals))
-                base.append(overall[c])
-        mn, mx, ov = _nanmean(lo), _nanmean(hi), _nanmean(base)
-        result[name] = {"subsets": {s: _nanmean(aps[s] for aps in by_cls.values()) for s in subsets[name]},
-                        "min": mn, "max": mx, "overall": ov, "sensitivity": mx - mn, "impact": mx - ov,
-                        "n_classes": len(lo)}
-    return {"n_norm": n_norm, "overall": _nanmean(overall.values()), "ap_n": overall, "per_characteristic": result}
+            v = np.stack(list(aps.values()))  # (subsets, B)
+            ok = ~np.isnan(v).all(axis=0) & ~np.isnan(overall[c])
+            lo.append(np.where(ok, np.where(np.isnan(v), np.inf, v).min(axis=0), np.nan))
+            hi.append(np.where(ok, np.where(np.isnan(v), -np.inf, v).max(axis=0), np.nan))
+            base.append(np.where(ok, overall[c], np.nan))
+            n_classes += ok
+        result[name] = {"subsets": {s: _nanmean_rows([aps[s] for aps in by_cls.values()]) for s in subsets[name]},
+                        "min": _nanmean_rows(lo), "max": _nanmean_rows(hi), "overall": _nanmean_rows(base),
+                        "n_classes": n_classes}
+    return overall, result
+
+
+def characteristics(dataset: DetectionDataset, diags: Mapping[str, ClassDiagnosis], n_norm: float,
+                    part_visible: float = 0.5, *, weights: np.ndarray | None = None,
+                    _objs: _Objects | None = None) -> dict[str, Any]:
+    """Normalised AP overall and per object subset, and each characteristic's sensitivity and
+    impact (see the module docstring). Returns `{"n_norm", "overall": mean AP_N,
+    "ap_n": {class: AP_N}, "per_characteristic": {name: {"subsets": {subset: mean AP_N over
+    classes with positives in it}, "min", "max", "overall", "sensitivity", "impact",
+    "n_classes"}}}`. `weights`: (images,) counts of a bootstrap resample (see
+    `_characteristic_arrays`)."""
+    objs = _objs if _objs is not None else _objects(dataset)
+    w = np.ones((1, len(dataset.images))) if weights is None else np.asarray(weights)[None, :]
+    overall, arrays = _characteristic_arrays(dataset, diags, n_norm, objs, object_subsets(dataset, part_visible), w)
+    result: dict[str, Any] = {}
+    for name, a in arrays.items():
+        mn, mx, ov = _scalar(a["min"]), _scalar(a["max"]), _scalar(a["overall"])
+        result[name] = {"subsets": {s: _scalar(v) for s, v in a["subsets"].items()}, "min": mn, "max": mx,
+                        "overall": ov, "sensitivity": mx - mn, "impact": mx - ov, "n_classes": int(a["n_classes"][0])}
+    ap_n = {c: _scalar(v) for c, v in overall.items()}
+    return {"n_norm": n_norm, "overall": _nanmean(ap_n.values()), "ap_n": ap_n, "per_characteristic": result}
+
+
+def _scalar(values: np.ndarray) -> float:
+    """The one weighting's value as a float (`math.nan` for NaN, as the module's other results)."""
+    x = float(values[0])
+    return math.nan if math.isnan(x) else x
 
 
 def extreme_subsets_samples(dataset: DetectionDataset, diags: Mapping[str, ClassDiagnosis], n_norm: float,
                             part_visible: float, picks: np.ndarray) -> dict[str, tuple[float, np.ndarray]]:
     """R-CNN Figure 5's two statistics of one detector: the mean over characteristics of its
     worst and of its best subset's normalised AP (`characteristics`' "min" / "max"), on the test
-    set and on each bootstrap resample (`picks`, as `fp_share_samples`). Returns
-    {"worst": (value, (B,) values), "best": (...)}."""
-    objs = _objects(dataset)
-    subsets = object_subsets(dataset, part_visible)
-
-    def both(w: np.ndarray | None) -> tuple[float, float]:
-        ch = characteristics(dataset, diags, n_norm, part_visible, weights=w, _objs=objs,
-                             _subsets=subsets)["per_characteristic"]
-        return _nanmean(r["min"] for r in ch.values()), _nanmean(r["max"] for r in ch.values())
-
-    full = both(None)
-    samples = np.array([both(w) for w in picks]).reshape(len(picks), 2)
-    return {"worst": (full[0], samples[:, 0]), "best": (full[1], samples[:, 1])}
+    set and on each bootstrap resample (`picks`, as `fp_share_samples`), all weightings in one
+    batch. Returns {"worst": (value, (B,) values), "best": (...)}."""
+    w = np.vstack([np.ones((1, len(dataset.images))), np.asarray(picks).reshape(len(picks), -1)])
+    _, arrays = _characteristic_arrays(dataset, diags, n_norm, _objects(dataset), object_subsets(dataset, part_visible), w)
+    worst = _nanmean_rows([a["min"] for a in arrays.values()])
+    best = _nanmean_rows([a["max"] for a in arrays.values()])
+    return {"worst": (float(worst[0]), worst[1:]), "best": (float(best[0]), best[1:])}
 
 
 # ------------------------------------------------------------------ everything, and the command

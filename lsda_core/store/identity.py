@@ -67,11 +67,11 @@ def _source_of(folder: str) -> str | None:
 
 def image_identity(path: str | Path) -> list[Any]:
     """One image file in a cache key: its producing cache entry and name, or its name and size."""
-    path = Path(path)
-    src = _source_of(os.path.abspath(path.parent))
+    path = os.fspath(path)  # string functions: pathlib's parsing was most of a warm chapter's key computing
+    name, src = os.path.basename(path), _source_of(os.path.dirname(os.path.abspath(path)))
     if src is not None:
-        return [src, path.name]
-    return [path.name, path.stat().st_size if path.is_file() else None]
+        return [src, name]
+    return [name, os.path.getsize(path) if os.path.isfile(path) else None]
 
 
 def images_identity(images: Iterable[Any]) -> str:

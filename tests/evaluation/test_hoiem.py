@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from lsda_core.evaluation import hoiem as A
+from lsda_core.evaluation.ap import voc_ap
 from lsda_core.cli import main
 from lsda_core.data.comp4 import Detections, write_comp4
 from lsda_core.data.voc import VOC_CLASSES, write_imagesets, write_voc_xml
@@ -387,3 +388,27 @@ def test_extreme_subsets_samples_are_the_mean_worst_and_best_subsets():
     assert out["worst"][0] == pytest.approx(worst) and out["worst"][1][0] == pytest.approx(worst)
     assert out["best"][0] == pytest.approx(np.nanmean([r["max"] for r in ch.values()]))
     assert out["worst"][1].shape == (2,) and out["best"][0] >= out["worst"][0]
+
+
+def test_weighted_normalized_ap_equals_repeating_each_detection():
+    """The batched AP_N (one sparse product per class and subset) against its definition: each
+    detection repeated its image's count of times, on random curves and resamples with zeros."""
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        n, images = int(rng.integers(0, 40)), 6
+        hit = rng.random(n) < 0.4
+        counted = rng.random(n) < 0.9  # an uncounted detection (ignored) is neither TP nor FP
+        tp, fp = hit & counted, ~hit & counted
+        image = rng.integers(0, images, n)
+        weights = rng.integers(0, 3, (4, images))
+        n_pos = weights.sum(axis=1) + int(tp.sum() > 0)
+        got = A.normalized_ap_weighted(tp, fp, image, weights, n_pos, 5.0)
+        for b, w in enumerate(weights):
+            t, f = np.repeat(tp, w[image]), np.repeat(fp, w[image])
+            keep = t | f
+            rec = np.cumsum(t[keep]) / max(n_pos[b], 1)
+            prec = rec * 5.0 / np.maximum(rec * 5.0 + np.cumsum(f[keep]), 1e-300)
+            want = voc_ap(rec, prec, use_07=False) if n_pos[b] else np.nan
+            assert got[b] == pytest.approx(want, abs=1e-12, nan_ok=True)
+    assert np.isnan(A.normalized_ap_weighted(np.ones(2, bool), np.zeros(2, bool), np.zeros(2, int), np.ones((1, 1)),
+                                             np.zeros(1), 5.0)[0])
