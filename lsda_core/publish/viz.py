@@ -77,14 +77,21 @@ def figure(nrows: int = 1, ncols: int = 1, *, width: float = 6.4, height: float 
 
 def savefig(fig: plt.Figure, name: str, folder: str | Path) -> list[Path]:
     """Save `fig` as `<folder>/<name>.png` and `.svg`, with no timestamps or software tags
-    in the files, so the same figure gives the same bytes."""
+    in the files, so the same figure gives the same bytes. The figure is laid out once (one
+    draw, then its layout frozen and its tight box fixed): each file then costs one draw, not
+    a layout pass and a tight-box pass of its own."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    declutter(fig)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    declutter(fig, renderer)
+    box = fig.get_tightbbox(renderer).padded(plt.rcParams["savefig.pad_inches"])
+    with plt.rc_context({"figure.autolayout": False, "figure.constrained_layout.use": False}):
+        fig.set_layout_engine(None)
     out = []
     for ext, meta in (("png", {"Software": None}), ("svg", {"Date": None, "Creator": None})):
         path = folder / f"{name}.{ext}"
-        fig.savefig(path, metadata=meta, bbox_inches="tight")
+        fig.savefig(path, metadata=meta, bbox_inches=box)
         out.append(path)
     return out
 
@@ -119,11 +126,9 @@ def draw_boxes(ax: Any, image: Any, boxes: Any, labels: list[str], colors: list[
                 bbox={"facecolor": color, "alpha": 0.85, "pad": 1, "linewidth": 0}, gid=BOX_LABEL)
 
 
-def declutter(fig: plt.Figure) -> None:
+def declutter(fig: plt.Figure, renderer: Any) -> None:
     """Move box labels (`draw_boxes`) down, in drawing order, until no two of one image overlap:
-    each is placed below the labels it would cover (the figure is drawn once to lay it out)."""
-    fig.canvas.draw()
-    renderer = fig.canvas.get_renderer()
+    each is placed below the labels it would cover (`renderer`: of the figure, drawn once)."""
     for ax in fig.axes:
         placed: list[Any] = []
         for t in (t for t in ax.texts if t.get_gid() == BOX_LABEL):

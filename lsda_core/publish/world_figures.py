@@ -65,7 +65,7 @@ def classification_samples(layout: WorldLayout, n_classes: int = 8, per_class: i
         axes[r, 0].set_title(f"{c['name']} ({c['superclass']})", loc="left", fontsize=8)
     df = objects(layout)
     train = df[(df.view == "classification") & (df.split == "train")]
-    second = train.groupby("image").annotated.apply(lambda a: bool((a == 0).any()))
+    second = (train.annotated == 0).groupby(train.image).any()
     text = (f"Classification training images of {len(picked)} of the {len(cats)} categories (one row each; the "
             f"superclass in brackets), each labelled with its category only. {100 * second.mean():.0f} % of the "
             f"{len(second)} training images also show a second, smaller object of another category, unlabelled.")
