@@ -38,7 +38,7 @@ class Detections:
     source: str | None = None
 
     def __post_init__(self) -> None:
-        self.image_ids = [str(i) for i in self.image_ids]
+        self.image_ids = list(map(str, self.image_ids))
         self.scores = _numpy(self.scores).reshape(-1)
         self.boxes = _numpy(self.boxes).reshape(-1, 4)
         n = len(self.image_ids)

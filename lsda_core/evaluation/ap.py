@@ -137,14 +137,19 @@ class Matching:
 
 
 def _image_indices(gt: GroundTruth, dataset: DetectionDataset, dets: Detections, cls: str) -> np.ndarray:
-    idx = np.empty(len(dets), dtype=np.int64)
-    for d, iid in enumerate(dets.image_ids):
+    """Each detection's image index in `gt`: one dictionary lookup per distinct image id, not
+    per detection (a class has thousands of detections on a few hundred images)."""
+    if not len(dets):
+        return np.zeros(0, dtype=np.int64)
+    ids, inverse = np.unique(np.asarray(dets.image_ids), return_inverse=True)
+    index = np.empty(len(ids), dtype=np.int64)
+    for k, iid in enumerate(ids.tolist()):
         i = gt.image_index.get(iid)
         if i is None:
             src = dets.source or f"detections of class {cls}"
             raise DataError(f"{src}: image id {iid!r} is not in {dataset.name} split {dataset.split!r}")
-        idx[d] = i
-    return idx
+        index[k] = i
+    return index[inverse.reshape(-1)]
 
 
 def match_detections(dataset: DetectionDataset, cls: str, dets: Detections, metric: str = "voc07",
