@@ -18,9 +18,10 @@ import subprocess
 import sys
 import time
 import urllib.parse
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import yaml
 
@@ -186,10 +187,10 @@ def resolve_params(params_file: Path, overrides: dict[str, Any], out: Path) -> t
 
 
 def execute_chapter(root: Path, chapter: Chapter, p: P.Params, resolved: Path, out: Path,
-                    progress: bool = True) -> float:
+                    progress: bool = True, kernel: Any = None) -> float:
     """Execute one chapter with Papermill into `out/src` on the resolved parameter file, record
     it in the run log and return its run time in seconds. A failure raises ChapterError naming
-    the cell."""
+    the cell. `kernel`: a running kernel's manager (`shared_kernel`), else a fresh kernel."""
     import papermill as pm  # slow import, only for building
 
     src = out / "src"
@@ -208,8 +209,11 @@ def execute_chapter(root: Path, chapter: Chapter, p: P.Params, resolved: Path, o
     t0 = time.time()
     try:
         with terminal.for_children() as own_bars:  # the kernel's own progress replaces Papermill's cell counter
+            if kernel is not None:
+                fresh_namespace(kernel)
             pm.execute_notebook(str(root / chapter.path), str(dest), parameters=injected, cwd=str(root),
-                                progress_bar=progress and not own_bars, kernel_name="python3", log_output=False)
+                                progress_bar=progress and not own_bars, kernel_name="python3", log_output=False,
+                                **({"km": kernel} if kernel is not None else {}))
     except pm.PapermillExecutionError as e:
         first = next((ln for ln in e.source.splitlines() if ln.strip()), "")
         raise ChapterError(f"chapter {chapter.name!r} failed in cell {e.cell_index} "
@@ -225,6 +229,41 @@ def execute_chapter(root: Path, chapter: Chapter, p: P.Params, resolved: Path, o
     }
     atomic_write_text(out / "run_log.json", json.dumps(log, indent=1, sort_keys=True))
     return seconds
+
+
+@contextmanager
+def shared_kernel(root: Path) -> Iterator[Any]:
+    """One Python kernel for every chapter of a build, started in the project root (where
+    Papermill starts each chapter's): a chapter then pays no kernel start and no imports of
+    its own (about 5 s each, torch and seaborn). Its manager is yielded; shut down at the end."""
+    from jupyter_client.manager import KernelManager
+
+    km = KernelManager(kernel_name="python3")
+    with terminal.for_children():  # the kernel inherits where its progress goes
+        km.start_kernel(cwd=str(root))
+    try:
+        yield km
+    finally:
+        km.shutdown_kernel(now=True)
+
+
+# what a chapter finds in a shared kernel: no figure open, no name defined (modules stay imported)
+FRESH = "import matplotlib.pyplot as _plt\n_plt.close('all')\n%reset -f"
+
+
+def fresh_namespace(km: Any) -> None:
+    """Empty a shared kernel's namespace and close its figures before the next chapter, so no
+    chapter can lean on another's variables."""
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=120)
+        reply = kc.execute_interactive(FRESH, silent=True, store_history=False, timeout=120,
+                                       output_hook=lambda msg: None)
+    finally:
+        kc.stop_channels()
+    if reply["content"]["status"] != "ok":
+        raise ChapterError(f"the shared kernel could not be reset: {reply['content'].get('evalue', '')}")
 
 
 HIDE_INPUT, REMOVE_CELL = "hide-input", "remove-cell"  # Jupyter Book's cell tags
@@ -246,9 +285,16 @@ def prepare_for_reading(notebook: Path, injected: dict[str, Any]) -> None:
     here = notebook.parent
     relative = {k: os.path.relpath(v, here) if isinstance(v, str) and Path(v).is_absolute() else v
                 for k, v in injected.items()}
+    count = 0
     for c in nb.cells:
         if c.cell_type != "code":
             continue
+        if c.get("execution_count") is not None:  # from 1, as in a kernel of its own (a shared one counts on)
+            count += 1
+            c.execution_count = count
+            for o in c.outputs:
+                if "execution_count" in o:
+                    o["execution_count"] = count
         tags = list(c.metadata.get("tags", []))
         if "injected-parameters" in tags:
             c.source = translate_parameters("python3", "python", relative, "Parameters").strip()
@@ -389,19 +435,21 @@ def build(params_file: Path, overrides: dict[str, Any], out: Path, only: str | N
                   key=lambda c: SUMMARY_CHAPTERS.index(c.name))
     n = len(todo) + len(last)
     times: dict[str, float] = {}
-    for i, c in enumerate(todo + last, 1):
-        if c.name == INTRO_CHAPTER:
-            F.merge(out, [ch.name for ch in chs])
-        if c.name == STATUS_CHAPTER and only is None:  # a full build only: `--only status` times nothing
-            seconds, entries = time.time() - t_build, cache.entries()
-            removed = () if keep_features else SCRATCH
-            if removed:
-                log(f"cache: removed the scratch stages ({', '.join(SCRATCH)}), {human_bytes(cache.clean_scratch())}")
-            record_build(out, p, seconds, before, entries, removed, times)
-        log(f"[{i}/{n}] {c.name} ...")
-        s = execute_chapter(root, c, p, resolved, out, progress)
-        times[c.name] = round(s, 1)
-        log(f"[{i}/{n}] {c.name} done in {s:.1f} s")
+    with shared_kernel(root) as kernel:
+        for i, c in enumerate(todo + last, 1):
+            if c.name == INTRO_CHAPTER:
+                F.merge(out, [ch.name for ch in chs])
+            if c.name == STATUS_CHAPTER and only is None:  # a full build only: `--only status` times nothing
+                seconds, entries = time.time() - t_build, cache.entries()
+                removed = () if keep_features else SCRATCH
+                if removed:
+                    log(f"cache: removed the scratch stages ({', '.join(SCRATCH)}), "
+                        f"{human_bytes(cache.clean_scratch())}")
+                record_build(out, p, seconds, before, entries, removed, times)
+            log(f"[{i}/{n}] {c.name} ...")
+            s = execute_chapter(root, c, p, resolved, out, progress, kernel)
+            times[c.name] = round(s, 1)
+            log(f"[{i}/{n}] {c.name} done in {s:.1f} s")
     if only in FINDINGS_CHAPTERS:
         F.merge(out, [ch.name for ch in chs])
     log("building HTML ...")
