@@ -168,6 +168,33 @@ def test_a_chapter_gets_only_the_parameters_it_declares(tmp_path, caplog):
     assert "unknown parameter" not in caplog.text  # Papermill warns of each one it is given in vain
 
 
+def test_chapters_in_a_shared_kernel_start_from_an_empty_namespace(tmp_path):
+    """The second chapter in the build's one kernel sees no variable and no figure of the first,
+    keeps its imports, and its executed copy is numbered from 1 as in a kernel of its own."""
+    (tmp_path / "book").mkdir()
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/first\nchapters:\n- file: book/second\n")
+    bodies = {"first": "import colorsys\nimport matplotlib.pyplot as plt\nleak = plt.figure()",
+              "second": "import sys\nassert 'leak' not in globals() and 'plt' not in globals()\n"
+                        "assert 'colorsys' in sys.modules\n"
+                        "import matplotlib.pyplot as plt\nassert plt.get_fignums() == []\n7"}
+    for name, body in bodies.items():
+        nb = nbformat.v4.new_notebook()
+        params_cell = nbformat.v4.new_code_cell("figures_dir = ''")
+        params_cell.metadata["tags"] = ["parameters"]
+        nb.cells = [params_cell, nbformat.v4.new_code_cell(body)]
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, tmp_path / "book" / f"{name}.ipynb")
+    p, resolved = book.resolve_params(ROOT / "params" / "smoke.yaml", {}, tmp_path / "out")
+    with book.shared_kernel(tmp_path) as kernel:
+        for name in bodies:
+            book.execute_chapter(tmp_path, book.find_chapter(tmp_path, name), p, resolved, tmp_path / "out",
+                                 progress=False, kernel=kernel)
+    done = nbformat.read(tmp_path / "out" / "src" / "book" / "second.ipynb", as_version=4)
+    counts = [c.execution_count for c in done.cells if c.cell_type == "code"]
+    assert counts == list(range(1, len(counts) + 1))
+    assert done.cells[-1].outputs[0]["execution_count"] == counts[-1]
+
+
 def test_unknown_chapter_lists_chapters():
     with pytest.raises(book.LsdaError, match="unknown chapter 'nope'; chapters: .*world"):
         book.find_chapter(ROOT, "nope")
