@@ -275,19 +275,27 @@ def _detector(score: Callable, pixels: Sequence[np.ndarray], boxes: Sequence[np.
     pass) plus one per region, and the work is counted so. `per_image`: the time and work at
     that many regions per image, extrapolated along that line when `boxes` (the same number
     for every image) has fewer."""
-    n_im = len(pixels)
-    empty = [b[:0] for b in boxes]
-    g0 = [_gflop(lambda: score(img, e)) for img, e in zip(pixels, empty)]
-    g1 = [_gflop(lambda: score(img, b[:1])) for img, b in zip(pixels, boxes)]
-    gflop = sum(a + len(b) * (c - a) for a, c, b in zip(g0, g1, boxes)) / n_im
+    gflop, fixed = detector_work(score, pixels, boxes)
     sec = detector_seconds(score, pixels, boxes, repeats, device)
     n = len(boxes[0])
     if per_image is None or per_image == n:
         return sec, gflop, MEASURED
-    sec0 = detector_seconds(score, pixels, empty, repeats, device)
+    sec0 = detector_seconds(score, pixels, [b[:0] for b in boxes], repeats, device)
     k = per_image / n
-    return (sec0 + max(sec - sec0, 0.0) * k, sum(g0) / n_im + (gflop - sum(g0) / n_im) * k,
+    return (sec0 + max(sec - sec0, 0.0) * k, fixed + (gflop - fixed) * k,
             f"{EXTRAPOLATED} linearly from 0 and {n} regions per image")
+
+
+def detector_work(score: Callable[[np.ndarray, np.ndarray], Any], pixels: Sequence[np.ndarray],
+                  boxes: Sequence[np.ndarray]) -> tuple[float, float]:
+    """(GFLOP per image, the part of it on no region) of one detector on these images and boxes:
+    the work on no region (normalisation, the fast detector's conv pass) plus each region's,
+    counted on one (the rest is linear in the regions). The one work count of `lsda bench` and
+    of the LSDA chapter's warping vs fast comparison."""
+    n_im = max(len(pixels), 1)
+    g0 = [_gflop(lambda: score(img, b[:0])) for img, b in zip(pixels, boxes)]
+    g1 = [_gflop(lambda: score(img, b[:1])) for img, b in zip(pixels, boxes)]
+    return sum(a + len(b) * (c - a) for a, c, b in zip(g0, g1, boxes)) / n_im, sum(g0) / n_im
 
 
 def _detector_rows(prefix: str, what: str, warp: Callable, fast: Callable, pixels: Sequence[np.ndarray],

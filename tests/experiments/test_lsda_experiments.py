@@ -192,3 +192,5 @@ def test_the_chapter_times_both_detectors_with_the_benchmark_harness(lsda, monke
             p.bench.repeats)
     assert calls == [want, want]
     assert t["warping"] == 0.4 and t["fast"] == 0.05 and t["speed-up"] == pytest.approx(8.0) and t["images"] == 2
+    n_props = np.mean(want[1])  # the work, counted as lsda bench counts it: warping grows with the proposals
+    assert t["warping GFLOP"] > t["fast GFLOP"] > 0 and t["warping GFLOP"] / t["fast GFLOP"] < n_props

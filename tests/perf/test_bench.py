@@ -343,6 +343,11 @@ def test_fast_accuracy_is_kept_and_held_against_two_points(tmp_path, tiny_run):
     t = perf_report.targets_table(bench.load(path))
     assert t.loc[key, "met"] == "yes"
     assert t.loc[own, "met"] == "no" and t.loc[own, "measured"] == "5.0x (40 vs 200 ms / image, 140 proposals / image)"
+    bench.record_fast_accuracy(path, 20.0, 18.5, {"warping": 0.2, "fast": 0.04, "speed-up": 5.0,
+                                                  "proposals / image": 140.0, "warping GFLOP": 6.0, "fast GFLOP": 0.8})
+    assert perf_report.targets_table(bench.load(path)).loc[own, "measured"] == (
+        "5.0x (40 vs 200 ms / image, 140 proposals / image); work ratio 7.5x (6.00 vs 0.800 GFLOP per image), "
+        "FLOP rates 30 vs 20 GFLOP/s: 8x needs the fast one at 1.07 of warping's rate or more")
 
 
 def test_detector_seconds_is_the_fastest_pass_per_image(monkeypatch):
