@@ -213,7 +213,7 @@ def execute_chapter(root: Path, chapter: Chapter, p: P.Params, resolved: Path, o
                 fresh_namespace(kernel)
             pm.execute_notebook(str(root / chapter.path), str(dest), parameters=injected, cwd=str(root),
                                 progress_bar=progress and not own_bars, kernel_name="python3", log_output=False,
-                                **({"km": kernel} if kernel is not None else {}))
+                                **({"km": kernel, "engine_name": shared_engine()} if kernel is not None else {}))
     except pm.PapermillExecutionError as e:
         first = next((ln for ln in e.source.splitlines() if ln.strip()), "")
         raise ChapterError(f"chapter {chapter.name!r} failed in cell {e.cell_index} "
@@ -245,6 +245,41 @@ def shared_kernel(root: Path) -> Iterator[Any]:
         yield km
     finally:
         km.shutdown_kernel(now=True)
+
+
+SHARED_ENGINE = "lsda-shared-kernel"
+
+
+def shared_engine() -> str:
+    """Papermill's engine for a chapter in `shared_kernel` (registered on first use): as
+    Papermill's own, but it closes the chapter's kernel client afterwards. nbclient leaves it
+    open when it does not own the kernel, and once the kernel is gone its zmq sockets retry,
+    drawing from the C library's rand(), which selective search seeds in this process."""
+    from papermill.clientwrap import PapermillNotebookClient
+    from papermill.engines import NBClientEngine, papermill_engines
+    from papermill.log import logger
+
+    class Client(PapermillNotebookClient):
+        def execute(self, **kwargs: Any) -> Any:
+            try:
+                return super().execute(**kwargs)
+            finally:
+                if self.kc is not None:
+                    self.kc.stop_channels()
+                    self.kc = None
+
+    class Engine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man: Any, kernel_name: str, log_output: bool = False,
+                                     stdout_file: Any = None, stderr_file: Any = None, start_timeout: int = 60,
+                                     execution_timeout: int | None = None, **kwargs: Any) -> Any:
+            kwargs = {k: v for k, v in kwargs.items() if k not in ("input_path", "timeout", "startup_timeout")}
+            return Client(nb_man, timeout=execution_timeout, startup_timeout=start_timeout, kernel_name=kernel_name,
+                          log=logger, log_output=log_output, stdout_file=stdout_file, stderr_file=stderr_file,
+                          **kwargs).execute()
+
+    papermill_engines.register(SHARED_ENGINE, Engine)
+    return SHARED_ENGINE
 
 
 # what a chapter finds in a shared kernel: no figure open, no name defined (modules stay imported)
