@@ -80,14 +80,15 @@ def compute_proposals(dataset: DetectionDataset, cache: Cache, cfg: ProposalConf
     def build(folder: Path) -> None:
         todo = [i for i in D.shard(sorted(images)) if not (folder / f"{i}.npy").is_file()]
         jobs = [(i, images[i], cfg) for i in todo]
-        if workers > 1 and len(jobs) > 1:
-            with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as ex:
-                results = ex.map(_one, jobs, chunksize=4)
-                for i, boxes in progress_bar(zip(todo, results), "proposals", progress, total=len(todo)):
-                    atomic_save_npy(folder / f"{i}.npy", boxes)
-        else:
-            for i, job in progress_bar(zip(todo, jobs), "proposals", progress, total=len(todo)):
-                atomic_save_npy(folder / f"{i}.npy", _one(job))
+        if not jobs:
+            return
+        # In forked processes even with one worker: the ranking draws from the C library's rand(),
+        # which other threads of this process can draw from too (zmq's in a kernel, gloo's under
+        # torchrun) and so reorder the boxes; a forked process has no thread but the forking one.
+        with ProcessPoolExecutor(min(max(workers, 1), len(jobs)), mp_context=mp.get_context("fork")) as ex:
+            results = ex.map(_one, jobs, chunksize=1 if workers <= 1 else 4)
+            for i, boxes in progress_bar(zip(todo, results), "proposals", progress, total=len(todo)):
+                atomic_save_npy(folder / f"{i}.npy", boxes)
 
     folder = cache.entry("proposals", config, build, resumable=True,
                          ranks="shard")

@@ -72,22 +72,29 @@ def test_recall_on_rectangles_and_max_boxes(tmp_path):
 
 
 def test_cached_and_resumed(tmp_path, monkeypatch):
+    """Interrupted at the third image, a rerun computes only the images not yet saved, and a
+    third run none. Selective search runs in forked processes (`compute_proposals`), so each
+    image read is noted in a file."""
     ds, cache = scene(tmp_path, 4), Cache(tmp_path / "c")
-    calls = []
-    real = PR._one
+    log, armed = tmp_path / "read.txt", tmp_path / "armed"
+    armed.touch()
+    real = PR.load_image
 
-    def flaky(job):
-        calls.append(job[1])
-        if len(calls) == 3:
+    def noted(path):
+        with open(log, "a") as f:
+            f.write(Path(path).stem + "\n")
+        if Path(path).stem == "2" and armed.exists():
+            armed.unlink()
             raise KeyboardInterrupt
-        return real(job)
+        return real(path)
 
-    monkeypatch.setattr(PR, "_one", flaky)
+    monkeypatch.setattr(PR, "load_image", noted)
     with pytest.raises(KeyboardInterrupt):
         PR.compute_proposals(ds, cache, workers=1, progress=False)
-    first = PR.compute_proposals(ds, cache, workers=1, progress=False)  # resumes: 2 images left
-    assert len(calls) == 3 + 2
+    before = len(log.read_text().split())
+    first = PR.compute_proposals(ds, cache, workers=1, progress=False)  # resumes: images 2 and 3 left
+    assert log.read_text().split()[before:] == ["2", "3"]
     again = PR.compute_proposals(ds, cache, workers=1, progress=False)  # cached: no work
-    assert len(calls) == 5
+    assert len(log.read_text().split()) == before + 2
     for k in first:
         np.testing.assert_array_equal(first[k], again[k])

@@ -79,13 +79,16 @@ def _stages(out: Path, data: dict) -> None:
         (work / "by").write_text(f"{rank} {inner.name}")
     done["main_entry"] = (cache.entry("svm", {"k": 1}, solo) / "by").read_text()
 
-    one = PR._one
+    read = PR.load_image
 
-    def one_image(job):
-        done["proposals"].append(job[0])
-        return one(job)
-    PR._one = one_image
+    def noted(path):  # runs in a forked process (`compute_proposals`): it notes the image in a file
+        with open(out / f"proposals-{rank}.txt", "a") as f:
+            f.write(Path(path).stem + "\n")
+        return read(path)
+    PR.load_image = noted
     props = PR.compute_proposals(data["scene"], cache, workers=1, progress=False)
+    PR.load_image = read
+    done["proposals"] = (out / f"proposals-{rank}.txt").read_text().split()
     np.savez(out / f"props-{rank}.npz", **props)
 
     load = Fe.load_image
