@@ -505,7 +505,8 @@ def extreme_subsets_samples(dataset: DetectionDataset, diags: Mapping[str, Class
     set and on each bootstrap resample (`picks`, as `fp_share_samples`), all weightings in one
     batch. Returns {"worst": (value, (B,) values), "best": (...)}."""
     w = np.vstack([np.ones((1, len(dataset.images))), np.asarray(picks).reshape(len(picks), -1)])
-    _, arrays = _characteristic_arrays(dataset, diags, n_norm, _objects(dataset), object_subsets(dataset, part_visible), w)
+    subsets = object_subsets(dataset, part_visible)
+    _, arrays = _characteristic_arrays(dataset, diags, n_norm, _objects(dataset), subsets, w)
     worst = _nanmean_rows([a["min"] for a in arrays.values()])
     best = _nanmean_rows([a["max"] for a in arrays.values()])
     return {"worst": (float(worst[0]), worst[1:]), "best": (float(best[0]), best[1:])}

@@ -2,9 +2,9 @@
 images, kept in the results file beside the runs of other machines (`perf.bench`).
 
 The run is a cached stage (`perf`; `bench/` is the results file's folder) keyed on its code, the
-parameters, the paper preset, the images, the machine and torch's threads: a warm book shows the run its cold build made instead
-of measuring again (half a minute of a 3-minute budget); any change to those measures anew, and
-`lsda bench` measures now whatever the cache holds."""
+parameters, the paper preset, the images, the machine and torch's threads: a warm book shows the
+run its cold build made instead of measuring again (half a minute of a 3-minute budget); any
+change to those measures anew, and `lsda bench` measures now whatever the cache holds."""
 from __future__ import annotations
 
 import json

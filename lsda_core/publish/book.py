@@ -9,6 +9,7 @@ built site.
 """
 from __future__ import annotations
 
+import functools
 import html.parser
 import json
 import os
@@ -250,8 +251,9 @@ def shared_kernel(root: Path) -> Iterator[Any]:
 SHARED_ENGINE = "lsda-shared-kernel"
 
 
+@functools.cache
 def shared_engine() -> str:
-    """Papermill's engine for a chapter in `shared_kernel` (registered on first use): as
+    """Papermill's engine for a chapter in `shared_kernel` (registered once, on first use): as
     Papermill's own, but it closes the chapter's kernel client afterwards. nbclient leaves it
     open when it does not own the kernel, and once the kernel is gone its zmq sockets retry,
     drawing from the C library's rand(), which selective search seeds in this process."""
