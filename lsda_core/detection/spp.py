@@ -138,12 +138,8 @@ def conv_map(model: CaffeNet, image: np.ndarray | torch.Tensor, scale: int) -> t
     x = model.normalize(img)[None]
     if (h, w) != (H, W):
         x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=False)
-    was = model.training
-    model.eval()
-    try:
+    with nets.in_eval(model):
         conv = model.conv_trunk(x)[0]
-    finally:
-        model.train(was)
     if conv.shape[1] < 1 or conv.shape[2] < 1:
         raise ValueError(f"conv_map: a {h} x {w} px image gives an empty conv5 map; raise fast.scale ({scale})")
     size, stride, offset = nets.receptive_field(model.net, "conv5")
@@ -414,17 +410,13 @@ def load_spp(folder: Path, image_id: str, flip: bool = False, mmap: bool = False
 def cached_scores(head: SppHead, folder: Path, dataset: DetectionDataset, chunk: int = 4096) -> dict[str, np.ndarray]:
     """Output-layer scores (N, n_out), float32, of every cached region of every image of
     `dataset`, in the cached order (eval mode, no dropout)."""
-    was = head.training
-    head.eval()
     device = head.fc6.weight.device
     out = {}
-    try:
+    with nets.in_eval(head):
         for im in dataset.images:
             f = torch.from_numpy(load_spp(folder, im.image_id))
             parts = [head(f[s:s + chunk].to(device=device, dtype=torch.float32)).cpu() for s in range(0, len(f), chunk)]
             out[im.image_id] = torch.cat(parts).numpy() if parts else np.zeros((0, head.num_classes), np.float32)
-    finally:
-        head.train(was)
     return out
 
 
@@ -434,12 +426,8 @@ def detect_scores(model: CaffeNet, head: SppHead, image: np.ndarray | torch.Tens
     """Output-layer scores (n_boxes, n_out), float32, of the boxes of one image: one conv
     pass (`fast.scale`), SPP, the head in eval mode; on the model's device (the head's must
     be the same)."""
-    was = head.training
-    head.eval()
-    try:
+    with nets.in_eval(head):
         return head(spp_features(model, image, boxes, p).float()).cpu().numpy()
-    finally:
-        head.train(was)
 
 
 # ------------------------------------------------------------------- fc-only fine-tuning

@@ -35,9 +35,10 @@ N(0, 0.01), bias 0, as R-CNN's new fc8.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.nn as nn
@@ -111,6 +112,20 @@ def check_net(net: Net) -> dict[str, int]:
                           f"{sizes['pool5']} x {sizes['pool5']} ({chain}); change net.input_size, "
                           f"net.conv1_kernel/stride/pad, net.pool1 or net.conv2_kernel")
     return sizes
+
+
+@contextlib.contextmanager
+def in_eval(module: nn.Module) -> Iterator[nn.Module]:
+    """`module` in eval mode for the block, its mode restored after; a module already in eval
+    mode is left alone (switching walks every submodule, a cost on the per-image path)."""
+    if not module.training:
+        yield module
+        return
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train()
 
 
 def receptive_field(net: Net, layer: str = "pool5") -> tuple[int, int, int]:

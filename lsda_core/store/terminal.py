@@ -20,7 +20,7 @@ from typing import Iterable, Iterator, TextIO, TypeVar
 
 PROGRESS_TTY = "LSDA_PROGRESS_TTY"  # the terminal `lsda book` runs in, for its chapters' kernels
 PROGRESS_LOG = "LSDA_PROGRESS_LOG"  # the log or pipe `lsda book` writes to, when it has no terminal
-LOG_EVERY = 30.0  # seconds between two plain progress lines of one loop
+LOG_EVERY = 30.0  # seconds between two plain progress lines
 
 T = TypeVar("T")
 
@@ -75,15 +75,22 @@ def status(line: str) -> None:
         _write(out, line)
 
 
+_last_line = time.monotonic()  # when this process last wrote a plain progress line
+
+
 def _write(out: TextIO, line: str) -> None:
     """One plain progress line, stamped with the time of day."""
+    global _last_line
     out.write(f"[{time.strftime('%H:%M:%S')}] {line}\n")
     out.flush()
+    _last_line = time.monotonic()
 
 
 def lines(items: Iterable[T], desc: str, total: int | None = None, every: float | None = None) -> Iterator[T]:
-    """`items`, writing to `log()` a line "desc: i/total, s elapsed, ~s left" at most every
-    `every` seconds (default `LOG_EVERY`), and a closing line when the loop took that long."""
+    """`items`, writing to `log()` a line "desc: i/total, s elapsed, ~s left" once `every`
+    seconds (default `LOG_EVERY`) have passed since this process's last line, and a closing
+    line when the loop wrote one. The interval counts across loops, so a run of short loops (the
+    epochs of pre-training) still shows a line every `every` seconds."""
     every = LOG_EVERY if every is None else every
     out = log()
     if out is None:
@@ -91,17 +98,17 @@ def lines(items: Iterable[T], desc: str, total: int | None = None, every: float 
         return
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]
-    t0 = last = time.monotonic()
-    done = 0
+    t0 = time.monotonic()
+    done, wrote = 0, False
     for done, item in enumerate(items, 1):
         yield item
         now = time.monotonic()
-        if now - last >= every:
-            last = now
+        if now - _last_line >= every:
             left = f", ~{(now - t0) / done * (total - done):.0f} s left" if total else ""
             of = f"/{total}" if total else ""
             _write(out, f"  {desc}: {done}{of}, {now - t0:.0f} s{left}")
-    if last > t0:
+            wrote = True
+    if wrote:
         _write(out, f"  {desc}: {done} done in {time.monotonic() - t0:.0f} s")
 
 

@@ -141,6 +141,22 @@ def test_batch_norm_is_folded_in_eval_mode():
     assert "bn.0.running_mean" in m.state_dict()
 
 
+def test_in_eval_switches_only_a_training_module_and_restores_it():
+    m = CaffeNet(SMALL, 5)
+    with nets.in_eval(m) as inside:
+        assert inside is m and not m.training and not m.fc6.training
+    assert m.training and m.fc6.training
+    with pytest.raises(RuntimeError, match="boom"):
+        with nets.in_eval(m):
+            raise RuntimeError("boom")
+    assert m.training
+    m.eval()
+    m.fc6.train()  # a mixed state is left as it is when the module itself is in eval mode
+    with nets.in_eval(m):
+        assert m.fc6.training
+    assert not m.training and m.fc6.training
+
+
 def test_lrn_matches_torch():
     x = torch.randn(2, 12, 5, 5) * 40
     assert torch.allclose(CaffeNet._lrn(x), F.local_response_norm(x, 5, 1e-4, 0.75, 1.0), atol=1e-4)

@@ -47,6 +47,23 @@ def test_a_log_line_at_most_every_interval(tmp_path, monkeypatch):
     assert not log.exists() or log.read_text() == ""  # a short loop writes nothing
 
 
+def test_short_loops_in_a_row_still_show_a_line_every_interval(tmp_path, monkeypatch):
+    _no_terminal(monkeypatch)
+    log = tmp_path / "book.log"
+    monkeypatch.setenv(terminal.PROGRESS_LOG, str(log))
+    clock = [1000.0]
+    monkeypatch.setattr(terminal.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(terminal, "_last_line", clock[0])
+    for epoch in range(1, 11):  # ten epochs of 5 steps, 1 s a step: each far shorter than the interval
+        for _ in terminal.lines(range(5), f"pretrain epoch {epoch}/10", every=12):
+            clock[0] += 1
+    text = log.read_text().splitlines()
+    progress = [t for t in text if "done in" not in t]
+    # 50 s of steps: a line at 12 s, its loop's closing line at 15 s, the next line 12 s later ...
+    assert [t.split("] ")[1] for t in progress] == [f"  pretrain epoch {e}/10: 2/5, 2 s, ~3 s left" for e in (3, 6, 9)]
+    assert sum("done in 5 s" in t for t in text) == 3  # each loop that wrote a line closes it
+
+
 def test_a_command_without_terminal_writes_lines_to_stderr(monkeypatch, capsys):
     _no_terminal(monkeypatch)
     import ipykernel.kernelspec  # noqa: F401  what starting a chapter's kernel imports into `lsda book`
