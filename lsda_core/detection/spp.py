@@ -81,11 +81,11 @@ FEATURE_BYTES = 2 << 30  # training features are held in memory up to this size,
 
 # ------------------------------------------------------------------------ the conv pass
 
-def _boxes64(boxes: Any) -> torch.Tensor:
-    """(N, 4) boxes (array, list or tensor on any device) -> float64 CPU tensor."""
+def _boxes64(boxes: Any) -> np.ndarray:
+    """(N, 4) boxes (array, list or tensor on any device) -> float64 (N, 4) array."""
     if isinstance(boxes, torch.Tensor):
-        return boxes.detach().cpu().to(torch.float64).reshape(-1, 4)
-    return torch.from_numpy(np.array(boxes, dtype=np.float64).reshape(-1, 4))
+        boxes = boxes.detach().cpu().to(torch.float64).numpy()
+    return np.array(boxes, dtype=np.float64).reshape(-1, 4)
 
 
 @dataclass(frozen=True)
@@ -101,11 +101,9 @@ class MapTransform:
     height: int
     width: int
 
-    def to_cells(self, boxes: Any) -> torch.Tensor:
+    def to_cells(self, boxes: Any) -> np.ndarray:
         """(N, 4) image boxes -> float64 (N, 4) positions in cell units (cell k's centre at k)."""
-        b = _boxes64(boxes)
-        s = b.new_tensor([self.sx, self.sy, self.sx, self.sy])
-        return (b * s - self.centre) / self.stride
+        return (_boxes64(boxes) * np.array([self.sx, self.sy, self.sx, self.sy]) - self.centre) / self.stride
 
 
 def _chw(image: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -153,35 +151,41 @@ def project_boxes(boxes: Any, transform: MapTransform) -> torch.Tensor:
     projection (see the module docstring): the cells whose receptive-field centre lies
     strictly inside the box; the cell nearest the box's middle when none does; clamped to
     the map."""
+    return torch.from_numpy(_cells(boxes, transform))
+
+
+def _cells(boxes: Any, transform: MapTransform) -> np.ndarray:
+    """`project_boxes` as an int64 (N, 4) array: the pooling's index arithmetic runs in numpy,
+    a few microseconds an operation on these small arrays where torch takes several more."""
     u = transform.to_cells(boxes)
-    lo = torch.floor(u[:, :2]) + 1
-    hi = torch.ceil(u[:, 2:]) - 1
+    lo = np.floor(u[:, :2]) + 1
+    hi = np.ceil(u[:, 2:]) - 1
     empty = hi < lo
-    mid = torch.floor((u[:, :2] + u[:, 2:]) / 2 + 0.5)
-    lo, hi = torch.where(empty, mid, lo), torch.where(empty, mid, hi)
-    top = torch.tensor([transform.width - 1, transform.height - 1], dtype=torch.float64)
-    lo = torch.minimum(lo.clamp(min=0), top)
-    hi = torch.minimum(hi.clamp(min=0), top)
-    return torch.cat([lo, hi], dim=1).long()
+    mid = np.floor((u[:, :2] + u[:, 2:]) / 2 + 0.5)
+    lo, hi = np.where(empty, mid, lo), np.where(empty, mid, hi)
+    top = np.array([transform.width - 1, transform.height - 1], dtype=np.float64)
+    lo = np.minimum(np.maximum(lo, 0), top)
+    hi = np.minimum(np.maximum(hi, 0), top)
+    return np.concatenate([lo, hi], axis=1).astype(np.int64)
 
 
-def _sparse_table(conv: torch.Tensor, levels_y: int, levels_x: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _sparse_table(conv: torch.Tensor, levels_y: int, levels_x: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """Range maxima of (C, H, W) maps: block (a, b), for a < `levels_y` and b < `levels_x`
     (at most log2 H + 1 and log2 W + 1), holds at (y, x) the max over rows [y, y + 2^a) and
     columns [x, x + 2^b), for every (y, x) where that range fits (H - 2^a + 1 rows,
     W - 2^b + 1 columns). Returns the blocks' rows of C values stacked into one (M, C) tensor,
-    each block's first row (KH, KW) and width (KW,), so that entry (a, b, y, x) is row
-    `first[a, b] + y * width[b] + x`. Each block is computed from the previous one by one
+    each block's first row (KH, KW) and width (KW,) (int64 arrays), so that entry (a, b, y, x)
+    is row `first[a, b] + y * width[b] + x`. Each block is computed from the previous one by one
     elementwise max, written in place."""
     C, H, W = conv.shape
     hs = [H - (1 << a) + 1 for a in range(min(levels_y, H.bit_length()))]
     ws = [W - (1 << b) + 1 for b in range(min(levels_x, W.bit_length()))]
-    sizes = [h * w for h in hs for w in ws]
-    starts = np.cumsum([0] + sizes[:-1]).reshape(len(hs), len(ws)).tolist()
-    flat = conv.new_empty((sum(sizes), C))
+    sizes = np.outer(hs, ws)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).reshape(sizes.shape)
+    flat = conv.new_empty((int(sizes.sum()), C))
 
     def block(a: int, b: int) -> torch.Tensor:
-        return flat[starts[a][b]:starts[a][b] + hs[a] * ws[b]].view(hs[a], ws[b], C)
+        return flat[starts[a, b]:starts[a, b] + hs[a] * ws[b]].view(hs[a], ws[b], C)
 
     block(0, 0).copy_(conv.permute(1, 2, 0))
     for a in range(1, len(hs)):
@@ -191,16 +195,14 @@ def _sparse_table(conv: torch.Tensor, levels_y: int, levels_x: int) -> tuple[tor
         for b in range(1, len(ws)):
             d, prev = 1 << (b - 1), block(a, b - 1)
             torch.maximum(prev[:, :ws[b]], prev[:, d:d + ws[b]], out=block(a, b))
-    return flat, torch.tensor(starts, device=conv.device), torch.tensor(ws, device=conv.device)
+    return flat, starts, np.array(ws, dtype=np.int64)
 
 
-def _bin_edges(first: torch.Tensor, n: torch.Tensor, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _bin_edges(first: np.ndarray, n: np.ndarray, b: int) -> tuple[np.ndarray, np.ndarray]:
     """Start and end (exclusive), (N, b), of b bins over n cells from `first`: SPP-net's
     [floor(i n / b), ceil((i + 1) n / b))."""
-    i = torch.arange(b, device=n.device)
-    start = torch.div(i[None] * n[:, None], b, rounding_mode="floor")
-    end = -torch.div(-(i[None] + 1) * n[:, None], b, rounding_mode="floor")
-    return first[:, None] + start, first[:, None] + end
+    i = np.arange(b)
+    return first[:, None] + i[None] * n[:, None] // b, first[:, None] - (-(i[None] + 1) * n[:, None] // b)
 
 
 def _gathered_levels(bins: Sequence[int]) -> list[int]:
@@ -210,26 +212,33 @@ def _gathered_levels(bins: Sequence[int]) -> list[int]:
     return sorted({b for b in bins if not any(m != b and m % b == 0 for m in bins)})
 
 
-def _level_bins(cells: torch.Tensor, b: int) -> tuple[torch.Tensor, ...]:
+def _level_bins(cells: np.ndarray, b: int) -> tuple[np.ndarray, ...]:
     """Every box's b x b bins as (N, b, 1) row and (N, 1, b) column edges, end exclusive."""
     y0, y1 = _bin_edges(cells[:, 1], cells[:, 3] - cells[:, 1] + 1, b)
     x0, x1 = _bin_edges(cells[:, 0], cells[:, 2] - cells[:, 0] + 1, b)
     return y0[:, :, None], y1[:, :, None], x0[:, None, :], x1[:, None, :]
 
 
-def _pool_level(flat: torch.Tensor, first: torch.Tensor, width: torch.Tensor, log2: torch.Tensor,
-                edges: tuple[torch.Tensor, ...], C: int) -> torch.Tensor:
-    """(N, C, b, b) max over each of b x b bins (`_level_bins`) of every box's cells, 4
-    sparse-table lookups a bin, gathered in chunks of boxes bounding memory (`POOL_BYTES`)."""
+def _log2(n: np.ndarray) -> np.ndarray:
+    """floor(log2 n) of positive integers, exactly (the exponent of n's float64 form)."""
+    return np.frexp(n)[1] - 1
+
+
+def _pool_level(flat: torch.Tensor, first: np.ndarray, width: np.ndarray, edges: tuple[np.ndarray, ...],
+                C: int) -> torch.Tensor:
+    """(N, C, b, b) max over each of b x b bins (`_level_bins`) of every box's cells: 4
+    sparse-table lookups a bin, their rows gathered by one `index_select` per chunk of boxes
+    (chunks bound the gathered values to `POOL_BYTES`)."""
     y0, y1, x0, x1 = edges
     n, b = y0.shape[0], y0.shape[1]
-    ky, kx = log2[y1 - y0], log2[x1 - x0]
+    ky, kx = _log2(y1 - y0), _log2(x1 - x0)
     base, w = first[ky, kx], width[kx]
-    corners = [(base + r * w + c).reshape(n, b * b) for r in (y0, y1 - (1 << ky)) for c in (x0, x1 - (1 << kx))]
-    step = max(1, POOL_BYTES // (2 * b * b * C * flat.element_size()))
+    corners = np.stack([base + r * w + c for r in (y0, y1 - (1 << ky)) for c in (x0, x1 - (1 << kx))])
+    idx = torch.from_numpy(corners.reshape(4, n * b * b)).to(flat.device)
+    step = max(1, POOL_BYTES // (4 * b * b * C * flat.element_size())) * b * b  # rows of whole boxes
     out = []
-    for s in range(0, n, step):  # chunks of boxes
-        got = [flat.index_select(0, idx[s:s + step].reshape(-1)) for idx in corners]
+    for s in range(0, n * b * b, step):
+        got = flat.index_select(0, idx[:, s:s + step].reshape(-1)).view(4, -1, C)
         out.append(torch.maximum(torch.maximum(got[0], got[1]), torch.maximum(got[2], got[3])))
     pooled = torch.cat(out) if len(out) > 1 else out[0]  # (n * b * b, C)
     return pooled.view(n, b, b, C).permute(0, 3, 1, 2)
@@ -241,30 +250,33 @@ def spp_pool(conv: torch.Tensor, boxes: Any, transform: MapTransform, bins: Sequ
 
     Exact and batched over boxes: a 2-D sparse table of range maxima (`_sparse_table`, up to
     log H x log W shrinking copies of the map, as many as the longest bin needs) answers the
-    max over any rectangle of cells with 4 lookups (the max over [y0, y1) is the max of the two overlapping ranges of length
-    2^floor(log2(y1 - y0)) starting at y0 and ending at y1; likewise for columns). Only the
-    levels of `_gathered_levels` are looked up (6 of SPP-net's 6, 3, 2, 1); the others are
-    maxima over blocks of their bins. No loop over boxes."""
+    max over any rectangle of cells with 4 lookups (the max over [y0, y1) is the max of the two
+    overlapping ranges of length 2^floor(log2(y1 - y0)) starting at y0 and ending at y1;
+    likewise for columns). Only the levels of `_gathered_levels` are looked up (6 of SPP-net's
+    6, 3, 2, 1); the others are maxima over blocks of their bins. No loop over boxes."""
     if conv.ndim == 4:
         conv = conv[0]
     C, H, W = conv.shape
     bins = [int(b) for b in bins]
-    dev = conv.device
-    cells = project_boxes(boxes, transform).to(dev)
+    cells = _cells(boxes, transform)
     n = len(cells)
+    out = conv.new_empty((n, C * sum(b * b for b in bins)))
     if n == 0:
-        return conv.new_zeros((0, C * sum(b * b for b in bins)))
+        return out
     edges = {b: _level_bins(cells, b) for b in _gathered_levels(bins)}
     longest = [max(int((e[1] - e[0]).max()) for e in edges.values()),  # the longest bin, rows and columns
                max(int((e[3] - e[2]).max()) for e in edges.values())]
     flat, first, width = _sparse_table(conv, *(k.bit_length() for k in longest))
-    log2 = torch.tensor([0] + [k.bit_length() - 1 for k in range(1, max(H, W) + 1)], device=dev)
-    levels = {b: _pool_level(flat, first, width, log2, e, C) for b, e in edges.items()}
+    levels = {b: _pool_level(flat, first, width, e, C) for b, e in edges.items()}
     for b in sorted(set(bins), reverse=True):  # finest first, so each level reads the coarsest finer one
         if b not in levels:
             m = min(m for m in levels if m % b == 0)  # the coarsest level already pooled
             levels[b] = F.max_pool2d(levels[m], m // b)
-    return torch.cat([levels[b].reshape(n, C * b * b) for b in bins], dim=1)
+    at = 0
+    for b in bins:  # each level straight into its columns of the output, (channel, y, x) order
+        out[:, at:at + C * b * b].view(n, C, b, b).copy_(levels[b])
+        at += C * b * b
+    return out
 
 
 @torch.inference_mode()

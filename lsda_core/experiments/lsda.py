@@ -569,7 +569,7 @@ def time_variants(p: Params, full: CaffeNet, head: SPP.SppHead, bench: DP.Benchm
     """Seconds per test image of the warping detector (warp every proposal, the whole net)
     and of the fast one (one conv pass, SPP, the head), measured now on the same images and
     proposals with `lsda bench`'s scorers and its harness (`bench.detector_seconds`: the
-    fastest of `bench.repeats` passes), scores of every class included, proposals and NMS
+    fastest of `bench.repeats` passes, the two detectors' passes in turn), scores of every class included, proposals and NMS
     excluded; with each one's work per image (`bench.detector_work`), which bounds the speed-up
     at equal FLOP rates."""
     ims = bench.test.images[:n]
@@ -579,7 +579,7 @@ def time_variants(p: Params, full: CaffeNet, head: SPP.SppHead, bench: DP.Benchm
     boxes = [np.asarray(bench.proposals[im.image_id], np.float32) for im in ims]
     scorers = {"warping": F.warp_scorer(full, FT.context_pixels(p), True), "fast": SPP.fast_scorer(full, head, p, True)}
     with torch.inference_mode():
-        out = {k: BM.detector_seconds(f, pixels, boxes, p.bench.repeats, device) for k, f in scorers.items()}
+        out = BM.detector_seconds(scorers, pixels, dict.fromkeys(scorers, boxes), p.bench.repeats, device)
         out.update({f"{k} GFLOP": BM.detector_work(f, pixels, boxes)[0] for k, f in scorers.items()})
     out["speed-up"] = out["warping"] / max(out["fast"], 1e-12)
     out["images"] = len(ims)

@@ -34,9 +34,11 @@ so the line errs only slightly, on the slow side).
 
 Networks have random weights (the time does not depend on them), images are decoded before
 timing, each time is the fastest of `bench.repeats` runs (CUDA synchronised; on CUDA after
-one untimed run). FLOPs are those of convolutions and matrix products, counted by torch's
-FlopCounterMode on one region and on none (the work is linear in the regions); a row's
-share of peak is its GFLOP/s over the peak.
+one untimed run); the detectors compared in a row take their passes in turn, so a slow spell
+of a shared machine slows both rather than one and the speed-up stays a ratio of like times.
+FLOPs are those of convolutions and matrix products, counted by torch's FlopCounterMode on one
+region and on none (the work is linear in the regions); a row's share of peak is its GFLOP/s
+over the peak.
 
 On CUDA the feature and detector rows run the GPU path (`features.to_device`,
 `features.autocast`: float16 autocast, pinned asynchronous copies; the warp is batched on
@@ -64,7 +66,7 @@ import resource
 import time
 import zlib
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -208,12 +210,26 @@ def _over_images(score: Callable[[np.ndarray, np.ndarray], Any], pixels: Sequenc
     return lambda: [score(img, b) for img, b in zip(pixels, boxes)]
 
 
-def detector_seconds(score: Callable[[np.ndarray, np.ndarray], Any], pixels: Sequence[np.ndarray],
-                     boxes: Sequence[np.ndarray], repeats: int, device: torch.device) -> float:
-    """Seconds per image of one detector over these images and boxes: the fastest of `repeats`
-    passes over all of them (on CUDA after one untimed pass). The one timing harness of
-    `lsda bench` and of the LSDA chapter's warping vs fast comparison."""
-    return _best(_over_images(score, pixels, boxes), repeats, device)[0] / max(len(pixels), 1)
+def detector_seconds(scorers: Mapping[str, Callable[[np.ndarray, np.ndarray], Any]], pixels: Sequence[np.ndarray],
+                     boxes: Mapping[str, Sequence[np.ndarray]], repeats: int, device: torch.device) -> dict[str, float]:
+    """Seconds per image of each detector over these images and its boxes (`boxes[name]`): the
+    fastest of `repeats` passes over all the images, the detectors' passes taken in turn (each
+    round times every detector once), so a slow spell of a shared machine reaches all of them
+    rather than one; on CUDA after one untimed pass each. The one timing harness of `lsda bench`
+    and of the LSDA chapter's warping vs fast comparison."""
+    passes = {k: _over_images(f, pixels, boxes[k]) for k, f in scorers.items()}
+    if device.type == "cuda":
+        for run in passes.values():
+            run()
+    best = dict.fromkeys(passes, math.inf)
+    for _ in range(repeats):
+        for k, run in passes.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            run()
+            _sync(device)
+            best[k] = min(best[k], time.perf_counter() - t0)
+    return {k: v / max(len(pixels), 1) for k, v in best.items()}
 
 
 # ------------------------------------------------------------------------------ stages
@@ -268,22 +284,29 @@ def _features(key: str, what: str, model: CaffeNet, context: float, pixels: Sequ
     return _row(key, "warped features", f"{what}, {n} regions", device, n / sec, "regions/s", sec, gflop, peak, peaks)
 
 
-def _detector(score: Callable, pixels: Sequence[np.ndarray], boxes: Sequence[np.ndarray], per_image: int | None,
-              repeats: int, device: torch.device) -> tuple[float, float, str]:
-    """(seconds, GFLOP, status) per image of one detector. Both are linear in the regions: a
-    fixed part per image (the detector on no region: normalisation, the fast detector's conv
-    pass) plus one per region, and the work is counted so. `per_image`: the time and work at
-    that many regions per image, extrapolated along that line when `boxes` (the same number
-    for every image) has fewer."""
-    gflop, fixed = detector_work(score, pixels, boxes)
-    sec = detector_seconds(score, pixels, boxes, repeats, device)
-    n = len(boxes[0])
-    if per_image is None or per_image == n:
-        return sec, gflop, MEASURED
-    sec0 = detector_seconds(score, pixels, [b[:0] for b in boxes], repeats, device)
-    k = per_image / n
-    return (sec0 + max(sec - sec0, 0.0) * k, fixed + (gflop - fixed) * k,
-            f"{EXTRAPOLATED} linearly from 0 and {n} regions per image")
+def _detectors(scorers: dict[str, Callable], pixels: Sequence[np.ndarray], boxes: dict[str, Sequence[np.ndarray]],
+               per_image: int | None, repeats: int, device: torch.device) -> dict[str, tuple[float, float, str]]:
+    """(seconds, GFLOP, status) per image of each detector, timed in turn (`detector_seconds`).
+    Both are linear in the regions: a fixed part per image (the detector on no region:
+    normalisation, the fast detector's conv pass) plus one per region, and the work is counted
+    so. `per_image`: the time and work at that many regions per image, extrapolated along that
+    line for a detector whose boxes (the same number for every image) are fewer."""
+    runs, bx = dict(scorers), dict(boxes)
+    short = [k for k in scorers if per_image is not None and len(boxes[k][0]) != per_image]
+    for k in short:  # the same detector on no region, timed in the same rounds
+        runs[f"{k}@0"], bx[f"{k}@0"] = scorers[k], [b[:0] for b in boxes[k]]
+    sec = detector_seconds(runs, pixels, bx, repeats, device)
+    out = {}
+    for k, score in scorers.items():
+        gflop, fixed = detector_work(score, pixels, boxes[k])
+        if k not in short:
+            out[k] = (sec[k], gflop, MEASURED)
+            continue
+        n = len(boxes[k][0])
+        m = per_image / n
+        out[k] = (sec[f"{k}@0"] + max(sec[k] - sec[f"{k}@0"], 0.0) * m, fixed + (gflop - fixed) * m,
+                  f"{EXTRAPOLATED} linearly from 0 and {n} regions per image")
+    return out
 
 
 def detector_work(score: Callable[[np.ndarray, np.ndarray], Any], pixels: Sequence[np.ndarray],
@@ -304,9 +327,11 @@ def _detector_rows(prefix: str, what: str, warp: Callable, fast: Callable, pixel
     """Images per second of both detectors on the same images and boxes (the fast one on
     `fast_boxes` when given: more of the same boxes), and the speed-up."""
     out, per = [], {}
-    for name, score, label, bx in (("warp", warp, "warping detector (warp, net, output layer)", boxes),
-                                   ("fast", fast, "fast detector (one conv pass, SPP, head)", fast_boxes or boxes)):
-        sec, gflop, status = _detector(score, pixels, bx, per_image, repeats, device)
+    timed = _detectors({"warp": warp, "fast": fast}, pixels, {"warp": boxes, "fast": fast_boxes or boxes}, per_image,
+                       repeats, device)
+    for name, label in (("warp", "warping detector (warp, net, output layer)"),
+                        ("fast", "fast detector (one conv pass, SPP, head)")):
+        sec, gflop, status = timed[name]
         per[name] = sec
         out.append(_row(f"{prefix}.{name}", "detectors", f"{label}, {what}", device, 1 / sec, "images/s", sec,
                         gflop, peak, peaks, status))

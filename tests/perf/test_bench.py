@@ -350,17 +350,39 @@ def test_fast_accuracy_is_kept_and_held_against_two_points(tmp_path, tiny_run):
         "FLOP rates 30 vs 20 GFLOP/s: 8x needs the fast one at 1.07 of warping's rate or more")
 
 
-def test_detector_seconds_is_the_fastest_pass_per_image(monkeypatch):
-    """The one timing harness: each pass scores every image once; the fastest of `repeats`
-    passes, divided by the images (a fake clock: pass k takes 3, 1, 2 s)."""
-    ticks = iter([0.0, 3.0, 10.0, 11.0, 20.0, 22.0])
+def test_detector_seconds_is_the_fastest_pass_per_image_the_detectors_in_turn(monkeypatch):
+    """The one timing harness: each pass scores every image once; the detectors' passes
+    alternate (a, b, a, b, ...), so a slow spell reaches both; each one's fastest of `repeats`
+    passes, divided by the images. A fake clock: a's passes take 3, 1, 2 s, b's 4, 6, 5 s."""
+    ticks = iter([0.0, 3.0, 10.0, 14.0, 20.0, 21.0, 30.0, 36.0, 40.0, 42.0, 50.0, 55.0])
     monkeypatch.setattr(bench.time, "perf_counter", lambda: next(ticks))
     seen = []
-    secs = bench.detector_seconds(lambda img, b: seen.append((img.shape, len(b))),
-                                  [np.zeros((4, 5, 3)), np.zeros((6, 7, 3))], [np.zeros((2, 4)), np.zeros((3, 4))],
-                                  3, torch.device("cpu"))
-    assert secs == pytest.approx(0.5)
-    assert seen == [((4, 5, 3), 2), ((6, 7, 3), 3)] * 3
+    pixels = [np.zeros((4, 5, 3)), np.zeros((6, 7, 3))]
+    boxes = {"a": [np.zeros((2, 4)), np.zeros((3, 4))], "b": [np.zeros((1, 4)), np.zeros((0, 4))]}
+    secs = bench.detector_seconds({k: (lambda img, b, k=k: seen.append((k, img.shape, len(b)))) for k in "ab"},
+                                  pixels, boxes, 3, torch.device("cpu"))
+    assert secs == {"a": pytest.approx(0.5), "b": pytest.approx(2.0)}
+    assert seen == [("a", (4, 5, 3), 2), ("a", (6, 7, 3), 3), ("b", (4, 5, 3), 1), ("b", (6, 7, 3), 0)] * 3
+
+
+def test_detectors_extrapolate_along_the_line_through_no_region_timed_in_the_same_rounds(monkeypatch):
+    """A detector with fewer boxes than `per_image` is timed on them and on none, in the same
+    call as the others (so in the same rounds), and extrapolated linearly: 1 s + (3 - 1) s * 10 / 2."""
+    calls = []
+
+    def seconds(scorers, pixels, boxes, repeats, device):
+        calls.append({k: [len(b) for b in boxes[k]] for k in scorers})
+        return {"warp": 3.0, "warp@0": 1.0, "fast": 0.5}
+
+    monkeypatch.setattr(bench, "detector_seconds", seconds)
+    monkeypatch.setattr(bench, "detector_work", lambda score, pixels, boxes: (score(), 0.5))
+    pixels = [np.zeros((4, 5, 3))]
+    got = bench._detectors({"warp": lambda: 2.5, "fast": lambda: 1.0}, pixels,
+                           {"warp": [np.zeros((2, 4))], "fast": [np.zeros((10, 4))]}, 10, 3, torch.device("cpu"))
+    assert calls == [{"warp": [2], "fast": [10], "warp@0": [0]}]
+    assert got["warp"] == (pytest.approx(11.0), pytest.approx(0.5 + 2.0 * 5),
+                           "extrapolated linearly from 0 and 2 regions per image")
+    assert got["fast"] == (0.5, 1.0, "measured")
 
 
 def test_work_floor_scales_peak_bound_stages_by_their_share():
