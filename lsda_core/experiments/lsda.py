@@ -571,7 +571,7 @@ def time_variants(p: Params, full: CaffeNet, head: SPP.SppHead, bench: DP.Benchm
     proposals with `lsda bench`'s scorers and its harness (`bench.detector_seconds`: the
     fastest of `bench.repeats` passes, the two detectors' passes in turn), scores of every class included, proposals and NMS
     excluded; with each one's work per image (`bench.detector_work`), which bounds the speed-up
-    at equal FLOP rates."""
+    at equal FLOP rates, and each one's time on no proposal (its fixed part: `bench.speedup_scaling`)."""
     ims = bench.test.images[:n]
     full.eval()
     device = full.mean.device
@@ -579,7 +579,10 @@ def time_variants(p: Params, full: CaffeNet, head: SPP.SppHead, bench: DP.Benchm
     boxes = [np.asarray(bench.proposals[im.image_id], np.float32) for im in ims]
     scorers = {"warping": F.warp_scorer(full, FT.context_pixels(p), True), "fast": SPP.fast_scorer(full, head, p, True)}
     with torch.inference_mode():
-        out = BM.detector_seconds(scorers, pixels, dict.fromkeys(scorers, boxes), p.bench.repeats, device)
+        none = {f"{k}, no proposal": f for k, f in scorers.items()}  # each one's fixed part, in the same rounds
+        out = BM.detector_seconds({**scorers, **none}, pixels,
+                                  {**dict.fromkeys(scorers, boxes), **dict.fromkeys(none, [b[:0] for b in boxes])},
+                                  p.bench.repeats, device)
         out.update({f"{k} GFLOP": BM.detector_work(f, pixels, boxes)[0] for k, f in scorers.items()})
     out["speed-up"] = out["warping"] / max(out["fast"], 1e-12)
     out["images"] = len(ims)

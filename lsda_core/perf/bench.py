@@ -532,6 +532,25 @@ def save(run: dict[str, Any], path: str | Path) -> dict[str, Any]:
     return doc
 
 
+def speedup_scaling(t: Mapping[str, float], target: float = FAST_TARGET) -> dict[str, float]:
+    """The LSDA chapter's two detector times per image (`lsda.time_variants`: on the images'
+    proposals and on none) split into a fixed part (no proposal: normalisation, the fast
+    detector's one conv pass) plus one per proposal, and what follows for the speed-up: its
+    limit as the proposals grow (the ratio of the per-proposal parts) and the proposals per
+    image from which it reaches `target` (inf: never; 0: always)."""
+    n = max(t["proposals / image"], 1e-12)
+    fw, ff = t["warping, no proposal"], t["fast, no proposal"]
+    pw, pf = max(t["warping"] - fw, 0.0) / n, max(t["fast"] - ff, 0.0) / n
+    need = (target * ff - fw) / (pw - target * pf) if pw > target * pf else math.inf
+    return {"warping fixed": fw, "fast fixed": ff, "warping per proposal": pw, "fast per proposal": pf,
+            "limit": pw / pf if pf > 0 else math.inf, "proposals for target": max(need, 0.0), "target": target}
+
+
+def speedup_at(s: Mapping[str, float], proposals: float) -> float:
+    """The speed-up at `proposals` per image along `speedup_scaling`'s two lines."""
+    return (s["warping fixed"] + s["warping per proposal"] * proposals) / (s["fast fixed"] + s["fast per proposal"] * proposals)
+
+
 def record_fast_accuracy(path: str | Path, warping_map: float, fast_map: float, timing: dict[str, float]) -> None:
     """Keep the LSDA chapter's fast-vs-warping comparison (mAP (%) over every category of its
     benchmark, with trained networks; seconds per image) in the results file, for the targets."""

@@ -133,6 +133,25 @@ def test_fast_vs_warping_records_for_the_performance_chapter(lsda, monkeypatch):
     assert record["warping_map"] == got.warping_maps["all"] and record["fast_map"] == got.fast_maps["all"]
     table = report.fast_table(got)
     assert list(table["paper s / image"]) == [paper.LSDA_SECONDS_PER_IMAGE["warp"], paper.LSDA_SECONDS_PER_IMAGE["spp"]]
+    assert report.fast_scaling_note(got).data == ""  # a timing without the fixed parts says nothing of them
+
+
+def test_fast_scaling_note_splits_each_time_into_a_fixed_part_and_one_per_proposal():
+    """warping 0.1 + 2 ms a proposal, fast 20 + 0.1 ms: at 100 proposals 200.1 vs 30 ms (6.7x);
+    8x from (8 * 20 - 0.1) / (2 - 0.8) = 133 proposals; the limit 2 / 0.1 = 20x; at 2000 18.2x."""
+    t = {"warping": 0.2001, "fast": 0.030, "speed-up": 0.2001 / 0.030, "proposals / image": 100.0,
+         "warping, no proposal": 0.0001, "fast, no proposal": 0.020}
+    s = BM.speedup_scaling(t, 8.0)
+    assert s["warping per proposal"] == pytest.approx(0.002) and s["fast per proposal"] == pytest.approx(0.0001)
+    assert s["limit"] == pytest.approx(20.0) and s["proposals for target"] == pytest.approx(159.9 / 1.2)
+    assert BM.speedup_at(s, 100) == pytest.approx(t["speed-up"])
+    assert BM.speedup_at(s, 2000) == pytest.approx(4.0001 / 0.22)
+    note = report.fast_scaling_note(L.FastVsWarping("row", 3, {}, {}, t)).data
+    assert "20.0 ms whatever the proposals" in note and "0.100 ms per proposal" in note and "6.7x" in note
+    assert "towards 20.0x, reaching the paper's 8x from 133 proposals per image (18.2x at the 2000" in note
+    slow = dict(t, warping=0.0101)  # 0.1 ms a proposal: never 8x
+    assert BM.speedup_scaling(slow, 8.0)["proposals for target"] == float("inf")
+    assert "never reaching the paper's 8x" in report.fast_scaling_note(L.FastVsWarping("row", 3, {}, {}, slow)).data
 
 
 def test_large_examples_are_drawn_with_the_seed(lsda):
@@ -182,7 +201,7 @@ def test_the_chapter_times_both_detectors_with_the_benchmark_harness(lsda, monke
 
     def fake(scorers, pixels, boxes, repeats, device):
         calls.extend((k, [x.shape for x in pixels], [len(b) for b in boxes[k]], repeats) for k in scorers)
-        return {"warping": 0.4, "fast": 0.05}
+        return {"warping": 0.4, "fast": 0.05, "warping, no proposal": 0.001, "fast, no proposal": 0.02}
 
     monkeypatch.setattr(BM, "detector_seconds", fake)
     net = CaffeNet(p.net, len(lb.bench.classes) + 1).eval()
@@ -190,7 +209,9 @@ def test_the_chapter_times_both_detectors_with_the_benchmark_harness(lsda, monke
     ims = lb.bench.test.images[:2]
     want = ([(im.height, im.width, 3) for im in ims], [len(lb.bench.proposals[im.image_id]) for im in ims],
             p.bench.repeats)
-    assert calls == [("warping", *want), ("fast", *want)]  # in one call: their passes alternate
+    none = ([(im.height, im.width, 3) for im in ims], [0, 0], p.bench.repeats)
+    # in one call, so their passes alternate: with the proposals, then on none (the fixed parts)
+    assert calls == [("warping", *want), ("fast", *want), ("warping, no proposal", *none), ("fast, no proposal", *none)]
     assert t["warping"] == 0.4 and t["fast"] == 0.05 and t["speed-up"] == pytest.approx(8.0) and t["images"] == 2
     n_props = np.mean(want[1])  # the work, counted as lsda bench counts it: warping grows with the proposals
     assert t["warping GFLOP"] > t["fast GFLOP"] > 0 and t["warping GFLOP"] / t["fast GFLOP"] < n_props
