@@ -568,10 +568,12 @@ def fast_variant(p: Params, cache: Cache, lb: LsdaBenchmark, full: CaffeNet, cls
 def time_variants(p: Params, full: CaffeNet, head: SPP.SppHead, bench: DP.Benchmark, n: int) -> dict[str, float]:
     """Seconds per test image of the warping detector (warp every proposal, the whole net)
     and of the fast one (one conv pass, SPP, the head), measured now on the same images and
-    proposals with `lsda bench`'s scorers and its harness (`bench.detector_seconds`: the
-    fastest of `bench.repeats` passes, the two detectors' passes in turn), scores of every class included, proposals and NMS
-    excluded; with each one's work per image (`bench.detector_work`), which bounds the speed-up
-    at equal FLOP rates, and each one's time on no proposal (its fixed part: `bench.speedup_scaling`)."""
+    proposals with `lsda bench`'s scorers and its harness (`bench.detector_rounds`:
+    `bench.repeats` rounds, each passing both detectors in turn; each one's fastest round),
+    scores of every class included, proposals and NMS excluded. With each one's work per image
+    (`bench.detector_work`), which bounds the speed-up at equal FLOP rates; each one's time on no
+    proposal (its fixed part: `bench.speedup_scaling`); and the lowest and highest of the rounds'
+    own speed-ups, which show how much the machine moved it."""
     ims = bench.test.images[:n]
     full.eval()
     device = full.mean.device
@@ -580,11 +582,14 @@ def time_variants(p: Params, full: CaffeNet, head: SPP.SppHead, bench: DP.Benchm
     scorers = {"warping": F.warp_scorer(full, FT.context_pixels(p), True), "fast": SPP.fast_scorer(full, head, p, True)}
     with torch.inference_mode():
         none = {f"{k}, no proposal": f for k, f in scorers.items()}  # each one's fixed part, in the same rounds
-        out = BM.detector_seconds({**scorers, **none}, pixels,
-                                  {**dict.fromkeys(scorers, boxes), **dict.fromkeys(none, [b[:0] for b in boxes])},
-                                  p.bench.repeats, device)
+        rounds = BM.detector_rounds({**scorers, **none}, pixels,
+                                    {**dict.fromkeys(scorers, boxes), **dict.fromkeys(none, [b[:0] for b in boxes])},
+                                    p.bench.repeats, device)
+        out: dict[str, float] = {k: min(v) for k, v in rounds.items()}
         out.update({f"{k} GFLOP": BM.detector_work(f, pixels, boxes)[0] for k, f in scorers.items()})
     out["speed-up"] = out["warping"] / max(out["fast"], 1e-12)
+    each = [w / max(f, 1e-12) for w, f in zip(rounds["warping"], rounds["fast"])]  # the speed-up of each round
+    out["speed-up, lowest round"], out["speed-up, highest round"] = min(each), max(each)
     out["images"] = len(ims)
     out["proposals / image"] = float(np.mean([len(b) for b in boxes])) if ims else 0.0
     return out

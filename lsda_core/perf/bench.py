@@ -210,26 +210,33 @@ def _over_images(score: Callable[[np.ndarray, np.ndarray], Any], pixels: Sequenc
     return lambda: [score(img, b) for img, b in zip(pixels, boxes)]
 
 
-def detector_seconds(scorers: Mapping[str, Callable[[np.ndarray, np.ndarray], Any]], pixels: Sequence[np.ndarray],
-                     boxes: Mapping[str, Sequence[np.ndarray]], repeats: int, device: torch.device) -> dict[str, float]:
-    """Seconds per image of each detector over these images and its boxes (`boxes[name]`): the
-    fastest of `repeats` passes over all the images, the detectors' passes taken in turn (each
-    round times every detector once), so a slow spell of a shared machine reaches all of them
-    rather than one; on CUDA after one untimed pass each. The one timing harness of `lsda bench`
-    and of the LSDA chapter's warping vs fast comparison."""
+def detector_rounds(scorers: Mapping[str, Callable[[np.ndarray, np.ndarray], Any]], pixels: Sequence[np.ndarray],
+                    boxes: Mapping[str, Sequence[np.ndarray]], repeats: int,
+                    device: torch.device) -> dict[str, list[float]]:
+    """Seconds per image of each detector in each of `repeats` rounds over these images and its
+    boxes (`boxes[name]`): a round passes every detector over all the images, one after the
+    other, so a slow spell of a shared machine reaches all of them rather than one; on CUDA
+    after one untimed pass each. The one timing harness of `lsda bench` and of the LSDA
+    chapter's warping vs fast comparison (`detector_seconds` keeps each one's fastest round)."""
     passes = {k: _over_images(f, pixels, boxes[k]) for k, f in scorers.items()}
     if device.type == "cuda":
         for run in passes.values():
             run()
-    best = dict.fromkeys(passes, math.inf)
+    rounds: dict[str, list[float]] = {k: [] for k in passes}
     for _ in range(repeats):
         for k, run in passes.items():
             _sync(device)
             t0 = time.perf_counter()
             run()
             _sync(device)
-            best[k] = min(best[k], time.perf_counter() - t0)
-    return {k: v / max(len(pixels), 1) for k, v in best.items()}
+            rounds[k].append((time.perf_counter() - t0) / max(len(pixels), 1))
+    return rounds
+
+
+def detector_seconds(scorers: Mapping[str, Callable[[np.ndarray, np.ndarray], Any]], pixels: Sequence[np.ndarray],
+                     boxes: Mapping[str, Sequence[np.ndarray]], repeats: int, device: torch.device) -> dict[str, float]:
+    """Seconds per image of each detector: its fastest of `repeats` rounds (`detector_rounds`)."""
+    return {k: min(v) for k, v in detector_rounds(scorers, pixels, boxes, repeats, device).items()}
 
 
 # ------------------------------------------------------------------------------ stages

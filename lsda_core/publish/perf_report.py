@@ -120,8 +120,10 @@ def _scaling(t: dict[str, float]) -> str:
 def _timing(t: dict[str, float], how: str = "") -> str:
     """The LSDA chapter's warping vs fast timing (`lsda.time_variants`), open-ended: "7.0x
     (12 vs 86 ms / image"."""
+    spread = (f"; rounds {t['speed-up, lowest round']:.1f}x to {t['speed-up, highest round']:.1f}x"
+              if "speed-up, lowest round" in t else "")
     return (f"{t['speed-up']:.1f}x{' ' + how if how else ''} ({1000 * t['fast']:.0f} vs "
-            f"{1000 * t['warping']:.0f} ms / image")
+            f"{1000 * t['warping']:.0f} ms / image{spread}")
 
 
 def _speedup(r: dict[str, Any]) -> str:

@@ -147,7 +147,10 @@ def test_fast_scaling_note_splits_each_time_into_a_fixed_part_and_one_per_propos
     assert BM.speedup_at(s, 100) == pytest.approx(t["speed-up"])
     assert BM.speedup_at(s, 2000) == pytest.approx(4.0001 / 0.22)
     note = report.fast_scaling_note(L.FastVsWarping("row", 3, {}, {}, t)).data
-    assert "20.0 ms whatever the proposals" in note and "0.100 ms per proposal" in note and "6.7x" in note
+    assert "20.0 ms whatever the proposals" in note and "0.100 ms per proposal" in note and "6.7x;" in note
+    spread = dict(t, **{"speed-up, lowest round": 5.94, "speed-up, highest round": 7.25})
+    assert "6.7x (the timing rounds' own: 5.9x to 7.2x);" in report.fast_scaling_note(
+        L.FastVsWarping("row", 3, {}, {}, spread)).data
     assert "towards 20.0x, reaching the paper's 8x from 133 proposals per image (18.2x at the 2000" in note
     slow = dict(t, warping=0.0101)  # 0.1 ms a proposal: never 8x
     assert BM.speedup_scaling(slow, 8.0)["proposals for target"] == float("inf")
@@ -194,16 +197,18 @@ def test_detection_images_drop_val1_images_without_a_set_b_box(tmp_path):
 
 
 def test_the_chapter_times_both_detectors_with_the_benchmark_harness(lsda, monkeypatch):
-    """time_variants measures the warping and the fast detector through bench.detector_seconds
-    (the harness of `lsda bench`), on the same test images and proposals, `bench.repeats` passes."""
+    """time_variants measures the warping and the fast detector through bench.detector_rounds
+    (the harness of `lsda bench`), on the same test images and proposals, `bench.repeats` rounds:
+    each one's fastest round, and the spread of the rounds' own speed-ups."""
     p, lb, _ = lsda
     calls = []
 
     def fake(scorers, pixels, boxes, repeats, device):
         calls.extend((k, [x.shape for x in pixels], [len(b) for b in boxes[k]], repeats) for k in scorers)
-        return {"warping": 0.4, "fast": 0.05, "warping, no proposal": 0.001, "fast, no proposal": 0.02}
+        return {"warping": [0.5, 0.4, 0.6], "fast": [0.05, 0.1, 0.05], "warping, no proposal": [0.001] * 3,
+                "fast, no proposal": [0.02] * 3}
 
-    monkeypatch.setattr(BM, "detector_seconds", fake)
+    monkeypatch.setattr(BM, "detector_rounds", fake)
     net = CaffeNet(p.net, len(lb.bench.classes) + 1).eval()
     t = L.time_variants(p, net, SPP.SppHead.from_model(net, p.fast.bins), lb.bench, 2)
     ims = lb.bench.test.images[:2]
@@ -213,5 +218,6 @@ def test_the_chapter_times_both_detectors_with_the_benchmark_harness(lsda, monke
     # in one call, so their passes alternate: with the proposals, then on none (the fixed parts)
     assert calls == [("warping", *want), ("fast", *want), ("warping, no proposal", *none), ("fast, no proposal", *none)]
     assert t["warping"] == 0.4 and t["fast"] == 0.05 and t["speed-up"] == pytest.approx(8.0) and t["images"] == 2
+    assert t["speed-up, lowest round"] == pytest.approx(4.0) and t["speed-up, highest round"] == pytest.approx(12.0)
     n_props = np.mean(want[1])  # the work, counted as lsda bench counts it: warping grows with the proposals
     assert t["warping GFLOP"] > t["fast GFLOP"] > 0 and t["warping GFLOP"] / t["fast GFLOP"] < n_props
