@@ -581,10 +581,8 @@ def time_variants(p: Params, full: CaffeNet, head: SPP.SppHead, bench: DP.Benchm
     boxes = [np.asarray(bench.proposals[im.image_id], np.float32) for im in ims]
     scorers = {"warping": F.warp_scorer(full, FT.context_pixels(p), True), "fast": SPP.fast_scorer(full, head, p, True)}
     with torch.inference_mode():
-        none = {f"{k}, no proposal": f for k, f in scorers.items()}  # each one's fixed part, in the same rounds
-        rounds = BM.detector_rounds({**scorers, **none}, pixels,
-                                    {**dict.fromkeys(scorers, boxes), **dict.fromkeys(none, [b[:0] for b in boxes])},
-                                    p.bench.repeats, device)
+        runs, bx = BM.with_no_region(scorers, dict.fromkeys(scorers, boxes), list(scorers))  # the fixed parts too
+        rounds = BM.detector_rounds(runs, pixels, bx, p.bench.repeats, device)
         out: dict[str, float] = {k: min(v) for k, v in rounds.items()}
         out.update({f"{k} GFLOP": BM.detector_work(f, pixels, boxes)[0] for k, f in scorers.items()})
     out["speed-up"] = out["warping"] / max(out["fast"], 1e-12)

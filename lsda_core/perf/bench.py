@@ -110,6 +110,15 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
+    """(seconds of one call of `fn`, its result), synchronised around the call on CUDA."""
+    _sync(device)
+    t0 = time.perf_counter()
+    out = fn()
+    _sync(device)
+    return time.perf_counter() - t0, out
+
+
 def _best(fn: Callable[[], Any], repeats: int, device: torch.device) -> tuple[float, Any]:
     """(seconds of the fastest of `repeats` calls of `fn`, the last call's result); on CUDA
     after one untimed call (kernel selection), synchronised around each call."""
@@ -117,11 +126,8 @@ def _best(fn: Callable[[], Any], repeats: int, device: torch.device) -> tuple[fl
         fn()
     best, out = math.inf, None
     for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        out = fn()
-        _sync(device)
-        best = min(best, time.perf_counter() - t0)
+        sec, out = _timed(fn, device)
+        best = min(best, sec)
     return best, out
 
 
@@ -225,12 +231,19 @@ def detector_rounds(scorers: Mapping[str, Callable[[np.ndarray, np.ndarray], Any
     rounds: dict[str, list[float]] = {k: [] for k in passes}
     for _ in range(repeats):
         for k, run in passes.items():
-            _sync(device)
-            t0 = time.perf_counter()
-            run()
-            _sync(device)
-            rounds[k].append((time.perf_counter() - t0) / max(len(pixels), 1))
+            rounds[k].append(_timed(run, device)[0] / max(len(pixels), 1))
     return rounds
+
+
+NO_REGION = ", no proposal"  # the key of a detector timed again on no region (its fixed part)
+
+
+def with_no_region(scorers: Mapping[str, Callable], boxes: Mapping[str, Sequence[np.ndarray]],
+                   names: Sequence[str]) -> tuple[dict[str, Callable], dict[str, Sequence[np.ndarray]]]:
+    """`scorers` and `boxes` with each detector of `names` added again on no region (key
+    `name + NO_REGION`), so that one `detector_rounds` call times both in the same rounds."""
+    return ({**scorers, **{k + NO_REGION: scorers[k] for k in names}},
+            {**boxes, **{k + NO_REGION: [b[:0] for b in boxes[k]] for k in names}})
 
 
 def detector_seconds(scorers: Mapping[str, Callable[[np.ndarray, np.ndarray], Any]], pixels: Sequence[np.ndarray],
@@ -298,10 +311,8 @@ def _detectors(scorers: dict[str, Callable], pixels: Sequence[np.ndarray], boxes
     normalisation, the fast detector's conv pass) plus one per region, and the work is counted
     so. `per_image`: the time and work at that many regions per image, extrapolated along that
     line for a detector whose boxes (the same number for every image) are fewer."""
-    runs, bx = dict(scorers), dict(boxes)
     short = [k for k in scorers if per_image is not None and len(boxes[k][0]) != per_image]
-    for k in short:  # the same detector on no region, timed in the same rounds
-        runs[f"{k}@0"], bx[f"{k}@0"] = scorers[k], [b[:0] for b in boxes[k]]
+    runs, bx = with_no_region(scorers, boxes, short)
     sec = detector_seconds(runs, pixels, bx, repeats, device)
     out = {}
     for k, score in scorers.items():
@@ -311,7 +322,8 @@ def _detectors(scorers: dict[str, Callable], pixels: Sequence[np.ndarray], boxes
             continue
         n = len(boxes[k][0])
         m = per_image / n
-        out[k] = (sec[f"{k}@0"] + max(sec[k] - sec[f"{k}@0"], 0.0) * m, fixed + (gflop - fixed) * m,
+        sec0 = sec[k + NO_REGION]
+        out[k] = (sec0 + max(sec[k] - sec0, 0.0) * m, fixed + (gflop - fixed) * m,
                   f"{EXTRAPOLATED} linearly from 0 and {n} regions per image")
     return out
 
@@ -546,7 +558,7 @@ def speedup_scaling(t: Mapping[str, float], target: float = FAST_TARGET) -> dict
     limit as the proposals grow (the ratio of the per-proposal parts) and the proposals per
     image from which it reaches `target` (inf: never; 0: always)."""
     n = max(t["proposals / image"], 1e-12)
-    fw, ff = t["warping, no proposal"], t["fast, no proposal"]
+    fw, ff = t["warping" + NO_REGION], t["fast" + NO_REGION]
     pw, pf = max(t["warping"] - fw, 0.0) / n, max(t["fast"] - ff, 0.0) / n
     need = (target * ff - fw) / (pw - target * pf) if pw > target * pf else math.inf
     return {"warping fixed": fw, "fast fixed": ff, "warping per proposal": pw, "fast per proposal": pf,
@@ -555,7 +567,8 @@ def speedup_scaling(t: Mapping[str, float], target: float = FAST_TARGET) -> dict
 
 def speedup_at(s: Mapping[str, float], proposals: float) -> float:
     """The speed-up at `proposals` per image along `speedup_scaling`'s two lines."""
-    return (s["warping fixed"] + s["warping per proposal"] * proposals) / (s["fast fixed"] + s["fast per proposal"] * proposals)
+    return ((s["warping fixed"] + s["warping per proposal"] * proposals)
+            / (s["fast fixed"] + s["fast per proposal"] * proposals))
 
 
 def record_fast_accuracy(path: str | Path, warping_map: float, fast_map: float, timing: dict[str, float]) -> None:

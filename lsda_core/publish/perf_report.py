@@ -9,8 +9,8 @@ from typing import Any, Callable
 import pandas as pd
 from IPython.display import Markdown
 
-from lsda_core.perf.bench import (FAST_TARGET, GPU_FAST_MS, GPU_WARP_MS, MEASURED, RCNN_REGIONS, run_key, speedup_at,
-                                  speedup_scaling, why_not_gpu, work_floor)
+from lsda_core.perf.bench import (FAST_TARGET, GPU_FAST_MS, GPU_WARP_MS, MEASURED, NO_REGION, RCNN_REGIONS, run_key,
+                                  speedup_at, speedup_scaling, why_not_gpu, work_floor)
 from lsda_core.publish import paper
 from lsda_core.publish import status as ST
 from lsda_core.publish import viz
@@ -223,7 +223,7 @@ def targets_table(doc: dict[str, Any], log: dict[str, Any] | None = None) -> Tab
                     "measured": f"{_timing(t)}, {t.get('proposals / image', float('nan')):.0f} proposals / image)"
                                 + (_work(t["warping GFLOP"], t["fast GFLOP"], t["warping GFLOP"] / t["warping"],
                                          t["fast GFLOP"] / t["fast"]) if "fast GFLOP" in t else "")
-                                + (_scaling(t) if "fast, no proposal" in t else ""),
+                                + (_scaling(t) if "fast" + NO_REGION in t else ""),
                     "met": "yes" if t["speed-up"] >= FAST_TARGET else "no",
                     "where": f"{machine_name(acc['machine'])}, {acc['measured']}"})
     gpu = {k: r for k, r in doc["runs"].items() if r["device"] == "cuda"}

@@ -381,7 +381,7 @@ def fast_scaling_note(fast: L.FastVsWarping) -> Markdown:
     plus one per proposal (`bench.speedup_scaling`, from the same timing run), and the speed-up
     those lines give with more proposals, up to the 2000 per image the paper timed."""
     t = fast.timing
-    if "fast, no proposal" not in t:
+    if "fast" + BM.NO_REGION not in t:
         return Markdown("")
     target = paper.LSDA_SECONDS_PER_IMAGE["warp"] / paper.LSDA_SECONDS_PER_IMAGE["spp"]
     s = BM.speedup_scaling(t, target)
@@ -394,9 +394,8 @@ def fast_scaling_note(fast: L.FastVsWarping) -> Markdown:
         f"the conv layers) and {1000 * s['fast per proposal']:.3f} ms per proposal (pooling it, the fc layers); "
         f"the warping one {1000 * s['warping fixed']:.1f} ms and {1000 * s['warping per proposal']:.3f} ms per "
         f"proposal (a warp and the whole network). At this benchmark's {t['proposals / image']:.0f} proposals "
-        f"per image that is {fast.timing['speed-up']:.1f}x{_round_spread(t)}; more proposals share the one conv "
-        f"pass, so the ratio "
-        f"grows towards {s['limit']:.1f}x, {reach} ({BM.speedup_at(s, BM.RCNN_REGIONS):.1f}x at the "
+        f"per image that is {t['speed-up']:.1f}x{_round_spread(t)}; more proposals share the one conv "
+        f"pass, so the ratio grows towards {s['limit']:.1f}x, {reach} ({BM.speedup_at(s, BM.RCNN_REGIONS):.1f}x at the "
         f"{BM.RCNN_REGIONS} per image the paper timed).")
 
 

@@ -380,14 +380,14 @@ def test_detectors_extrapolate_along_the_line_through_no_region_timed_in_the_sam
 
     def seconds(scorers, pixels, boxes, repeats, device):
         calls.append({k: [len(b) for b in boxes[k]] for k in scorers})
-        return {"warp": 3.0, "warp@0": 1.0, "fast": 0.5}
+        return {"warp": 3.0, "warp" + bench.NO_REGION: 1.0, "fast": 0.5}
 
     monkeypatch.setattr(bench, "detector_seconds", seconds)
     monkeypatch.setattr(bench, "detector_work", lambda score, pixels, boxes: (score(), 0.5))
     pixels = [np.zeros((4, 5, 3))]
     got = bench._detectors({"warp": lambda: 2.5, "fast": lambda: 1.0}, pixels,
                            {"warp": [np.zeros((2, 4))], "fast": [np.zeros((10, 4))]}, 10, 3, torch.device("cpu"))
-    assert calls == [{"warp": [2], "fast": [10], "warp@0": [0]}]
+    assert calls == [{"warp": [2], "fast": [10], "warp" + bench.NO_REGION: [0]}]
     assert got["warp"] == (pytest.approx(11.0), pytest.approx(0.5 + 2.0 * 5),
                            "extrapolated linearly from 0 and 2 regions per image")
     assert got["fast"] == (0.5, 1.0, "measured")
