@@ -128,6 +128,10 @@ class Net:
     fc_width: int = _p(256, "width of fc6 and fc7 (CaffeNet 4096)", lo=8)
     dropout: float = _p(0.25, "dropout on fc6 and fc7 during training (CaffeNet 0.5)", lo=0.0, hi=0.95)
     context: int = _p(16, "context padding of warped regions, in pixels of a 227 px frame (scaled to input_size)", lo=0, hi=64)
+    precision: str = _p("auto", "arithmetic of the conv and fc layers on the CPU: bfloat16 (autocast: weights, batch norm "
+                              "and the returned features stay float32), float32, or auto (bfloat16 where the CPU "
+                              "multiplies it natively, else float32); CUDA keeps its own path",
+                        choices=("auto", "float32", "bfloat16"))
 
 
 @dataclass

@@ -67,7 +67,7 @@ from lsda_core.store.files import atomic_save_npy, atomic_write_bytes, atomic_wr
 from lsda_core.data.images import load_image
 from lsda_core.core.errors import DataError
 from lsda_core.detection.features import autocast, file_stem, load_regions, regions_with_gt, to_device
-from lsda_core.models.nets import GRID, CaffeNet
+from lsda_core.models.nets import GRID, CaffeNet, cpu_autocast
 from lsda_core.core.params import Params
 from lsda_core.store.runtime import machine, pick_device, progress as progress_bar
 from lsda_core.core.structures import DetectionDataset
@@ -291,11 +291,14 @@ def spp_features(model: CaffeNet, image: np.ndarray | torch.Tensor, boxes: Any, 
 
 class SppHead(nn.Module):
     """fc6 (C * sum b^2 -> fc_width), fc7 and the output layer over SPP features, with
-    CaffeNet's activations and dropout: ReLU and dropout after fc6 and after fc7."""
+    CaffeNet's activations and dropout: ReLU and dropout after fc6 and after fc7, in the
+    CaffeNet's arithmetic (`bf16`: bfloat16 autocast on the CPU, float32 returned)."""
 
-    def __init__(self, channels: int, bins: Sequence[int], fc_width: int, n_out: int, dropout: float) -> None:
+    def __init__(self, channels: int, bins: Sequence[int], fc_width: int, n_out: int, dropout: float,
+                 bf16: bool = False) -> None:
         super().__init__()
         self.channels, self.bins, self.dropout_p = int(channels), tuple(int(b) for b in bins), float(dropout)
+        self.bf16 = bf16
         self.cache_key: str | None = None  # set by the stage that built or loaded the weights
         self.fc6 = nn.Linear(self.channels * sum(b * b for b in self.bins), fc_width)
         self.fc7 = nn.Linear(fc_width, fc_width)
@@ -330,16 +333,22 @@ class SppHead(nn.Module):
         """fc6 or fc7 features as relu(x W + b) without dropout (R-CNN's layer ablation)."""
         if layer not in ("fc6", "fc7"):
             raise ValueError(f"layer must be fc6 or fc7, got {layer!r}")
-        x = F.relu(self.fc6(x))
-        return x if layer == "fc6" else F.relu(self.fc7(x))
+        with cpu_autocast(self.bf16, x):
+            x = F.relu(self.fc6(x))
+            return (x if layer == "fc6" else F.relu(self.fc7(x))).float()
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """fc7 after dropout (training) or fc7 (eval): the input of the output layer."""
+        with cpu_autocast(self.bf16, x):
+            return self._features(x).float()
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
         x = F.dropout(F.relu(self.fc6(x)), self.dropout_p, self.training)
         return F.dropout(F.relu(self.fc7(x)), self.dropout_p, self.training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        with cpu_autocast(self.bf16, x):
+            return self.head(self._features(x)).float()
 
     @classmethod
     def from_model(cls, model: CaffeNet, bins: Sequence[int] = BINS) -> SppHead:
@@ -351,7 +360,8 @@ class SppHead(nn.Module):
         if GRID not in bins:
             raise ValueError(f"bins {list(bins)} lack level {GRID}, the one initialised from pool5's fc6")
         ref = model.fc6.weight
-        head = cls(model.conv5.out_channels, bins, model.net.fc_width, model.num_classes, model.net.dropout)
+        head = cls(model.conv5.out_channels, bins, model.net.fc_width, model.num_classes, model.net.dropout,
+                   model.bf16)
         head.to(device=ref.device, dtype=ref.dtype)
         with torch.no_grad():
             head.fc6.weight.zero_()

@@ -29,6 +29,13 @@ extraction pays nothing for it. The torchvision-AlexNet and CaffeNet presets hav
 torchvision's AlexNet puts dropout before fc6 and fc7 rather than after them; with its weights
 loaded here dropout follows CaffeNet's placement (it only matters while training).
 
+Arithmetic (`net.precision`): on the CPU the conv and fc layers may run in bfloat16 under
+autocast (`resolve_precision`: "auto" takes it where the CPU multiplies bfloat16 natively,
+AVX512-BF16 or AMX). Weights, their gradients and batch norm's statistics stay float32, and
+every public method returns float32, so callers see no difference but rounding. Measured on a
+2-core AMD EPYC with AVX512-BF16 (the embedded net): a pre-training step 1.6x and a pass over
+153 warped windows 2.2x faster than float32; a 2048-square matrix product 2.7x.
+
 Initialisation: Kaiming-normal weights (fan-in, ReLU gain) and zero biases for conv1-fc7
 (trains from scratch without Caffe's hand-tuned per-layer Gaussians); the output layer
 N(0, 0.01), bias 0, as R-CNN's new fc8.
@@ -114,6 +121,27 @@ def check_net(net: Net) -> dict[str, int]:
     return sizes
 
 
+def bf16_supported() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (oneDNN's check: AVX512-BF16 or AMX)."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_precision(choice: str) -> str:
+    """`net.precision` as it runs here: "auto" becomes bfloat16 where `bf16_supported`, else float32."""
+    if choice not in ("auto", "float32", "bfloat16"):
+        raise ParamsError(f"net.precision: {choice!r} is not auto, float32 or bfloat16")
+    if choice == "auto":
+        return "bfloat16" if bf16_supported() else "float32"
+    return choice
+
+
+def cpu_autocast(bf16: bool, x: torch.Tensor) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast for work on CPU tensors like `x` when `bf16`; nothing otherwise."""
+    if bf16 and x.device.type == "cpu":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 @contextlib.contextmanager
 def in_eval(module: nn.Module) -> Iterator[nn.Module]:
     """`module` in eval mode for the block, its mode restored after; a module already in eval
@@ -163,6 +191,7 @@ class CaffeNet(nn.Module):
         super().__init__()
         self.sizes = check_net(net)
         self.net = net
+        self.bf16 = resolve_precision(net.precision) == "bfloat16"  # CPU arithmetic (module docstring)
         self.cache_key: str | None = None  # set by the stage that built or loaded the weights
         ch = net.conv_channels
         g = 2 if net.groups else 1
@@ -229,12 +258,18 @@ class CaffeNet(nn.Module):
     # ------------------------------------------------------------------------ forward
     def pool5(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised (N, 3, S, S) input -> pool5 maps (N, C5, 6, 6)."""
-        return F.max_pool2d(self.conv_trunk(x), 3, 2)
+        with cpu_autocast(self.bf16, x):
+            return F.max_pool2d(self._trunk(x), 3, 2).float()
 
     def conv_trunk(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised (N, 3, H, W) input of any size -> conv5 maps after ReLU (channels-last
         memory layout inside, 2x faster on CPU; the returned maps index as usual). The
         fast detector runs this once per image and pools each proposal from it."""
+        with cpu_autocast(self.bf16, x):
+            return self._trunk(x).float()
+
+    def _trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """`conv_trunk` in the arithmetic of the caller's autocast."""
         x = x.contiguous(memory_format=torch.channels_last)
         x = self._conv(0, x)
         if self.net.pool1:
@@ -280,19 +315,24 @@ class CaffeNet(nn.Module):
         (channel, y, x) order, as relu(x W + b) without dropout (R-CNN's layer ablation)."""
         if layer not in ("fc6", "fc7"):
             raise ValueError(f"layer must be fc6 or fc7, got {layer!r}")
-        x = F.relu(self.fc6(pool5.flatten(1) if pool5.ndim > 2 else pool5))
-        return x if layer == "fc6" else F.relu(self.fc7(x))
+        with cpu_autocast(self.bf16, pool5):
+            x = F.relu(self.fc6(pool5.flatten(1) if pool5.ndim > 2 else pool5))
+            return (x if layer == "fc6" else F.relu(self.fc7(x))).float()
 
     def features(self, pool5: torch.Tensor) -> torch.Tensor:
         """fc7 after dropout (training) or fc7 (eval): the input of the output layer."""
-        x = pool5.flatten(1)
+        with cpu_autocast(self.bf16, pool5):
+            return self._features(pool5).float()
+
+    def _features(self, pool5: torch.Tensor) -> torch.Tensor:
         p = self.net.dropout
-        x = F.dropout(F.relu(self.fc6(x)), p, self.training)
+        x = F.dropout(F.relu(self.fc6(pool5.flatten(1))), p, self.training)
         return F.dropout(F.relu(self.fc7(x)), p, self.training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised (N, 3, S, S) input -> logits (N, num_classes)."""
-        return self.head(self.features(self.pool5(x)))
+        with cpu_autocast(self.bf16, x):
+            return self.head(self._features(F.max_pool2d(self._trunk(x), 3, 2))).float()
 
 
 # ------------------------------------------------------------------ torchvision weights

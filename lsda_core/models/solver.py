@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from lsda_core.store.files import atomic_write_bytes
-from lsda_core.models.nets import CaffeNet, LAYERS
+from lsda_core.models.nets import CaffeNet, LAYERS, resolve_precision
 from lsda_core.core.params import Params
 
 
@@ -85,7 +85,10 @@ def load_model(p: Params, folder: Path, num_classes: int, device: torch.device) 
 
 
 def net_config(p: Params, *, with_context: bool) -> dict[str, Any]:
+    """The net's settings in a cache key, its precision as it runs here ("auto" resolved: the
+    arithmetic changes the numbers, so a cache never mixes bfloat16 and float32 entries)."""
     d = asdict(p.net)
+    d["precision"] = resolve_precision(d["precision"])
     if not with_context:
         d.pop("context")  # only warping uses it
     return d

@@ -2,8 +2,10 @@
 also as a share of a peak measured in the same run, to set beside the papers' speed claims.
 
 Rows of a run (`run`), each naming the device it ran on:
-- peak: a large matrix product on the run's device, GFLOP/s: float32 (the reference of
-  every ratio), and on CUDA also float16 (the reference of the GPU path's rows);
+- peak: a large matrix product on the run's device, GFLOP/s: float32; on CUDA also float16
+  (the reference of the GPU path's rows), on a CPU that multiplies bfloat16 natively also
+  bfloat16 (the reference of rows whose net runs in it, `net.precision`). Each row's share of
+  peak is held against the peak of the arithmetic it ran in (`arithmetic`);
 - proposals: selective search (`proposals.selective_search`, one process, one thread, as
   each worker of the pipeline) on `bench.images` test images: images and boxes per second;
 - warped features: regions per second through `features.pool5_of_regions` and
@@ -49,8 +51,8 @@ The results file (JSON, `default_path`): {"format": 1, "runs": {"<device> <mode>
 `save` replaces only the run of the same device kind and mode, so CPU and GPU runs stand
 side by side. A run: device, mode, machine (`runtime.machine`), threads, finished, seconds,
 max_rss_mib, max_cuda_mib, tf32 (on CUDA: whether float32 products and convolutions may use
-TF32, torch's settings), params_digest, peaks {"float32": GFLOP/s, "float16": GFLOP/s or
-null}, rows.
+TF32, torch's settings), params_digest, peaks {"float32": GFLOP/s, "float16" and "bfloat16":
+GFLOP/s or null}, rows.
 A row: key, stage, what, device, value, unit, seconds and gflop (of the timed unit: all
 timed images, or one image where the row is per image), gflop_per_s, peak (which one),
 of_peak, status ("measured", "extrapolated" or "not measured: <why>").
@@ -84,7 +86,7 @@ from lsda_core.models import finetune as FT
 from lsda_core.models.finetune import context_pixels
 from lsda_core.models.pretrain import sgd_step
 from lsda_core.models.solver import param_groups, step as sgd_update
-from lsda_core.models.nets import CaffeNet
+from lsda_core.models.nets import CaffeNet, bf16_supported
 from lsda_core.detection.proposals import ProposalConfig, selective_search
 from lsda_core.store.runtime import machine, pick_device
 from lsda_core.core.structures import DetectionDataset, ImageAnn
@@ -254,14 +256,28 @@ def detector_seconds(scorers: Mapping[str, Callable[[np.ndarray, np.ndarray], An
 
 # ------------------------------------------------------------------------------ stages
 
+def arithmetic(model: CaffeNet | SPP.SppHead, device: torch.device, gpu_path: bool) -> str:
+    """The peak a model's rows are held against: the arithmetic its products run in (on CUDA
+    float16 on the GPU path, else float32; on the CPU its `net.precision`)."""
+    if device.type == "cuda":
+        return "float16" if gpu_path else "float32"
+    return "bfloat16" if model.bf16 else "float32"
+
+
 def _peaks(device: torch.device, full: bool, repeats: int) -> tuple[dict[str, float | None], list[dict]]:
     n = PEAK_SIDE[(device.type, full)]
-    peaks: dict[str, float | None] = {"float32": None, "float16": None}
+    peaks: dict[str, float | None] = {"float32": None, "float16": None, "bfloat16": None}
     rows = []
-    for dtype, name in ((torch.float32, "float32"), (torch.float16, "float16")):
+    cuda = device.type == "cuda"
+    kinds = [(torch.float32, "float32"), (torch.float16, "float16")] + ([] if cuda else [(torch.bfloat16, "bfloat16")])
+    for dtype, name in kinds:
         what = f"{name} matrix product {n} x {n} x {n}"
-        if name == "float16" and device.type != "cuda":
+        if name == "float16" and not cuda:
             rows.append(_row(f"peak.{name}", "peak", what, "cuda", None, "GFLOP/s", status=why_not_gpu()))
+            continue
+        if name == "bfloat16" and not bf16_supported():
+            rows.append(_row(f"peak.{name}", "peak", what, device, None, "GFLOP/s",
+                             status="not measured: this CPU has no native bfloat16 (AVX512-BF16 or AMX)"))
             continue
         a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
         sec, _ = _best(lambda: a @ b, repeats, device)
@@ -300,8 +316,8 @@ def _features(key: str, what: str, model: CaffeNet, context: float, pixels: Sequ
     n = sum(len(b) for b in boxes)
     gflop = n * _gflop(lambda: features(pixels[0], _tile(boxes[0][:1], 1, *pixels[0].shape[1::-1])))
     sec, _ = _best(_over_images(features, pixels, boxes), repeats, device)
-    peak = "float16" if gpu_path and device.type == "cuda" else "float32"
-    return _row(key, "warped features", f"{what}, {n} regions", device, n / sec, "regions/s", sec, gflop, peak, peaks)
+    return _row(key, "warped features", f"{what}, {n} regions", device, n / sec, "regions/s", sec, gflop,
+                arithmetic(model, device, gpu_path), peaks)
 
 
 def _detectors(scorers: dict[str, Callable], pixels: Sequence[np.ndarray], boxes: dict[str, Sequence[np.ndarray]],
@@ -384,7 +400,7 @@ def _training(p: P.Params, ims: Sequence[ImageAnn], props: Sequence[np.ndarray],
     gflop = _gflop(pre)
     sec, _ = _best(pre, repeats, device)
     rows = [_row("training.pretrain", "training", f"pre-training step, {bs} images of {S} px, embedded net", device,
-                 bs / sec, "images/s", sec, gflop, "float32", peaks)]
+                 bs / sec, "images/s", sec, gflop, arithmetic(net, device, False), peaks)]
     classes = sorted({o.cls for im in ims for o in im.objects})
     ds = DetectionDataset("bench", "test", classes, list(ims))
     windows = FT.window_lists(ds, {im.image_id: b for im, b in zip(ims, props)}, classes, p.finetune.fg_iou)
@@ -403,7 +419,7 @@ def _training(p: P.Params, ims: Sequence[ImageAnn], props: Sequence[np.ndarray],
     gflop = _gflop(ft_step)
     sec, _ = _best(ft_step, repeats, device)
     rows.append(_row("training.finetune", "training", f"fine-tuning step, {n} warped windows of {len(ims)} images, "
-                     f"embedded net", device, n / sec, "windows/s", sec, gflop, "float32", peaks))
+                     f"embedded net", device, n / sec, "windows/s", sec, gflop, arithmetic(ft, device, False), peaks))
     return rows
 
 
@@ -461,7 +477,7 @@ def run(p: P.Params, images: Sequence[ImageAnn], full: bool = False) -> dict[str
             with _threads(threads):
                 rows += _detector_rows(prefix, f"{what}, {threads} torch thread{'s' * (threads > 1)}",
                                        F.warp_scorer(small, ctx, True), SPP.fast_scorer(small, small_head, p, True),
-                                       pixels, props, None, b.repeats, device, peaks, "float16" if cuda else "float32")
+                                       pixels, props, None, b.repeats, device, peaks, arithmetic(small, device, True))
         rows += _paper_rows(pp, pixels, props, n_out, full, b, device, peaks)
         n_cls = RCNN_CLASSES if full else min(b.classes_reduced, RCNN_CLASSES)
         rows.append(_scoring(device, n_cls, b.repeats, peaks))
@@ -497,7 +513,7 @@ def _paper_rows(pp: P.Params, pixels: Sequence[np.ndarray], props: Sequence[np.n
     rows = [_features("features.paper", net, model, ctx, pixels, tiled, b.repeats, peaks, True)]
     rows += _detector_rows("detector.paper", what, F.warp_scorer(model, ctx, True),
                            SPP.fast_scorer(model, head, pp, True), pixels, tiled, target, b.repeats, device, peaks,
-                           "float16" if cuda else "float32", fast_boxes=every)
+                           arithmetic(model, device, True), fast_boxes=every)
     if cuda:
         rows.append(_features("features.paper.fp32", f"{net}, {off}", model, ctx, pixels, tiled, b.repeats, peaks,
                               False))

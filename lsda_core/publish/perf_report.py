@@ -26,14 +26,14 @@ def machine_name(m: dict[str, Any]) -> str:
 def summary(run: dict[str, Any], now: bool = True) -> Markdown:
     """One paragraph: where and how this run measured; `now`: by this build, else by the build
     whose cache this one reuses (same code, parameters and machine)."""
-    gpu = "" if run["device"] != "cuda" else f", float16 peak {run['peaks']['float16']:.0f} GFLOP/s"
+    half = [f", {k} {v:.0f} GFLOP/s" for k, v in run["peaks"].items() if k != "float32" and v]
     when = "by this build" if now else (
         "by an earlier build of the same code and parameters on this machine, kept in the cache (stage `perf`; "
         "`lsda bench` measures now)")
     return Markdown(f"Measured {when} on **{machine_name(run['machine'])}**, device `{run['device']}`, "
                     f"{run['threads']} torch threads, {run['mode']} mode, in {run['seconds']} s (finished "
                     f"{run['finished']}, host `{run['machine']['host']}`). Peak of this run: float32 matrix "
-                    f"product {run['peaks']['float32']:.0f} GFLOP/s{gpu}.")
+                    f"product {run['peaks']['float32']:.0f} GFLOP/s{''.join(half)}.")
 
 
 def table(doc: dict[str, Any], current: str | None = None) -> Table:

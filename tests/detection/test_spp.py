@@ -150,7 +150,10 @@ def test_spp_pool_level_layout_is_channel_y_x():
 # -------------------------------------------------------------------------------- head
 
 def test_head_from_model_reproduces_fc6_on_the_level_6_bins(setup):
-    _, _, _, model, _ = setup
+    _, _, p, mixed, _ = setup
+    assert spp.SppHead.from_model(mixed).bf16 == mixed.bf16  # the head computes as its net
+    model = CaffeNet(dataclasses.replace(p.net, precision="float32"), 4).eval()  # exact arithmetic
+    model.load_state_dict(mixed.state_dict())
     C = model.conv5.out_channels
     head = spp.SppHead.from_model(model, (6, 3, 2, 1))
     assert head.in_dim == C * 50 and head.num_classes == model.num_classes and not head.training

@@ -12,7 +12,7 @@ from lsda_core.core.params import Net, ParamsError
 
 CAFFENET = Net(**nets.PRESETS["caffenet"])  # Caffe's bvlc_reference_caffenet, R-CNN's network
 ALEXNET = Net(**nets.PRESETS["torchvision_alexnet"])  # torchvision's AlexNet shape, 227 px input
-SMALL = Net(conv_channels=[8, 8, 8, 8, 8], fc_width=16)
+SMALL = Net(conv_channels=[8, 8, 8, 8, 8], fc_width=16, precision="float32")  # exact arithmetic
 
 
 def test_grid_sizes_of_the_presets():
@@ -233,3 +233,34 @@ def test_load_alexnet_weights_from_a_file(tmp_path, monkeypatch):
     assert seen == {"path": path, "weights_only": True}
     assert m.fc7.weight.flatten()[0].item() == 3.5 and m.head.bias[3].item() == -4.0
     assert nets.matches_torchvision_alexnet(ALEXNET) and not nets.matches_torchvision_alexnet(CAFFENET)
+
+
+def test_resolve_precision():
+    assert nets.resolve_precision("float32") == "float32"
+    assert nets.resolve_precision("bfloat16") == "bfloat16"
+    assert nets.resolve_precision("auto") == ("bfloat16" if nets.bf16_supported() else "float32")
+    with pytest.raises(ParamsError, match="net.precision: 'half'"):
+        nets.resolve_precision("half")
+
+
+def test_bfloat16_net_returns_float32_close_to_the_float32_net():
+    torch.manual_seed(0)
+    exact = CaffeNet(dataclasses.replace(SMALL, batch_norm=True, precision="float32"), 5)
+    mixed = CaffeNet(dataclasses.replace(SMALL, batch_norm=True, precision="bfloat16"), 5)
+    mixed.load_state_dict(exact.state_dict())
+    assert mixed.bf16 and not exact.bf16
+    x = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        for m in (exact, mixed):
+            m.eval()
+        outs = [(m.conv_trunk(x), m.pool5(x), m.fc(m.pool5(x), "fc6"), m.features(m.pool5(x)), m(x))
+                for m in (exact, mixed)]
+    for a, b in zip(*outs):
+        assert b.dtype == torch.float32 and b.shape == a.shape
+        assert not torch.equal(a, b)  # the products did run in bfloat16
+        assert (b - a).abs().max() <= 0.05 * a.abs().max()  # bfloat16 keeps 8 bits of mantissa
+    mixed.train()
+    loss = F.cross_entropy(mixed(x), torch.arange(4))
+    loss.backward()
+    assert all(t.grad is not None and t.grad.dtype == torch.float32 for t in mixed.parameters())
+    assert all(t.dtype == torch.float32 for t in mixed.state_dict().values() if t.is_floating_point())

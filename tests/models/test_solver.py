@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from lsda_core.models import solver as sgd
-from lsda_core.models.nets import CaffeNet
+from lsda_core.models.nets import CaffeNet, resolve_precision
 from lsda_core.store.identity import dataset_identity
 from synthetic import make_classification, make_detection, params
 
@@ -40,3 +40,13 @@ def test_identity_changes_with_content(cls_data, det_data):
     c = dataset_identity(ds)
     d = dataset_identity(dataclasses.replace(ds, images=ds.images[:-1]))
     assert c != d
+
+
+def test_net_config_keys_the_precision_as_it_runs_here():
+    """A cache key names the arithmetic, never "auto": a bfloat16 entry is not served to a float32 build."""
+    auto = sgd.net_config(params(), with_context=False)
+    assert auto["precision"] == resolve_precision("auto") != "auto" and "context" not in auto
+    exact = sgd.net_config(params(**{"net.precision": "float32"}), with_context=True)
+    mixed = sgd.net_config(params(**{"net.precision": "bfloat16"}), with_context=True)
+    assert exact["precision"] == "float32" and mixed["precision"] == "bfloat16"
+    assert {k: v for k, v in exact.items() if k != "precision"} == {k: v for k, v in mixed.items() if k != "precision"}

@@ -21,6 +21,7 @@ from lsda_core.core import boxes as B
 from lsda_core.detection import features as Fe
 from lsda_core.data.voc import write_imagesets, write_voc_xml
 from lsda_core.core.errors import LsdaError
+from lsda_core.models import nets
 from lsda_core.models.nets import CaffeNet
 from lsda_core.core.structures import ImageAnn
 from synthetic import make_detection, params
@@ -35,7 +36,7 @@ fast: {scale: 80}
 """
 TINY = {"bench.images": 2, "bench.regions": 2, "bench.classes_reduced": 10, "bench.svm_images": 3,
         "bench.repeats": 1, "fast.scale": 80, "world.voc_classes": 3}
-EXPECTED_KEYS = {"peak.float32", "peak.float16", "proposals.images", "proposals.boxes", "features.embedded",
+EXPECTED_KEYS = {"peak.float32", "peak.float16", "peak.bfloat16", "proposals.images", "proposals.boxes", "features.embedded",
                  "features.paper", "features.paper.fp32", "scoring.100k", "svm", "training.pretrain",
                  "training.finetune"} | {
     f"detector.{size}.{name}" for size in ("embedded", "embedded.one_thread", "paper", "paper.fp32")
@@ -99,17 +100,33 @@ def test_rows_measure_what_they_say(tiny_run):
     assert "3 classes, 3 images" in rows["svm"]["what"]
 
 
-def test_share_of_peak_is_flops_over_time_over_peak(tiny_run):
-    peak = tiny_run["peaks"]["float32"]
+def test_share_of_peak_is_flops_over_time_over_the_peak_of_its_arithmetic(tiny_run):
+    """Rows of the nets are held against the peak of `net.precision` as it runs here (bfloat16
+    on a CPU that has it), the float32 scoring product against float32's."""
     assert bench.of_peak(10.0, 2.0, 5.0) == 1.0
-    assert rows_by_key(tiny_run)["peak.float32"]["of_peak"] == pytest.approx(1.0)
+    rows = rows_by_key(tiny_run)
+    assert rows["peak.float32"]["of_peak"] == pytest.approx(1.0)
+    if nets.bf16_supported():
+        assert rows["peak.bfloat16"]["of_peak"] == pytest.approx(1.0) and tiny_run["peaks"]["bfloat16"] > 0
+    else:
+        assert rows["peak.bfloat16"]["status"].startswith("not measured: this CPU has no native bfloat16")
     shared = [r for r in tiny_run["rows"] if r["of_peak"] is not None]
     assert {r["key"] for r in shared} >= {"features.embedded", "features.paper", "detector.paper.warp", "scoring.100k",
                                           "training.pretrain", "training.finetune"}
+    arithmetic = nets.resolve_precision(params(**TINY).net.precision)
     for r in shared:
-        assert r["peak"] == "float32"
+        if r["stage"] != "peak":
+            assert r["peak"] == ("float32" if r["key"] == "scoring.100k" else arithmetic), r["key"]
         assert r["gflop_per_s"] == pytest.approx(r["gflop"] / r["seconds"])
-        assert r["of_peak"] == pytest.approx(r["gflop"] / r["seconds"] / peak)
+        assert r["of_peak"] == pytest.approx(r["gflop"] / r["seconds"] / tiny_run["peaks"][r["peak"]])
+
+
+def test_arithmetic_names_the_peak_of_a_nets_products():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    for precision, cpu_peak in (("float32", "float32"), ("bfloat16", "bfloat16")):
+        net = CaffeNet(params(**{"net.precision": precision}).net, 3)
+        assert bench.arithmetic(net, cpu, True) == cpu_peak
+        assert bench.arithmetic(net, gpu, True) == "float16" and bench.arithmetic(net, gpu, False) == "float32"
 
 
 def test_work_is_counted_per_region(tiny_run):

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 WORLD = 2
 # no dropout and no batch norm: the split batch then gives one process's run up to float sums;
 # an odd batch (8 + 23 windows) splits unevenly (16 + 15), which the loss scaling must handle
-P = params(**{"net.dropout": 0.0, "net.batch_norm": False, "finetune.iterations": 8, "finetune.bg_per_batch": 23})
+P = params(**{"net.dropout": 0.0, "net.batch_norm": False, "net.precision": "float32", "finetune.iterations": 8, "finetune.bg_per_batch": 23})
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
