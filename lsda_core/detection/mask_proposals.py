@@ -60,11 +60,15 @@ class MaskProposals:
 
     @property
     def boxes(self) -> np.ndarray:
-        """(P, 4) each mask's tight box, from its atoms' boxes."""
+        """(P, 4) each mask's tight box, from its atoms' boxes: per side, the first member atom
+        with the atoms ordered by that side (a mask without atoms gets inf, inf, -inf, -inf)."""
         atom_box = _segment_boxes(self.atoms)
-        lo = np.where(self.members[:, :, None], atom_box[None, :, :2], np.inf).min(axis=1)
-        hi = np.where(self.members[:, :, None], atom_box[None, :, 2:], -np.inf).max(axis=1)
-        return np.concatenate([lo, hi], axis=1)
+        out = np.empty((len(self.members), 4))
+        for k, sign in ((0, 1), (1, 1), (2, -1), (3, -1)):  # x1, y1 smallest; x2, y2 largest
+            order = np.argsort(sign * atom_box[:, k], kind="stable")
+            out[:, k] = atom_box[order[self.members[:, order].argmax(axis=1)], k]
+        out[~self.members.any(axis=1)] = (np.inf, np.inf, -np.inf, -np.inf)
+        return out
 
 
 def _segment_boxes(labels: np.ndarray) -> np.ndarray:

@@ -44,6 +44,24 @@ def test_proposals_find_flat_objects_and_are_distinct_and_seeded():
     assert p.boxes[0].tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
 
 
+def test_boxes_are_each_masks_tight_box_from_its_pixels():
+    """Random atom maps and memberships (one mask empty): every box equals the extent of the
+    mask's pixels, and the empty mask gets the empty box (inf, inf, -inf, -inf)."""
+    rng = np.random.default_rng(1)
+    atoms = rng.integers(0, 9, (7, 11)).repeat(3, axis=0).repeat(2, axis=1).astype(np.int32)
+    atoms[atoms == atoms.max()] = 0  # ids 0..A-1 all present: relabel densely
+    atoms = np.unique(atoms, return_inverse=True)[1].reshape(atoms.shape).astype(np.int32)
+    members = rng.random((30, atoms.max() + 1)) < 0.3
+    members[4] = False
+    p = M.MaskProposals(atoms, members)
+    for box, mask in zip(p.boxes, p.masks()):
+        if not mask.any():
+            assert box.tolist() == [np.inf, np.inf, -np.inf, -np.inf]
+            continue
+        ys, xs = np.nonzero(mask)
+        assert box.tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+
+
 def test_best_overlap_by_hand_ignores_void():
     """Atoms: left half 0, right half 1 of a 2 x 4 image; proposals {0}, {0, 1}. The object is
     the 3 left-most pixels of row 0 plus the void pixel (0, 3): {0} (4 pixels) holds 2 of them,
