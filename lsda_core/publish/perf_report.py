@@ -316,7 +316,7 @@ def plot_of_peak(ax: Any, doc: dict[str, Any]) -> None:
     ax.set_yticks(range(len(labels)), labels, fontsize=7)
     ax.set_ylim(len(labels) - 0.5, -0.5)
     ax.axvline(1.0, color="black", linewidth=0.8)
-    ax.set_xlabel("share of the run's peak (matrix product on the same device)")
+    ax.set_xlabel("share of the run's peak in the figure's arithmetic (matrix product, same device)")
     ax.legend(loc="lower right")
 
 
@@ -339,7 +339,8 @@ def of_peak_figure(doc: dict[str, Any]) -> viz.Captioned:
             if x["of_peak"] is not None and x["stage"] != "peak"]
     fig, ax = viz.figure(width=7, height=0.22 * len(rows) + 0.8)
     plot_of_peak(ax, doc)
-    text = ("Each compute-bound figure's share of its run's peak (a large matrix product on the same device), "
+    text = ("Each compute-bound figure's share of its run's peak (a large matrix product on the same device, in the "
+            "arithmetic the figure ran in: the table's peak column), "
             "one colour per run; the line marks the peak.")
     if rows:
         key, best = max(rows, key=lambda kx: kx[1]["of_peak"])
