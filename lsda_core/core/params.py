@@ -33,6 +33,7 @@ class ParamsError(LsdaError, ValueError):
         self.key = key
 
 
+PRECISIONS = ("auto", "float32", "bfloat16")  # net.precision (models.nets.resolve_precision)
 SEED_MAX = 2**32 - 1  # seeds are 32-bit, as NumPy's legacy seeding and every library accept them
 
 
@@ -131,7 +132,7 @@ class Net:
     precision: str = _p("auto", "arithmetic of the conv and fc layers on the CPU: bfloat16 (autocast: weights, batch norm "
                               "and the returned features stay float32), float32, or auto (bfloat16 where the CPU "
                               "multiplies it natively, else float32); CUDA keeps its own path",
-                        choices=("auto", "float32", "bfloat16"))
+                        choices=PRECISIONS)
 
 
 @dataclass

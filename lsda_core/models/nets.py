@@ -55,7 +55,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lsda_core.core.errors import DataError
-from lsda_core.core.params import Net, ParamsError
+from lsda_core.core.params import PRECISIONS, Net, ParamsError
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "head")
 CONVS = LAYERS[:5]
@@ -131,8 +131,8 @@ def bf16_supported() -> bool:
 
 def resolve_precision(choice: str) -> str:
     """`net.precision` as it runs here: "auto" becomes bfloat16 where `bf16_supported`, else float32."""
-    if choice not in ("auto", "float32", "bfloat16"):
-        raise ParamsError(f"net.precision: {choice!r} is not auto, float32 or bfloat16")
+    if choice not in PRECISIONS:
+        raise ParamsError(f"net.precision: {choice!r} is not one of {list(PRECISIONS)}")
     if choice == "auto":
         return "bfloat16" if bf16_supported() else "float32"
     return choice
@@ -262,7 +262,10 @@ class CaffeNet(nn.Module):
     def pool5(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised (N, 3, S, S) input -> pool5 maps (N, C5, 6, 6)."""
         with cpu_autocast(self.bf16, x):
-            return F.max_pool2d(self._trunk(x), 3, 2).float()
+            return self._pool5(x).float()
+
+    def _pool5(self, x: torch.Tensor) -> torch.Tensor:
+        return F.max_pool2d(self._trunk(x), 3, 2)
 
     def conv_trunk(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised (N, 3, H, W) input of any size -> conv5 maps after ReLU (channels-last
@@ -335,7 +338,7 @@ class CaffeNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised (N, 3, S, S) input -> logits (N, num_classes)."""
         with cpu_autocast(self.bf16, x):
-            return self.head(self._features(F.max_pool2d(self._trunk(x), 3, 2))).float()
+            return self.head(self._features(self._pool5(x))).float()
 
 
 # ------------------------------------------------------------------ torchvision weights
