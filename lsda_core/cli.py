@@ -162,7 +162,7 @@ def cmd_cache(args: argparse.Namespace) -> None:
     if args.action == "status":
         for name, s in stages.lock_status().items():
             state = "locked" if s["current"] else f"code changed ({s['locked']} -> {s['live']}): run lsda cache lock"
-            print(f"{name:<14} v{s['version']}  {state}")
+            print(f"{name:<16} v{s['version']}  {state}")
         return
     cache = Cache(_load(args).runtime.artifacts)
     if args.action == "explain":

@@ -370,7 +370,7 @@ class SppHead(nn.Module):
             for name in ("fc7", "head"):
                 getattr(head, name).weight.copy_(getattr(model, name).weight)
                 getattr(head, name).bias.copy_(getattr(model, name).bias)
-        head.cache_key = derived_key(model_key(model), f"spp{list(bins)}", "lsda_core.detection.spp:SppHead")
+        head.cache_key = derived_key(model_key(model), f"spp{list(bins)}", "derive-spp")
         return head.eval()
 
 

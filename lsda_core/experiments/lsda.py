@@ -233,8 +233,7 @@ def transfer(det_model: CaffeNet, cls_model: CaffeNet, lb: LsdaBenchmark, k: int
     with torch.no_grad():
         out.head.weight.copy_(torch.as_tensor(wd))
         out.head.bias.copy_(torch.as_tensor(bd))
-    out.cache_key = derived_key(det_model.cache_key, f"knn{k}{'+bias' if move_bias else ''}",
-                                "lsda_core.experiments.lsda:transfer")
+    out.cache_key = derived_key(det_model.cache_key, f"knn{k}{'+bias' if move_bias else ''}", "derive-transfer")
     return out
 
 
@@ -440,6 +439,7 @@ def _reorder_head(model: CaffeNet, order: list[int]) -> CaffeNet:
     with torch.no_grad():
         out.head.weight.copy_(model.head.weight[order])
         out.head.bias.copy_(model.head.bias[order])
+    out.cache_key = derived_key(model_key(model), f"order-{digest(order)}", "derive-order")
     return out
 
 
@@ -454,7 +454,6 @@ def large_scale(p: Params, cache: Cache, pre: CaffeNet, pre_classes: list[str]) 
     bench, boxed = load_large(p, cache, sorted(by_name))
     order = [by_name[c] for c in bench.classes]
     cls_model = _reorder_head(pre, order)
-    cls_model.cache_key = derived_key(pre.cache_key, f"order-{digest(order)}", "lsda_core.experiments.lsda:_reorder_head")
     unboxed = [c for c in bench.classes if c not in boxed]
     lb = LsdaBenchmark(bench, boxed, unboxed, bench.train, None, None, {})
     row = next(r for r in ROWS if r.name == p.lsda.large_row)

@@ -7,7 +7,7 @@ moved to another folder stays warm and a changed file is never mistaken for the 
 - a dataset split: name, split, classes, every image's identity and annotations (`dataset_identity`);
 - a file such as downloaded weights: its bytes (`file_digest`);
 - a model: the cache entry that made it, with the code of any step that derived it from
-  another (`model_key`, `derived_key`).
+  another, under its locked version (`model_key`, `derived_key`).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from lsda_core.store.code import shared
+from lsda_core.store.stages import code_state
 
 META = "meta.json"
 
@@ -117,13 +117,10 @@ def model_key(model: Any) -> str:
     return key if key else "weights-" + array_digest(v for _, v in sorted(model.state_dict().items()))
 
 
-@lru_cache(maxsize=None)
-def _code(root: str) -> str:
-    return shared().digest([root])
-
-
-def derived_key(base: str, label: str, root: str) -> str:
-    """The key of a model derived from the model `base` by the function `root` ("module:name"):
-    the label (e.g. its k) and the digest of that function's code, so a changed derivation
-    never reuses what the old one produced."""
-    return f"{base}+{label}@{_code(root)}"
+def derived_key(base: str, label: str, derivation: str) -> str:
+    """The key of a model derived from the model `base` by `derivation` (a name in
+    `stages.DERIVED`): the label (e.g. its k) and the derivation's version and code state from
+    the lock, so a changed derivation never reuses what the old one produced and a refactor
+    recorded as `--same` keeps every key."""
+    version, code = code_state(derivation)
+    return f"{base}+{label}@v{version}-{code}"

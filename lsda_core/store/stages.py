@@ -79,6 +79,18 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("evaluation", (_P + "experiments.premises:evaluated",),
           "a classification network's top-1 / top-5 on a classification split"),
 )}
+# models derived in memory from a cached model, with no entry of their own: their keys
+# (`identity.derived_key`) carry the derivation's locked version and code state just as a stage's
+# do, so a refactor recorded `--same` rebuilds nothing and an unrecorded edit is never served
+DERIVED: dict[str, Stage] = {s.name: s for s in (
+    Stage("derive-transfer", (_P + "experiments.lsda:transfer",),
+          "LSDA's category transfer: a detector's output layer for categories without boxes"),
+    Stage("derive-order", (_P + "experiments.lsda:_reorder_head",),
+          "a classifier's output layer reordered to a benchmark's categories (LSDA, large scale)"),
+    Stage("derive-spp", (_P + "detection.spp:SppHead",), "the fast detector's head initialised from a network's fc layers"),
+)}
+# everything the lock records
+LOCKED: dict[str, Stage] = {**STAGES, **DERIVED}
 # features and decoded images: read only while the results made from them are built, so a full
 # `lsda book` removes them when it finishes (`--keep-features` keeps them)
 SCRATCH = ("pool5", "segpool5", "hog", "spp", "cls-images")
@@ -109,12 +121,12 @@ def read_lock(path: Path = LOCK) -> dict[str, dict[str, Any]]:
 
 @lru_cache(maxsize=None)
 def live_digest(name: str) -> str:
-    """Digest of the code a stage runs now (computed once per process)."""
-    return shared().digest(STAGES[name].roots)
+    """Digest of the code a stage (or derivation) runs now (computed once per process)."""
+    return shared().digest(LOCKED[name].roots)
 
 
 def code_state(name: str) -> tuple[int, str]:
-    """(version, code token) of a stage for its cache key: token "locked" while its code is
+    """(version, code token) of a stage or derivation for its cache key: token "locked" while its code is
     the locked one, else the live digest."""
     lock = read_lock().get(name)
     live = live_digest(name)
@@ -124,11 +136,11 @@ def code_state(name: str) -> tuple[int, str]:
 
 
 def lock_status(codebase: CodeBase | None = None, lock: dict[str, dict[str, Any]] | None = None) -> dict[str, dict]:
-    """Per stage: locked version and digest, live digest, and whether they agree."""
+    """Per stage and derivation: locked version and digest, live digest, and whether they agree."""
     cb = codebase or shared()
     lock = read_lock() if lock is None else lock
     out = {}
-    for name, st in STAGES.items():
+    for name, st in LOCKED.items():
         live = cb.digest(st.roots)
         entry = lock.get(name)
         out[name] = {"version": entry["version"] if entry else None, "locked": entry["code"] if entry else None,
@@ -137,12 +149,12 @@ def lock_status(codebase: CodeBase | None = None, lock: dict[str, dict[str, Any]
 
 
 def update_lock(bump: list[str], same: bool, path: Path = LOCK) -> list[str]:
-    """Record the live code of every stage: stages in `bump` get version + 1; a changed stage
+    """Record the live code of every stage and derivation: those in `bump` get version + 1; a changed stage
     not in `bump` is recorded as unchanged in results only when `same` is given. Returns
     one line per stage that changed."""
     for b in bump:
-        if b not in STAGES:
-            raise LsdaError(f"--bump {b}: name a stage ({', '.join(STAGES)})")
+        if b not in LOCKED:
+            raise LsdaError(f"--bump {b}: name a stage or derivation ({', '.join(LOCKED)})")
     lock = read_lock(path)
     status = lock_status(lock=lock)
     changed = [n for n, s in status.items() if not s["current"]]

@@ -26,7 +26,7 @@ def all_modules() -> dict[str, str]:
 
 def digests(sources: dict[str, str] | None = None) -> dict[str, str]:
     cb = K.CodeBase(sources) if sources else K.shared()
-    return {name: cb.digest(st.roots) for name, st in stages.STAGES.items()}
+    return {name: cb.digest(st.roots) for name, st in stages.LOCKED.items()}
 
 
 def test_lock_records_the_code_of_every_stage():
@@ -117,13 +117,42 @@ def test_result_changing_edit_is_caught(stage, module, function):
     assert before != after, f"an edit of {module}.{function} does not reach stage {stage}"
 
 
-def test_transfer_edit_changes_the_derived_model_key():
-    """LSDA's transfer makes models whose keys carry the transfer's code (`identity.derived_key`)."""
-    module = "lsda_core.experiments.lsda"
+@pytest.mark.parametrize("name,module,function", [
+    ("derive-transfer", "lsda_core.experiments.lsda", "transfer"),
+    ("derive-order", "lsda_core.experiments.lsda", "_reorder_head"),
+    ("derive-spp", "lsda_core.detection.spp", "SppHead"),
+    ("derive-spp", "lsda_core.models.nets", "CaffeNet"),  # what the head copies from
+])
+def test_derivation_edit_is_caught(name, module, function):
     source = K.module_file(module).read_text()
-    root = f"{module}:transfer"
-    assert K.CodeBase().digest([root]) != K.CodeBase({module: insert_statement(source, "transfer")}).digest([root])
-    assert "derived_key(" in source and '"lsda_core.experiments.lsda:transfer"' in source
+    roots = stages.DERIVED[name].roots
+    assert K.shared().digest(roots) != K.CodeBase({module: insert_statement(source, function)}).digest(roots)
+
+
+def test_derived_key_follows_the_lock(monkeypatch):
+    """A derived model's key holds the derivation's locked version while its code is the locked
+    one (a `--same` refactor keeps it) and the live digest once the code differs."""
+    from lsda_core.store.identity import derived_key
+    version = stages.read_lock()["derive-transfer"]["version"]
+    assert derived_key("base", "knn5", "derive-transfer") == f"base+knn5@v{version}-locked"
+    assert derived_key("base", "knn5", "derive-transfer") != derived_key("base", "knn10", "derive-transfer")
+    monkeypatch.setattr(stages, "live_digest", lambda name: "0123abcd")
+    assert derived_key("base", "knn5", "derive-transfer") == f"base+knn5@v{version}-0123abcd"
+
+
+def test_every_derived_key_names_its_own_derivation():
+    """Each `derived_key(...)` call names, as a literal, the derivation whose root holds it."""
+    calls = {}
+    for name, src in all_modules().items():
+        for top in ast.parse(src).body:
+            for n in ast.walk(top):
+                if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "derived_key" and \
+                        hasattr(top, "name"):
+                    assert isinstance(n.args[2], ast.Constant), f"{name}:{top.name} names no derivation literally"
+                    calls[n.args[2].value] = f"{name}:{top.name}"
+    assert sorted(calls) == sorted(stages.DERIVED)
+    for derivation, holder in calls.items():
+        assert holder in stages.DERIVED[derivation].roots, (derivation, holder)
 
 
 def functions_calling(attr: str) -> set[str]:
@@ -155,6 +184,8 @@ def test_stage_names():
     assert stages.stage_of("pool5-ft").name == "pool5" and stages.stage_of("finetune-spp").name == "finetune-spp"
     with pytest.raises(stages.LsdaError):
         stages.stage_of("../etc")
+    with pytest.raises(stages.LsdaError):  # a derivation has no cache entries
+        stages.stage_of("derive-spp")
 
 
 def test_update_lock_needs_a_decision(tmp_path):
