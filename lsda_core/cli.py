@@ -319,7 +319,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from lsda_core.core.errors import LsdaError
     from lsda_core.store import distributed as D
+    from lsda_core.store.runtime import thread_policy
     args = parser().parse_args(argv)
+    thread_policy()
     try:
         if D.launched() and args.command != "prepare":
             raise LsdaError(f"`lsda {args.command}` runs in one process; of the commands only `lsda prepare` "

@@ -300,9 +300,9 @@ class SppHead(nn.Module):
         self.channels, self.bins, self.dropout_p = int(channels), tuple(int(b) for b in bins), float(dropout)
         self.bf16 = bf16
         self.cache_key: str | None = None  # set by the stage that built or loaded the weights
-        self.fc6 = nn.Linear(self.channels * sum(b * b for b in self.bins), fc_width)
-        self.fc7 = nn.Linear(fc_width, fc_width)
-        self.head = nn.Linear(fc_width, n_out)
+        self.fc6 = nets.Linear(self.channels * sum(b * b for b in self.bins), fc_width)
+        self.fc7 = nets.Linear(fc_width, fc_width)
+        self.head = nets.Linear(fc_width, n_out)
         for m in (self.fc6, self.fc7):
             nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
             nn.init.zeros_(m.bias)

@@ -21,6 +21,8 @@ Rows of a run (`run`), each naming the device it ran on:
   the R-CNN chapter's shape: the proposals per image measured above, `net.fc_width`
   dimensions, `world.voc_classes` classes, `bench.svm_images` images (`--full`:
   world.voc_train + voc_val, the chapter's trainval);
+- thread policy: a detection loop (per image, fc7 in torch, then SVM scores in NumPy) with
+  NumPy's BLAS on every core and on one thread (`runtime.thread_policy`), and the speed-up;
 - scoring: R-CNN's 2000 x 4096 by 4096 x N float32 product, in seconds for N = 100k (reduced
   mode: measured with `bench.classes_reduced` classes and extrapolated linearly).
 
@@ -64,6 +66,7 @@ import dataclasses
 import contextlib
 import json
 import math
+import os
 import resource
 import time
 import zlib
@@ -72,6 +75,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 from torch.utils.flop_counter import FlopCounterMode
 
 from lsda_core.detection import features as F
@@ -88,6 +92,7 @@ from lsda_core.models.pretrain import sgd_step
 from lsda_core.models.solver import param_groups, step as sgd_update
 from lsda_core.models.nets import CaffeNet, bf16_supported
 from lsda_core.detection.proposals import ProposalConfig, selective_search
+from lsda_core.store import runtime as RT
 from lsda_core.store.runtime import machine, pick_device
 from lsda_core.core.structures import DetectionDataset, ImageAnn
 
@@ -98,6 +103,7 @@ PEAK_SIDE = {("cpu", False): 2048, ("cpu", True): 4096, ("cuda", False): 8192, (
 SVM_BYTES = 2 << 30  # synthetic SVM features held in memory up to this size (fewer images beyond)
 FAST_TARGET, GPU_WARP_MS, GPU_FAST_MS = 8.0, 50.0, 10.0  # issue 6's targets
 MEASURED, EXTRAPOLATED = "measured", "extrapolated"
+THREAD_IMAGES = 20  # images of the thread-policy rows' detection loop
 
 
 # ------------------------------------------------------------------------------ timing
@@ -436,6 +442,39 @@ def _svm(p: P.Params, full: bool, regions: int, repeats: int) -> dict:
     return _row("svm", "SVM training", what, "cpu", sec, "s", sec)
 
 
+def _thread_policy(p: P.Params, regions: int, repeats: int) -> list[dict]:
+    """A detection loop as `pipeline.run_detector` runs it on the CPU, on synthetic pool5: per
+    image, fc7 of its regions in torch, then their SVM scores in NumPy (`svm.score`); timed
+    with NumPy's BLAS on every core and on one thread (`runtime.thread_policy`), the two in
+    turn within each round, each keeping its fastest."""
+    net = CaffeNet(p.net, p.world.voc_classes + 1).eval()
+    gen = torch.Generator().manual_seed(p.runtime.seed)
+    pool5 = [torch.randn(regions, net.pool5_dim, generator=gen).numpy() for _ in range(THREAD_IMAGES)]
+    W = torch.randn(p.world.voc_classes, p.net.fc_width, generator=gen).numpy()
+    b = np.zeros(p.world.voc_classes, np.float32)
+
+    def loop() -> None:
+        for x in pool5:
+            S.score(F.fc_features(net, x, "fc7"), W, b)
+
+    cores = os.cpu_count() or 1
+    best = {cores: math.inf, RT.BLAS_THREADS: math.inf}
+    with torch.inference_mode():
+        loop()
+        for _ in range(repeats):
+            for n in best:
+                with threadpool_limits(n, user_api="blas"):
+                    best[n] = min(best[n], _timed(loop, torch.device("cpu"))[0] / THREAD_IMAGES)
+    what = (f"{THREAD_IMAGES} images x {regions} regions: fc7 in torch ({torch.get_num_threads()} threads), "
+            f"then SVM scores of {p.world.voc_classes} classes in NumPy")
+    many, one = best[cores], best[RT.BLAS_THREADS]
+    return [_row("threads.blas_all", "thread policy", f"{what}, NumPy's BLAS on {cores} threads", "cpu",
+                 1 / many, "images/s", many),
+            _row("threads.blas_one", "thread policy", f"{what}, NumPy's BLAS on {RT.BLAS_THREADS} thread "
+                 "(the study's policy)", "cpu", 1 / one, "images/s", one),
+            _row("threads.speedup", "thread policy", "the policy's speed-up of that loop", "cpu", many / one, "x")]
+
+
 def _scoring(device: torch.device, n_classes: int, repeats: int, peaks: dict) -> dict:
     x = torch.randn(RCNN_REGIONS, RCNN_DIM, device=device)
     w = torch.randn(RCNN_DIM, n_classes, device=device)
@@ -484,6 +523,7 @@ def run(p: P.Params, images: Sequence[ImageAnn], full: bool = False) -> dict[str
     rows += _training(p, ims, props, device, b.repeats, peaks)
     regions = max(1, round(np.mean([len(x) for x in props])))
     rows.append(_svm(p, full, regions, b.repeats))
+    rows += _thread_policy(p, regions, b.repeats)
     return {"device": device.type, "mode": "full" if full else "reduced", "machine": machine(),
             "threads": torch.get_num_threads(), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
             "seconds": round(time.time() - t_start, 1), "params_digest": p.digest(),

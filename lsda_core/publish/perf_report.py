@@ -293,7 +293,8 @@ def _met(ok: bool, row: dict[str, Any]) -> str:
 
 WORDS = {"features": "warped features", "embedded": "embedded net", "paper": "paper net", "one_thread": "one thread",
          "fp32": "GPU path off", "scoring": "scoring", "100k": "100k classes", "warp": "warping detector",
-         "fast": "fast detector", "speedup": "speed-up", "svm": "SVM training"}
+         "fast": "fast detector", "speedup": "speed-up", "svm": "SVM training",
+         "threads": "detection loop", "blas_all": "NumPy's BLAS on every core", "blas_one": "NumPy's BLAS on one thread"}
 
 
 def short(key: str) -> str:

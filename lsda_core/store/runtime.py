@@ -1,4 +1,5 @@
-"""Run-time choices that do not change results: device selection, seeding, progress bars."""
+"""Run-time choices that do not change results: device selection, seeding, the thread-pool
+policy, progress bars."""
 from __future__ import annotations
 
 import os
@@ -8,6 +9,7 @@ from typing import Iterable, TypeVar
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from lsda_core.core.errors import LsdaError
@@ -34,6 +36,22 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+BLAS_THREADS = 1  # the BLAS under NumPy / SciPy (`thread_policy`)
+
+
+def thread_policy() -> None:
+    """The process's one thread-pool policy, set by every entry point (the CLI, a chapter):
+    torch's OpenMP pool has the cores; the BLAS under NumPy and SciPy runs on `BLAS_THREADS`,
+    those loaded now (threadpoolctl) and those loaded later (`OPENBLAS_NUM_THREADS`, inherited
+    by worker processes); OpenCV's pool is set where it is used (one thread per proposal worker).
+    NumPy's products here are small and come between torch's (score one image's regions, then
+    the next image's features): a second pool's threads, still spinning after their call, hold
+    the cores that torch's threads then wait for. `lsda bench`'s `threads.*` rows measure it:
+    such a loop ran several times slower with NumPy's BLAS on every core."""
+    os.environ["OPENBLAS_NUM_THREADS"] = str(BLAS_THREADS)
+    threadpool_limits(BLAS_THREADS, user_api="blas")
 
 
 def machine() -> dict[str, str | int]:

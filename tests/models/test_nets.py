@@ -264,3 +264,59 @@ def test_bfloat16_net_returns_float32_close_to_the_float32_net():
     loss.backward()
     assert all(t.grad is not None and t.grad.dtype == torch.float32 for t in mixed.parameters())
     assert all(t.dtype == torch.float32 for t in mixed.state_dict().values() if t.is_floating_point())
+
+
+def _uncached(m: CaffeNet, x: torch.Tensor) -> torch.Tensor:
+    """m(x) with gradients on: every weight folded and cast anew (nothing read from the caches)."""
+    with torch.enable_grad():
+        return m(x).detach()
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_weight_cache_gives_the_uncached_result_and_never_a_stale_weight(precision):
+    torch.manual_seed(0)
+    net = dataclasses.replace(SMALL, batch_norm=True, precision=precision)
+    m, other = CaffeNet(net, 5).eval(), CaffeNet(net, 5).eval()
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        first, again = m(x), m(x)
+    assert torch.equal(first, again) and torch.equal(first, _uncached(m, x))
+    assert len(m.folded._entries) == 5
+    assert (len(m.fc6.cached._entries) == 1) == (precision == "bfloat16")  # casts kept only under autocast
+    edits = [lambda: m.conv3.weight.mul_(2.0), lambda: m.bn[1].running_var.add_(1.0),
+             lambda: m.fc6.weight.add_(0.1), lambda: m.load_state_dict(other.state_dict())]
+    for edit in edits:
+        with torch.no_grad():
+            old = m(x)
+            edit()
+            new = m(x)
+        assert not torch.equal(old, new) and torch.equal(new, _uncached(m, x))
+    with torch.no_grad():
+        assert torch.equal(m(x), other(x))
+        m.replace_head(7)
+        assert m(x).shape == (3, 7)
+
+
+def test_weight_cache_follows_sgd_and_keeps_gradients_in_eval_mode():
+    torch.manual_seed(0)
+    m = CaffeNet(dataclasses.replace(SMALL, batch_norm=True), 5).eval()
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        old = m(x)
+    loss = F.cross_entropy(m(x), torch.arange(3))  # eval mode, gradients on: folded anew, differentiable
+    loss.backward()
+    assert m.conv1.weight.grad is not None and m.bn[0].weight.grad is not None
+    torch.optim.SGD(m.parameters(), lr=0.1).step()
+    with torch.no_grad():
+        new = m(x)
+    assert not torch.equal(old, new) and torch.equal(new, _uncached(m, x))
+
+
+def test_weight_cache_makes_anew_for_weights_made_in_inference_mode():
+    with torch.inference_mode():
+        m = CaffeNet(dataclasses.replace(SMALL, batch_norm=True, precision="bfloat16"), 5).eval()
+        x = torch.randn(2, 3, 64, 64)
+        a = m(x)
+        m.conv2.weight.mul_(2.0)  # no version counter to see this by: nothing may be kept
+        assert not torch.equal(a, m(x))
+    assert not m.folded._entries and not m.fc6.cached._entries

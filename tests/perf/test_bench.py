@@ -6,6 +6,7 @@ with each other."""
 import dataclasses
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -38,7 +39,7 @@ TINY = {"bench.images": 2, "bench.regions": 2, "bench.classes_reduced": 10, "ben
         "bench.repeats": 1, "fast.scale": 80, "world.voc_classes": 3}
 EXPECTED_KEYS = {"peak.float32", "peak.float16", "peak.bfloat16", "proposals.images", "proposals.boxes", "features.embedded",
                  "features.paper", "features.paper.fp32", "scoring.100k", "svm", "training.pretrain",
-                 "training.finetune"} | {
+                 "training.finetune", "threads.blas_all", "threads.blas_one", "threads.speedup"} | {
     f"detector.{size}.{name}" for size in ("embedded", "embedded.one_thread", "paper", "paper.fp32")
     for name in ("warp", "fast", "speedup")}
 ROW_FIELDS = {"key", "stage", "what", "device", "value", "unit", "seconds", "gflop", "gflop_per_s", "peak", "of_peak",
@@ -98,6 +99,9 @@ def test_rows_measure_what_they_say(tiny_run):
     assert score["status"] == "extrapolated linearly from 10 classes"
     assert score["gflop"] == pytest.approx(2 * 2000 * 4096 * 100_000 / 1e9)
     assert "3 classes, 3 images" in rows["svm"]["what"]
+    many, one = rows["threads.blas_all"], rows["threads.blas_one"]
+    assert "1 thread (the study's policy)" in one["what"] and f"on {os.cpu_count()} threads" in many["what"]
+    assert rows["threads.speedup"]["value"] == pytest.approx(many["seconds"] / one["seconds"])
 
 
 def test_share_of_peak_is_flops_over_time_over_the_peak_of_its_arithmetic(tiny_run):

@@ -1,4 +1,10 @@
-"""Run-time choices: a device the machine does not have is a user error (one line), not a crash."""
+"""Run-time choices: a device the machine does not have is a user error (one line), not a crash;
+the thread-pool policy reaches every BLAS."""
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -23,3 +29,20 @@ def test_gpu_index_beyond_the_machine(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(LsdaError, match=r"'cuda:3' but this machine has 1 CUDA device\(s\), cuda:0 to cuda:0"):
         pick_device("cuda:3")
+
+
+def test_thread_policy_holds_for_blas_loaded_before_and_after():
+    """In a fresh process: NumPy's BLAS (loaded before) and SciPy's (loaded after the call) run
+    on one thread; torch keeps its own pool; worker processes inherit the setting."""
+    code = ("import json, numpy, torch, threadpoolctl\n"
+            "n = torch.get_num_threads()\n"
+            "from lsda_core.store.runtime import thread_policy\n"
+            "thread_policy()\n"
+            "import scipy.linalg, os\n"
+            "blas = [i['num_threads'] for i in threadpoolctl.threadpool_info() if i['user_api'] == 'blas']\n"
+            "print(json.dumps([blas, n, torch.get_num_threads(), os.environ['OPENBLAS_NUM_THREADS']]))\n")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    blas, before, after, inherited = json.loads(out.stdout.strip().splitlines()[-1])
+    assert blas and set(blas) == {1}, blas
+    assert after == before and inherited == "1"
