@@ -4,7 +4,14 @@ import torch
 
 from lsda_core.models import pretrain as PT
 from lsda_core.store.cache import Cache
+from lsda_core.store.runtime import thread_policy
 from synthetic import make_classification, params
+
+
+@pytest.fixture(scope="session", autouse=True)
+def study_thread_policy():
+    """The tests run under the thread-pool policy of the CLI and the chapters."""
+    thread_policy()
 
 
 @pytest.fixture(scope="module")
