@@ -25,6 +25,8 @@ world, lr 0.02, dropout 0.25: without it 1 % val top-1 after 12 epochs, at chanc
 first 6; with it 8 % after 8 epochs and 29 % after 24). It is part of layer convK (frozen with
 it, statistics included) and is folded into the convolution in eval mode, so feature
 extraction pays nothing for it. The torchvision-AlexNet and CaffeNet presets have it off.
+Without gradients the folded weights (and every fc layer's weights, cast for autocast) are
+made once and kept until a parameter or statistic changes (`WeightCache`).
 
 torchvision's AlexNet puts dropout before fc6 and fc7 rather than after them; with its weights
 loaded here dropout follows CaffeNet's placement (it only matters while training).
