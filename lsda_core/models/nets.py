@@ -158,6 +158,10 @@ class WeightCache:
     def __init__(self) -> None:
         self._entries: dict[str, tuple[tuple[torch.Tensor, ...], tuple[tuple[int, int], ...], Any]] = {}
 
+    def __len__(self) -> int:
+        """How many prepared weight sets are kept."""
+        return len(self._entries)
+
     def get(self, name: str, sources: tuple[torch.Tensor, ...], make: Callable[[], Any]) -> Any:
         """`make()`, or what it returned before for `name` from these same, unchanged `sources`."""
         if torch.is_grad_enabled() or any(t.is_inference() for t in sources):

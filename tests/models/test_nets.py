@@ -281,8 +281,8 @@ def test_weight_cache_gives_the_uncached_result_and_never_a_stale_weight(precisi
     with torch.no_grad():
         first, again = m(x), m(x)
     assert torch.equal(first, again) and torch.equal(first, _uncached(m, x))
-    assert len(m.folded._entries) == 5
-    assert (len(m.fc6.cached._entries) == 1) == (precision == "bfloat16")  # casts kept only under autocast
+    assert len(m.folded) == 5
+    assert (len(m.fc6.cached) == 1) == (precision == "bfloat16")  # casts kept only under autocast
     edits = [lambda: m.conv3.weight.mul_(2.0), lambda: m.bn[1].running_var.add_(1.0),
              lambda: m.fc6.weight.add_(0.1), lambda: m.load_state_dict(other.state_dict())]
     for edit in edits:
@@ -319,4 +319,4 @@ def test_weight_cache_makes_anew_for_weights_made_in_inference_mode():
         a = m(x)
         m.conv2.weight.mul_(2.0)  # no version counter to see this by: nothing may be kept
         assert not torch.equal(a, m(x))
-    assert not m.folded._entries and not m.fc6.cached._entries
+    assert len(m.folded) == 0 and len(m.fc6.cached) == 0
