@@ -195,7 +195,7 @@ class Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = _autocast_dtype(x.device)
-        if dtype is None or torch.is_grad_enabled():
+        if dtype is None:  # nothing to cast
             return super().forward(x)
         w, b = self.cached.get(str(dtype), (self.weight, self.bias),
                                 lambda: (_cast(self.weight, dtype), _cast(self.bias, dtype)))
@@ -352,10 +352,8 @@ class CaffeNet(nn.Module):
         convolution's weights (same result up to rounding, no extra pass over the maps)."""
         conv = getattr(self, CONVS[i])
         bn = None if self.bn is None else self.bn[i]
-        if self.training and bn is not None:
-            return F.relu(bn(conv(x)))
-        if self.training or (torch.is_grad_enabled() and bn is None):
-            return F.relu(conv(x))
+        if self.training:
+            return F.relu(conv(x) if bn is None else bn(conv(x)))
         dtype = _autocast_dtype(x.device)
         sources = (conv.weight, conv.bias) + (() if bn is None else
                                               (bn.weight, bn.bias, bn.running_mean, bn.running_var))
