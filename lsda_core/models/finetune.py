@@ -42,6 +42,7 @@ from lsda_core.core.structures import DetectionDataset
 
 # (the embedded VOC-like train set: ~60 MB; real VOC 2007 trainval: ~2.8 GB).
 IMAGE_STORE_BYTES = 3 << 30
+NORMALIZED_BYTES = 1 << 30  # the images' normalised float copies (the embedded world: ~0.3 GB)
 LOG_EVERY = 50  # fine-tuning history: one row per this many iterations
 
 
@@ -126,15 +127,20 @@ def context_pixels(p: Params) -> int:
 
 class ImageStore:
     """The images of a detection dataset as (3, H, W) uint8 tensors: all in memory when they
-    fit in `max_bytes` (the embedded world), else read from disk on demand with a small LRU."""
+    fit in `max_bytes` (the embedded world), else read from disk on demand with a small LRU.
+    `normalized` keeps each image's normalised float copy too when all of them fit in
+    `NORMALIZED_BYTES`, so that a fine-tuning step does not normalise ~100 whole images again."""
 
     def __init__(self, dataset: DetectionDataset, device: torch.device | str = "cpu",
                  max_bytes: int = IMAGE_STORE_BYTES, progress: bool = False) -> None:
         self.dataset, self.device = dataset, torch.device(device)
         total = sum(im.width * im.height * 3 for im in dataset.images)
         self.in_memory = total <= max_bytes
+        self.keeps_normalized = self.in_memory and 4 * total <= NORMALIZED_BYTES
         self._lru: dict[int, torch.Tensor] = {}
         self._images: list[torch.Tensor] | None = None
+        self._normalized: dict[int, torch.Tensor] = {}
+        self._normalizer: tuple[torch.Tensor, torch.Tensor] | None = None
         if self.in_memory:
             self._images = [self._read(i) for i in progress_bar(range(len(dataset.images)), "load images", progress)]
 
@@ -151,6 +157,19 @@ class ImageStore:
             self._lru[i] = self._read(i)
         return self._lru[i]
 
+    def normalized(self, i: int, model: CaffeNet) -> torch.Tensor:
+        """`model.normalize` of image `i`, kept (when `keeps_normalized`) while the model's
+        normalisation stays the one it was made with."""
+        if not self.keeps_normalized:
+            return model.normalize(self[i])
+        if self._normalizer is None or not (torch.equal(self._normalizer[0], model.mean)
+                                            and torch.equal(self._normalizer[1], model.std)):
+            self._normalized.clear()
+            self._normalizer = (model.mean.clone(), model.std.clone())
+        if i not in self._normalized:
+            self._normalized[i] = model.normalize(self[i])
+        return self._normalized[i]
+
 
 def warp_batch(model: CaffeNet, store: ImageStore, image: torch.Tensor, box: torch.Tensor, size: int,
                context: float, flip: torch.Tensor | None = None) -> torch.Tensor:
@@ -158,20 +177,21 @@ def warp_batch(model: CaffeNet, store: ImageStore, image: torch.Tensor, box: tor
     then mirror the flagged windows (as Caffe's window-data layer flips the warped crop).
 
     The result equals `boxes.warp_regions` on each image's mean-subtracted pixels (the tests
-    check equality): the same geometry (`boxes.warp_geometry`) and the same bilinear sampling,
-    but the per-window geometry and sampling grids are computed for the whole batch at once
-    (one call per distinct image size) and only `grid_sample` runs per image, since a batch
-    of 128 windows drawn from the global lists touches ~100 images and `warp_regions`' fixed
-    cost per call would dominate.
+    check equality): the same geometry (`boxes.warp_geometry`) and the same bilinear sampling.
+    A batch of 128 windows drawn from the global lists touches ~115 images, so everything but
+    the sampling itself is done for the whole batch at once: the geometry (one call per
+    distinct image size), the sampling grids, the crop masks; the windows are sorted by image
+    so that each image's `grid_sample` reads one contiguous slice of the grids.
     """
     device = model.mean.device
     n, S = len(image), int(size)
-    img = torch.as_tensor(image).cpu().long()
-    bx = torch.as_tensor(box).detach().cpu().to(torch.float64).reshape(-1, 4)
-    out = torch.empty((n, 3, S, S), device=device)
     if n == 0:
-        return out
-    uniq = torch.unique(img).tolist()
+        return torch.empty((n, 3, S, S), device=device)
+    img = torch.as_tensor(image).cpu().long()
+    order = torch.argsort(img, stable=True)
+    img = img[order]
+    bx = torch.as_tensor(box).detach().cpu().to(torch.float64).reshape(-1, 4)[order]
+    uniq, counts = (t.tolist() for t in torch.unique_consecutive(img, return_counts=True))
     shapes = {i: tuple(store[i].shape[1:]) for i in uniq}  # (H, W)
     hw = torch.tensor([shapes[i] for i in img.tolist()], dtype=torch.float64)  # (n, 2)
     lo = torch.empty(n, 2, dtype=torch.float64)
@@ -192,18 +212,19 @@ def warp_batch(model: CaffeNet, store: ImageStore, image: torch.Tensor, box: tor
     j = torch.arange(S)
     coord = n_first[:, :, None] + j.to(dt)[None, None, :] * n_step[:, :, None]  # (n, 2, S)
     coord = torch.maximum(torch.minimum(coord, n_hi[:, :, None]), n_lo[:, :, None]).to(device)
+    grid = torch.stack([coord[:, 0][:, None, :].expand(n, S, S), coord[:, 1][:, :, None].expand(n, S, S)], dim=-1)
+    parts, s = [], 0
+    for i, k in zip(uniq, counts):
+        parts.append(F.grid_sample(store.normalized(i, model)[None], grid[s:s + k].reshape(1, k * S, S, 2),
+                                   mode="bilinear", padding_mode="border", align_corners=False).reshape(3, k, S, S))
+        s += k
+    # output columns / rows inside the pasted crop
     inside = (j[None, None, :] >= pad.long()[:, :, None]) & (j[None, None, :] < (pad + crop).long()[:, :, None])
-    inside = inside.to(device)  # (n, 2, S): output columns / rows inside the pasted crop
-    for i in uniq:
-        sel = torch.nonzero(img == i).flatten().to(device)
-        k = len(sel)
-        c = coord[sel]
-        grid = torch.stack([c[:, 0][:, None, :].expand(k, S, S), c[:, 1][:, :, None].expand(k, S, S)], dim=-1)
-        sampled = F.grid_sample(model.normalize(store[i])[None], grid.reshape(1, k * S, S, 2), mode="bilinear",
-                                padding_mode="border", align_corners=False)
-        m = inside[sel]
-        mask = (m[:, 1][:, :, None] & m[:, 0][:, None, :]).to(sampled.dtype)  # (k, S, S)
-        out[sel] = sampled.reshape(3, k, S, S).permute(1, 0, 2, 3) * mask[:, None]
+    inside = inside.to(device)  # (n, 2, S)
+    mask = (inside[:, 1][:, :, None] & inside[:, 0][:, None, :]).to(dt)  # (n, S, S)
+    sorted_out = torch.cat(parts, 1).permute(1, 0, 2, 3) * mask[:, None]
+    out = torch.empty_like(sorted_out)
+    out[order.to(device)] = sorted_out
     if flip is not None and bool(flip.any()):
         f = flip.to(device)
         out[f] = out[f].flip(-1)

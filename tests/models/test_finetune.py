@@ -80,6 +80,43 @@ def test_warp_batch_groups_by_image_and_mirrors(det_data):
     assert FT.context_pixels(params()) == 5  # round(16 * 64 / 227)
 
 
+def test_warp_batch_equals_warp_regions_on_a_shuffled_batch(det_data):
+    # windows of many images in random order, some images several times and some not at all,
+    # as a fine-tuning batch draws them: each window bit for bit its image's warp_regions
+    ds, _ = det_data
+    m = CaffeNet(params().net, 4)
+    store = FT.ImageStore(ds)
+    g = torch.Generator().manual_seed(3)
+    n = 40
+    image = torch.randint(0, len(ds) - 2, (n,), generator=g)
+    wh = torch.tensor([[ds.images[i].width, ds.images[i].height] for i in image.tolist()], dtype=torch.float32)
+    xy = torch.rand(n, 2, generator=g) * wh * 0.8 - 5  # some windows cross the image's edge
+    box = torch.cat([xy, xy + 4 + torch.rand(n, 2, generator=g) * wh * 0.6], 1)
+    flip = torch.rand(n, generator=g) < 0.5
+    x = FT.warp_batch(m, store, image, box, 64, 5, flip)
+    for k in range(n):
+        ref = B.warp_regions(m.normalize(store[int(image[k])]), box[k:k + 1], 64, 5)[0]
+        ref = ref.flip(-1) if flip[k] else ref
+        assert torch.equal(x[k].view(torch.int32), ref.view(torch.int32)), k
+    assert FT.warp_batch(m, store, image[:0], box[:0], 64, 5).shape == (0, 3, 64, 64)
+
+
+def test_image_store_keeps_normalized_images_for_one_normalisation(det_data, monkeypatch):
+    ds, _ = det_data
+    m = CaffeNet(params().net, 4)
+    store = FT.ImageStore(ds)
+    assert store.keeps_normalized
+    a = store.normalized(1, m)
+    assert torch.equal(a, m.normalize(store[1])) and store.normalized(1, m) is a  # kept
+    m.set_normalization([100, 110, 120], [50, 60, 70])  # another normalisation: made anew
+    b = store.normalized(1, m)
+    assert b is not a and torch.equal(b, m.normalize(store[1]))
+    monkeypatch.setattr(FT, "NORMALIZED_BYTES", 0)  # too large to keep: normalised on every call
+    small = FT.ImageStore(ds)
+    assert small.in_memory and not small.keeps_normalized
+    assert torch.equal(small.normalized(1, m), b) and small.normalized(1, m) is not small.normalized(1, m)
+
+
 # ----------------------------------------------------------------------------- finetune
 
 def test_finetune_trains_a_new_head_and_is_cached(pretrained, det_data, monkeypatch):
