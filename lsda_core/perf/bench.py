@@ -94,6 +94,7 @@ from lsda_core.models.nets import CaffeNet, bf16_supported
 from lsda_core.detection.proposals import ProposalConfig, selective_search
 from lsda_core.store import runtime as RT
 from lsda_core.store.runtime import machine, pick_device
+from lsda_core.store.stages import stage_of
 from lsda_core.core.structures import DetectionDataset, ImageAnn
 
 FORMAT = 1
@@ -648,13 +649,19 @@ def work_floor(build: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
     """How fast a recorded build (`run_log.json`'s `builds` item) could be on the bench run's
     machine: each peak-bound stage (`PEAK_BOUND`) at the matrix-product peak, its recorded own
     seconds times its step's measured share of peak (the share stands for the whole stage),
-    every other stage and the time outside stages as recorded. Seconds; None where the run lacks
-    the stage's row."""
+    every other stage and the time outside stages as recorded. The build records entries by
+    name ("pool5-ft", "pool5-pre"): each counts for its stage (`stages.stage_of`). Seconds;
+    None where the run lacks the stage's row."""
     rows = {r["key"]: r for r in run["rows"]}
-    stages = build.get("stages", {})
+    totals: dict[str, dict[str, float]] = {}
+    for name, st in build.get("stages", {}).items():
+        stage = stage_of(name).name if name.split("-", 1)[0] in PEAK_BOUND else name
+        t = totals.setdefault(stage, {"built": 0, "seconds": 0.0})
+        t["built"] += st["built"]
+        t["seconds"] += st["seconds"]
     bound = {}
     for stage, key in PEAK_BOUND.items():
-        st, row = stages.get(stage), rows.get(key)
+        st, row = totals.get(stage), rows.get(key)
         if st and st["built"]:
             share = row.get("of_peak") if row else None
             bound[stage] = {"seconds": st["seconds"], "at_peak": st["seconds"] * min(share, 1.0) if share else None,

@@ -420,7 +420,7 @@ def test_work_floor_scales_peak_bound_stages_by_their_share():
     counts as 1; a stage without a bench row leaves the floor unknown."""
     build = {"seconds": 1000.0, "stages": {"pretrain": {"built": 1, "seconds": 400.0},
                                            "finetune": {"built": 2, "seconds": 200.0},
-                                           "pool5": {"built": 0, "seconds": 0.0},
+                                           "pool5-ft": {"built": 0, "seconds": 0.0},
                                            "svm": {"built": 3, "seconds": 100.0}}}
     run = {"rows": [{"key": "training.pretrain", "of_peak": 0.5}, {"key": "training.finetune", "of_peak": 0.25},
                     {"key": "features.embedded", "of_peak": 1.3}]}
@@ -431,6 +431,20 @@ def test_work_floor_scales_peak_bound_stages_by_their_share():
     assert bench.work_floor(build, run)["floor"] == 800.0
     run["rows"] = run["rows"][:1]
     assert bench.work_floor(build, run)["floor"] is None
+
+
+def test_work_floor_counts_each_entry_for_its_stage():
+    """A build records entries by name: "pool5-ft" and "pool5-pre" are the pool5 stage's,
+    at the features row's share; "finetune-spp" is a stage of its own (not fine-tuning's)."""
+    build = {"seconds": 1000.0, "stages": {"pool5-ft": {"built": 2, "seconds": 100.0},
+                                           "pool5-pre": {"built": 1, "seconds": 60.0},
+                                           "finetune": {"built": 1, "seconds": 200.0},
+                                           "finetune-spp": {"built": 1, "seconds": 40.0}}}
+    run = {"rows": [{"key": "training.finetune", "of_peak": 0.5}, {"key": "features.embedded", "of_peak": 0.25}]}
+    f = bench.work_floor(build, run)
+    assert f["stages"]["pool5"] == {"seconds": 160.0, "at_peak": 40.0, "of_peak": 0.25}
+    assert f["stages"]["finetune"]["seconds"] == 200.0 and set(f["stages"]) == {"pool5", "finetune"}
+    assert f["other"] == 640.0 and f["floor"] == 640.0 + 40.0 + 100.0
 
 
 def test_work_floor_row_holds_the_cold_build_at_peak_against_its_budget(tiny_run):
