@@ -155,6 +155,9 @@ def test_training_steps_count_forward_and_backward(tiny_run):
     n = p.finetune.fg_per_batch + p.finetune.bg_per_batch
     assert 2.3 * one * p.pretrain.batch_size < pre["gflop"] < 3.1 * one * p.pretrain.batch_size
     assert 2.3 * one * n < ft["gflop"] < 3.1 * one * n and f"{n} warped windows" in ft["what"]
+    # drawn from as many images as the chapter's trainval, so a batch pays warping per image as a real step
+    n_ims = min(p.world.voc_train + p.world.voc_val, bench.FT_STEP_IMAGES)
+    assert f"drawn from {n_ims} images" in ft["what"] and n_ims > n // 2
     assert pre["value"] == pytest.approx(p.pretrain.batch_size / pre["seconds"])
 
 
