@@ -157,18 +157,19 @@ class ImageStore:
             self._lru[i] = self._read(i)
         return self._lru[i]
 
-    def normalized(self, i: int, model: CaffeNet) -> torch.Tensor:
-        """`model.normalize` of image `i`, kept (when `keeps_normalized`) while the model's
-        normalisation stays the one it was made with."""
+    def normalized(self, indices: Sequence[int], model: CaffeNet) -> list[torch.Tensor]:
+        """`model.normalize` of each image of `indices`, kept (when `keeps_normalized`) while the
+        model's normalisation stays the one they were made with."""
         if not self.keeps_normalized:
-            return model.normalize(self[i])
+            return [model.normalize(self[i]) for i in indices]
         if self._normalizer is None or not (torch.equal(self._normalizer[0], model.mean)
                                             and torch.equal(self._normalizer[1], model.std)):
             self._normalized.clear()
             self._normalizer = (model.mean.clone(), model.std.clone())
-        if i not in self._normalized:
-            self._normalized[i] = model.normalize(self[i])
-        return self._normalized[i]
+        for i in indices:
+            if i not in self._normalized:
+                self._normalized[i] = model.normalize(self[i])
+        return [self._normalized[i] for i in indices]
 
 
 def warp_batch(model: CaffeNet, store: ImageStore, image: torch.Tensor, box: torch.Tensor, size: int,
@@ -214,9 +215,9 @@ def warp_batch(model: CaffeNet, store: ImageStore, image: torch.Tensor, box: tor
     coord = torch.maximum(torch.minimum(coord, n_hi[:, :, None]), n_lo[:, :, None]).to(device)
     grid = torch.stack([coord[:, 0][:, None, :].expand(n, S, S), coord[:, 1][:, :, None].expand(n, S, S)], dim=-1)
     parts, s = [], 0
-    for i, k in zip(uniq, counts):
-        parts.append(F.grid_sample(store.normalized(i, model)[None], grid[s:s + k].reshape(1, k * S, S, 2),
-                                   mode="bilinear", padding_mode="border", align_corners=False).reshape(3, k, S, S))
+    for x, k in zip(store.normalized(uniq, model), counts):
+        parts.append(F.grid_sample(x[None], grid[s:s + k].reshape(1, k * S, S, 2), mode="bilinear",
+                                   padding_mode="border", align_corners=False).reshape(3, k, S, S))
         s += k
     # output columns / rows inside the pasted crop
     inside = (j[None, None, :] >= pad.long()[:, :, None]) & (j[None, None, :] < (pad + crop).long()[:, :, None])

@@ -398,8 +398,7 @@ def _training(p: P.Params, ims: Sequence[ImageAnn], props: Sequence[np.ndarray],
     images of `world.cls_size` resized to the net's input) and a fine-tuning step (R-CNN's
     `finetune.fg_per_batch` + `bg_per_batch` windows drawn from the ground truth and proposals of
     `FT_STEP_IMAGES` copies of the images at most, warped by `finetune.warp_batch`, forward,
-    backward, SGD). Work counted by
-    FlopCounterMode on one step, backward included."""
+    backward, SGD). Work counted by FlopCounterMode on one step, backward included."""
     gen = torch.Generator().manual_seed(p.runtime.seed)
     S = p.net.input_size
     net = CaffeNet(p.net, p.world.n_categories).to(device).train()
@@ -415,10 +414,10 @@ def _training(p: P.Params, ims: Sequence[ImageAnn], props: Sequence[np.ndarray],
                  bs / sec, "images/s", sec, gflop, arithmetic(net, device, False), peaks)]
     classes = sorted({o.cls for im in ims for o in im.objects})
     n_ims = min(p.world.voc_train + p.world.voc_val, FT_STEP_IMAGES)
-    copies = [dataclasses.replace(ims[k % len(ims)], image_id=f"{ims[k % len(ims)].image_id}#{k}") for k in range(n_ims)]
+    src = [k % len(ims) for k in range(n_ims)]
+    copies = [dataclasses.replace(ims[j], image_id=f"{ims[j].image_id}#{k}") for k, j in enumerate(src)]
     ds = DetectionDataset("bench", "test", classes, copies)
-    windows = FT.window_lists(ds, {c.image_id: props[k % len(ims)] for k, c in enumerate(copies)}, classes,
-                              p.finetune.fg_iou)
+    windows = FT.window_lists(ds, {c.image_id: props[j] for c, j in zip(copies, src)}, classes, p.finetune.fg_iou)
     store = FT.ImageStore(ds, device)
     ft = CaffeNet(p.net, len(classes) + 1).to(device).train()
     opt = _sgd(ft, p.finetune.lr, p.finetune.weight_decay, p.finetune.momentum, 10.0)
@@ -433,8 +432,10 @@ def _training(p: P.Params, ims: Sequence[ImageAnn], props: Sequence[np.ndarray],
     ft_step()
     gflop = _gflop(ft_step)
     sec, _ = _best(ft_step, repeats, device)
-    rows.append(_row("training.finetune", "training", f"fine-tuning step, {n} warped windows drawn from {n_ims} images "
-                     f"(copies of {len(ims)}, as many as the R-CNN chapter's trainval), embedded net", device, n / sec, "windows/s", sec, gflop, arithmetic(ft, device, False), peaks))
+    what = (f"fine-tuning step, {n} warped windows drawn from {n_ims} images (copies of {len(ims)}, as many as the "
+            f"R-CNN chapter's trainval), embedded net")
+    rows.append(_row("training.finetune", "training", what, device, n / sec, "windows/s", sec, gflop,
+                     arithmetic(ft, device, False), peaks))
     return rows
 
 

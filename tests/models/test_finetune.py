@@ -106,15 +106,16 @@ def test_image_store_keeps_normalized_images_for_one_normalisation(det_data, mon
     m = CaffeNet(params().net, 4)
     store = FT.ImageStore(ds)
     assert store.keeps_normalized
-    a = store.normalized(1, m)
-    assert torch.equal(a, m.normalize(store[1])) and store.normalized(1, m) is a  # kept
+    a, = store.normalized([1], m)
+    assert torch.equal(a, m.normalize(store[1])) and store.normalized([1], m)[0] is a  # kept
     m.set_normalization([100, 110, 120], [50, 60, 70])  # another normalisation: made anew
-    b = store.normalized(1, m)
+    b, = store.normalized([1], m)
     assert b is not a and torch.equal(b, m.normalize(store[1]))
     monkeypatch.setattr(FT, "NORMALIZED_BYTES", 0)  # too large to keep: normalised on every call
     small = FT.ImageStore(ds)
     assert small.in_memory and not small.keeps_normalized
-    assert torch.equal(small.normalized(1, m), b) and small.normalized(1, m) is not small.normalized(1, m)
+    once, again = small.normalized([1, 1], m)
+    assert torch.equal(once, b) and once is not again
 
 
 # ----------------------------------------------------------------------------- finetune
