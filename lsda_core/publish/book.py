@@ -248,6 +248,32 @@ def shared_kernel(root: Path) -> Iterator[Any]:
         km.shutdown_kernel(now=True)
 
 
+# A shared kernel that holds more than this after a chapter is replaced by a fresh one before the
+# next: cold chapters leave it at ~8 GB, and the next chapter's work then ran up to 2x slower in a
+# cold build (session 15: an LSDA fine-tuning 149 s there vs 88-105 s in a fresh or small kernel).
+KERNEL_RSS_LIMIT = 2 * 2**30
+
+
+def kernel_rss(km: Any) -> int | None:
+    """Resident bytes of a running kernel's process (Linux /proc); None where not known."""
+    try:
+        with open(f"/proc/{km.provisioner.pid}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError, IndexError):
+        return None
+
+
+def renew_if_large(km: Any, limit: int = KERNEL_RSS_LIMIT) -> int | None:
+    """Restart a shared kernel (same folder, same progress sink) when it holds more than `limit`
+    bytes; returns the bytes it held when it was restarted, else None."""
+    rss = kernel_rss(km)
+    if rss is None or rss <= limit:
+        return None
+    with terminal.for_children():
+        km.restart_kernel(now=True)
+    return rss
+
+
 SHARED_ENGINE = "lsda-shared-kernel"
 
 
@@ -395,13 +421,14 @@ def chapter_metrics(name: str, out: Path, progress: bool = False) -> Callable[[P
 
 def record_build(out: Path, p: P.Params, seconds: float, before: set[tuple[str, str]],
                  entries: list[dict[str, Any]], removed: Sequence[str] = (),
-                 chapter_seconds: dict[str, float] | None = None) -> None:
+                 chapter_seconds: dict[str, float] | None = None, restarts: dict[str, int] | None = None) -> None:
     """Add this full build to the run log's `builds`: its time (world and chapters, before
     the status page and the HTML), whether it started from an empty cache (cold) or reused
     entries (warm), and per stage the entries it built with their own build seconds
     (`Cache.entries`, read when the chapters were done) and the stage's bytes then, flagged
     when the stage was removed afterwards (`removed`: the scratch stages), and the artifact
-    folder's size that leaves, and each chapter's run time in this build (`chapter_seconds`); so
+    folder's size that leaves, each chapter's run time in this build (`chapter_seconds`) and the
+    chapters after which the shared kernel was restarted, with the bytes it held (`restarts`); so
     the status and performance pages can hold the build against the budgets and show where its
     time and space went."""
     after = {(e["stage"], e["key"]) for e in entries}
@@ -419,7 +446,8 @@ def record_build(out: Path, p: P.Params, seconds: float, before: set[tuple[str, 
         "cache": "cold" if not before else "warm", "entries_reused": len(before & after),
         "entries_built": len(after - before),
         "artifacts_bytes": sum(st["bytes"] for st in stages.values() if not st["removed"]),
-        "stages": stages, "chapters": dict(chapter_seconds or {}), "params_digest": p.digest(),
+        "stages": stages, "chapters": dict(chapter_seconds or {}), "kernel_restarts": dict(restarts or {}),
+        "params_digest": p.digest(),
         "machine": machine()})
     atomic_write_text(out / "run_log.json", json.dumps(log, indent=1, sort_keys=True))
 
@@ -472,6 +500,7 @@ def build(params_file: Path, overrides: dict[str, Any], out: Path, only: str | N
                   key=lambda c: SUMMARY_CHAPTERS.index(c.name))
     n = len(todo) + len(last)
     times: dict[str, float] = {}
+    restarts: dict[str, int] = {}
     with shared_kernel(root) as kernel:
         for i, c in enumerate(todo + last, 1):
             if c.name == INTRO_CHAPTER:
@@ -482,11 +511,15 @@ def build(params_file: Path, overrides: dict[str, Any], out: Path, only: str | N
                 if removed:
                     log(f"cache: removed the scratch stages ({', '.join(SCRATCH)}), "
                         f"{human_bytes(cache.clean_scratch())}")
-                record_build(out, p, seconds, before, entries, removed, times)
+                record_build(out, p, seconds, before, entries, removed, times, restarts)
             log(f"[{i}/{n}] {c.name} ...")
             s = execute_chapter(root, c, p, resolved, out, progress, kernel)
             times[c.name] = round(s, 1)
             log(f"[{i}/{n}] {c.name} done in {s:.1f} s")
+            held = renew_if_large(kernel) if i < n else None
+            if held is not None:
+                restarts[c.name] = held
+                log(f"kernel: held {human_bytes(held)} after {c.name}; restarted for the next chapter")
     if only in FINDINGS_CHAPTERS:
         F.merge(out, [ch.name for ch in chs])
     log("building HTML ...")

@@ -198,6 +198,32 @@ def test_chapters_in_a_shared_kernel_start_from_an_empty_namespace(tmp_path):
     assert done.cells[-1].outputs[0]["execution_count"] == counts[-1]
 
 
+def _run_in(kernel, code: str) -> str:
+    """What `code` prints in a running kernel."""
+    kc = kernel.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=60)
+        seen: list[str] = []
+        kc.execute_interactive(code, timeout=60, output_hook=lambda m: seen.append(m["content"].get("text", "")))
+    finally:
+        kc.stop_channels()
+    return "".join(seen).strip()
+
+
+def test_a_large_shared_kernel_is_restarted_and_a_small_one_kept(tmp_path):
+    """Over the limit the kernel is a new process in the same folder; under it, the same process."""
+    with book.shared_kernel(tmp_path) as kernel:
+        first = _run_in(kernel, "import os; print(os.getpid())")
+        held = book.kernel_rss(kernel)
+        assert held is not None and held > 10 * 2**20  # a running Python kernel holds some tens of MB
+        assert book.renew_if_large(kernel, limit=100 * 2**30) is None
+        assert _run_in(kernel, "import os; print(os.getpid())") == first
+        assert book.renew_if_large(kernel, limit=2**20) == pytest.approx(held, rel=0.5)
+        assert _run_in(kernel, "import os; print(os.getpid())") != first
+        assert _run_in(kernel, "import os; print(os.getcwd())") == str(tmp_path)
+
+
 def test_unknown_chapter_lists_chapters():
     with pytest.raises(book.LsdaError, match="unknown chapter 'nope'; chapters: .*world"):
         book.find_chapter(ROOT, "nope")
