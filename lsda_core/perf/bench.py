@@ -2,7 +2,8 @@
 also as a share of a peak measured in the same run, to set beside the papers' speed claims.
 
 Rows of a run (`run`), each naming the device it ran on:
-- peak: a large matrix product on the run's device, GFLOP/s: float32; on CUDA also float16
+- peak: a large matrix product on the run's device, GFLOP/s, the better of its times at the
+  run's start and at its end (`_settle_peaks`): float32; on CUDA also float16
   (the reference of the GPU path's rows), on a CPU that multiplies bfloat16 natively also
   bfloat16 (the reference of rows whose net runs in it, `net.precision`). Each row's share of
   peak is held against the peak of the arithmetic it ran in (`arithmetic`);
@@ -25,6 +26,10 @@ Rows of a run (`run`), each naming the device it ran on:
   NumPy's BLAS on every core and on one thread (`runtime.thread_policy`), and the speed-up;
 - scoring: R-CNN's 2000 x 4096 by 4096 x N float32 product, in seconds for N = 100k (reduced
   mode: measured with `bench.classes_reduced` classes and extrapolated linearly).
+- network alone (`<stage>.net`): the embedded feature row and the two training steps again with
+  their network alone on an input made beforehand (no decoding, warping or augmenting); its share
+  of peak is the most the stage could reach with this net and batch size, the reason a stage
+  stays below half the peak when this share does too.
 
 At the paper size every image has the paper preset's `proposals.max_boxes` (R-CNN's 2000)
 regions: its proposals repeated (the cost of a region does not depend on its box). With
@@ -78,6 +83,7 @@ import torch
 from threadpoolctl import threadpool_limits
 from torch.utils.flop_counter import FlopCounterMode
 
+from lsda_core.core import boxes as B
 from lsda_core.detection import features as F
 from lsda_core.core import params as P
 from lsda_core.detection import spp as SPP
@@ -88,7 +94,7 @@ from lsda_core.data.text import check_output_file, read_text, write_output
 from lsda_core.core.errors import LsdaError
 from lsda_core.models import finetune as FT
 from lsda_core.models.finetune import context_pixels
-from lsda_core.models.pretrain import sgd_step
+from lsda_core.models.pretrain import augment, sgd_step
 from lsda_core.models.solver import param_groups, step as sgd_update
 from lsda_core.models.nets import CaffeNet, bf16_supported
 from lsda_core.detection.proposals import ProposalConfig, selective_search
@@ -298,6 +304,22 @@ def _peaks(device: torch.device, full: bool, repeats: int) -> tuple[dict[str, fl
     return peaks, rows
 
 
+def _settle_peaks(rows: list[dict], peaks: dict[str, float | None],
+                  again: tuple[dict[str, float | None], list[dict]]) -> None:
+    """Keep each peak's better measurement of the run's start and end (`again`) and restate every
+    row's share against it: a slow spell during one product (seen on this 2-core VM: 208 and then
+    388 bfloat16 GFLOP/s in two runs a minute apart) would otherwise inflate every share of the run."""
+    later, later_rows = again
+    for name, value in later.items():
+        if value is not None and (peaks[name] is None or value > peaks[name]):
+            peaks[name] = value
+            i = next(i for i, r in enumerate(rows) if r["key"] == f"peak.{name}")
+            rows[i] = next(r for r in later_rows if r["key"] == f"peak.{name}")
+    for r in rows:
+        if r["peak"] is not None:
+            r["of_peak"] = of_peak(r["gflop"], r["seconds"], peaks[r["peak"]])
+
+
 def _proposals(p: P.Params, ims: Sequence[ImageAnn], pixels: Sequence[np.ndarray],
                repeats: int) -> tuple[list[np.ndarray], list[dict]]:
     cfg = ProposalConfig(**dataclasses.asdict(p.proposals))
@@ -329,6 +351,25 @@ def _features(key: str, what: str, model: CaffeNet, context: float, pixels: Sequ
     sec, _ = _best(_over_images(features, pixels, boxes), repeats, device)
     return _row(key, "warped features", f"{what}, {n} regions", device, n / sec, "regions/s", sec, gflop,
                 arithmetic(model, device, gpu_path), peaks)
+
+
+def _features_net(key: str, model: CaffeNet, context: float, pixels: Sequence[np.ndarray],
+                  boxes: Sequence[np.ndarray], repeats: int, peaks: dict, gpu_path: bool) -> dict:
+    """`_features`' network alone: every image's windows warped beforehand, then pool5 and fc7."""
+    device, size = model.mean.device, model.net.input_size
+    windows = [B.warp_regions(model.normalize(F.to_device(torch.from_numpy(img).permute(2, 0, 1), device, gpu_path)),
+                              torch.as_tensor(np.asarray(b, dtype=np.float32)).reshape(-1, 4), size, context)
+               for img, b in zip(pixels, boxes)]
+
+    def net() -> None:
+        for x in windows:
+            with F.autocast(device, gpu_path):
+                p5 = model.pool5(x).float()
+            F.fc_features(model, p5, "fc7", gpu_path=gpu_path)
+
+    n = sum(len(w) for w in windows)
+    return _net_alone(key, net, n, "regions/s", f"{n} regions", repeats, device, arithmetic(model, device, gpu_path),
+                      peaks)
 
 
 def _detectors(scorers: dict[str, Callable], pixels: Sequence[np.ndarray], boxes: dict[str, Sequence[np.ndarray]],
@@ -412,6 +453,9 @@ def _training(p: P.Params, ims: Sequence[ImageAnn], props: Sequence[np.ndarray],
     sec, _ = _best(pre, repeats, device)
     rows = [_row("training.pretrain", "training", f"pre-training step, {bs} images of {S} px, embedded net", device,
                  bs / sec, "images/s", sec, gflop, arithmetic(net, device, False), peaks)]
+    x = augment(net.normalize(batch), gen)  # the step's input, made once: the network alone is timed
+    rows.append(_net_alone("training.pretrain", lambda: sgd_update(opt, torch.nn.functional.cross_entropy(net(x), y)),
+                           bs, "images/s", f"{bs} images", repeats, device, arithmetic(net, device, False), peaks))
     classes = sorted({o.cls for im in ims for o in im.objects})
     n_ims = min(p.world.voc_train + p.world.voc_val, FT_STEP_IMAGES)
     src = [k % len(ims) for k in range(n_ims)]
@@ -436,7 +480,26 @@ def _training(p: P.Params, ims: Sequence[ImageAnn], props: Sequence[np.ndarray],
             f"R-CNN chapter's trainval), embedded net")
     rows.append(_row("training.finetune", "training", what, device, n / sec, "windows/s", sec, gflop,
                      arithmetic(ft, device, False), peaks))
+    b = FT.sample_windows(windows, p.finetune.fg_per_batch, p.finetune.bg_per_batch, gen, p.finetune.mirror)
+    xw, yw = FT.warp_batch(ft, store, b["image"], b["box"], S, ctx, b["flip"]), b["label"].to(device)
+    rows.append(_net_alone("training.finetune", lambda: sgd_update(opt, torch.nn.functional.cross_entropy(ft(xw), yw)),
+                           n, "windows/s", f"{n} windows", repeats, device, arithmetic(ft, device, False), peaks))
     return rows
+
+
+NET_ALONE = ".net"  # the key suffix of a stage's row timed on its network alone
+
+
+def _net_alone(key: str, fn: Callable[[], Any], n: int, unit: str, what: str, repeats: int, device: torch.device,
+               peak: str, peaks: dict) -> dict:
+    """The row of stage `key` with its network alone (`fn`: forward, and backward and SGD when
+    training) on an input made beforehand: no decoding, warping or augmenting. Its share of peak
+    is the most the stage could reach at this net and batch size if preparing its input were free."""
+    fn()
+    gflop = _gflop(fn)
+    sec, _ = _best(fn, repeats, device)
+    return _row(key + NET_ALONE, "network alone", f"{key}'s network alone on {what} made beforehand", device,
+                n / sec, unit, sec, gflop, peak, peaks)
 
 
 def _svm(p: P.Params, full: bool, regions: int, repeats: int) -> dict:
@@ -520,6 +583,7 @@ def run(p: P.Params, images: Sequence[ImageAnn], full: bool = False) -> dict[str
         ctx = context_pixels(p)
         net_small = f"embedded net ({p.net.input_size} px, fc {p.net.fc_width})"
         rows.append(_features("features.embedded", net_small, small, ctx, pixels, props, b.repeats, peaks, True))
+        rows.append(_features_net("features.embedded", small, ctx, pixels, props, b.repeats, peaks, True))
         small_head = SPP.SppHead.from_model(small, p.fast.bins)
         what = f"{net_small}, fast.scale {p.fast.scale}, the images' proposals"
         for prefix, threads in (("detector.embedded", torch.get_num_threads()), ("detector.embedded.one_thread", 1)):
@@ -534,6 +598,8 @@ def run(p: P.Params, images: Sequence[ImageAnn], full: bool = False) -> dict[str
     regions = max(1, round(np.mean([len(x) for x in props])))
     rows.append(_svm(p, full, regions, b.repeats))
     rows += _thread_policy(p, regions, b.repeats)
+    with torch.inference_mode():
+        _settle_peaks(rows, peaks, _peaks(device, full, b.repeats))
     return {"device": device.type, "mode": "full" if full else "reduced", "machine": machine(),
             "threads": torch.get_num_threads(), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
             "seconds": round(time.time() - t_start, 1), "params_digest": p.digest(),

@@ -39,7 +39,8 @@ TINY = {"bench.images": 2, "bench.regions": 2, "bench.classes_reduced": 10, "ben
         "bench.repeats": 1, "fast.scale": 80, "world.voc_classes": 3}
 EXPECTED_KEYS = {"peak.float32", "peak.float16", "peak.bfloat16", "proposals.images", "proposals.boxes", "features.embedded",
                  "features.paper", "features.paper.fp32", "scoring.100k", "svm", "training.pretrain",
-                 "training.finetune", "threads.blas_all", "threads.blas_one", "threads.speedup"} | {
+                 "training.finetune", "threads.blas_all", "threads.blas_one", "threads.speedup",
+                 "training.pretrain.net", "training.finetune.net", "features.embedded.net"} | {
     f"detector.{size}.{name}" for size in ("embedded", "embedded.one_thread", "paper", "paper.fp32")
     for name in ("warp", "fast", "speedup")}
 ROW_FIELDS = {"key", "stage", "what", "device", "value", "unit", "seconds", "gflop", "gflop_per_s", "peak", "of_peak",
@@ -125,6 +126,28 @@ def test_share_of_peak_is_flops_over_time_over_the_peak_of_its_arithmetic(tiny_r
         assert r["of_peak"] == pytest.approx(r["gflop"] / r["seconds"] / tiny_run["peaks"][r["peak"]])
 
 
+def test_each_peak_is_the_better_of_the_runs_start_and_end_and_shares_follow_it():
+    """A slow spell during the first product must not inflate the run's shares: the end's
+    faster float32 product replaces it and every float32 row is restated; bfloat16's slower
+    second measurement leaves its own peak and rows as they were."""
+    rows = [bench._row("peak.float32", "peak", "p", "cpu", 100.0, "GFLOP/s", 1.0, 100.0, "float32", {"float32": 100.0}),
+            bench._row("peak.bfloat16", "peak", "p", "cpu", 300.0, "GFLOP/s", 1.0, 300.0, "bfloat16",
+                       {"bfloat16": 300.0}),
+            bench._row("a", "training", "a", "cpu", 1.0, "x/s", 1.0, 80.0, "float32", {"float32": 100.0}),
+            bench._row("b", "training", "b", "cpu", 1.0, "x/s", 1.0, 150.0, "bfloat16", {"bfloat16": 300.0}),
+            bench._row("c", "svm", "c", "cpu", 1.0, "s")]
+    peaks = {"float32": 100.0, "float16": None, "bfloat16": 300.0}
+    later = {"float32": 200.0, "float16": None, "bfloat16": 250.0}
+    later_rows = [bench._row("peak.float32", "peak", "p again", "cpu", 200.0, "GFLOP/s", 0.5, 100.0, "float32", later),
+                  bench._row("peak.bfloat16", "peak", "p again", "cpu", 250.0, "GFLOP/s", 1.2, 300.0, "bfloat16", later)]
+    bench._settle_peaks(rows, peaks, (later, later_rows))
+    assert peaks == {"float32": 200.0, "float16": None, "bfloat16": 300.0}
+    by = {r["key"]: r for r in rows}
+    assert by["peak.float32"]["what"] == "p again" and by["peak.bfloat16"]["what"] == "p"
+    assert by["a"]["of_peak"] == pytest.approx(0.4) and by["b"]["of_peak"] == pytest.approx(0.5)
+    assert by["peak.float32"]["of_peak"] == pytest.approx(1.0) and by["c"]["of_peak"] is None
+
+
 def test_arithmetic_names_the_peak_of_a_nets_products():
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
     for precision, cpu_peak in (("float32", "float32"), ("bfloat16", "bfloat16")):
@@ -159,6 +182,30 @@ def test_training_steps_count_forward_and_backward(tiny_run):
     n_ims = min(p.world.voc_train + p.world.voc_val, bench.FT_STEP_IMAGES)
     assert f"drawn from {n_ims} images" in ft["what"] and n_ims > n // 2
     assert pre["value"] == pytest.approx(p.pretrain.batch_size / pre["seconds"])
+
+
+def test_network_alone_rows_do_the_stages_work_without_preparing_its_input(tiny_run):
+    """Each `.net` row counts the same work as its stage (warping, augmenting and normalising
+    count none) over the same batch, against the same peak."""
+    rows = rows_by_key(tiny_run)
+    for stage in ("training.pretrain", "training.finetune", "features.embedded"):
+        whole, alone = rows[stage], rows[stage + bench.NET_ALONE]
+        assert alone["gflop"] == pytest.approx(whole["gflop"], rel=1e-6), stage
+        assert alone["peak"] == whole["peak"] and alone["unit"] == whole["unit"] and alone["stage"] == "network alone"
+        assert alone["value"] == pytest.approx(float(alone["what"].split(" on ")[1].split()[0]) / alone["seconds"])
+
+
+def test_a_stage_below_half_says_whether_its_network_alone_is_too(tiny_run):
+    """Below half with its network alone below half too: the network is the reason; with the
+    network alone above half: preparing the input is."""
+    name = "fine-tuning (SGD step) at half the matrix-product peak or more"
+    for alone, says in ((0.3, "below half as well"), (0.7, "preparing the input")):
+        run = json.loads(json.dumps(tiny_run))
+        for r in run["rows"]:
+            if r["key"] in ("training.finetune", "training.finetune.net"):
+                r["of_peak"] = 0.2 if r["key"] == "training.finetune" else alone
+        measured = perf_report.targets_table({"format": 1, "runs": {"cpu reduced": run}}).loc[name, "measured"]
+        assert f"its network alone, on an input made beforehand: {alone:.2f}" in measured and says in measured
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
