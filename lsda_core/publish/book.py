@@ -249,8 +249,10 @@ def shared_kernel(root: Path) -> Iterator[Any]:
 
 
 # A shared kernel that holds more than this after a chapter is replaced by a fresh one before the
-# next: cold chapters leave it at ~8 GB, and the next chapter's work then ran up to 2x slower in a
-# cold build (session 15: an LSDA fine-tuning 149 s there vs 88-105 s in a fresh or small kernel).
+# next: the cold R-CNN chapter leaves it at ~8 GB, and the next chapters' work then ran up to 2x
+# slower (cause not found: the slow work included forked workers). Restarting after the R-CNN and
+# segmentation chapters took a cold build from 61.3 to 46.2 min (segmentation 994 -> 559 s, LSDA
+# 1098 -> 688 s), same findings byte for byte; a warm build's kernel stays below the limit.
 KERNEL_RSS_LIMIT = 2 * 2**30
 
 
