@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -82,22 +82,29 @@ def autocast(device: torch.device, gpu_path: bool = True) -> contextlib.Abstract
     return contextlib.nullcontext()
 
 
-@torch.inference_mode()
-def pool5_of_regions(model: CaffeNet, image: np.ndarray | torch.Tensor, regions: np.ndarray, size: int,
-                     context: float, chunk: int = CHUNK, gpu_path: bool = True) -> torch.Tensor:
-    """pool5 maps (N, C, 6, 6), float32, of the regions of one (H, W, 3) uint8 RGB image (or a
-    (3, H, W) tensor): one normalisation, warps and forward passes in chunks of `chunk`
-    regions, on the model's device (`gpu_path`: see the module docstring)."""
-    device = model.mean.device
+def warped_windows(model: CaffeNet, image: np.ndarray | torch.Tensor, regions: np.ndarray, size: int,
+                   context: float, chunk: int = CHUNK, gpu_path: bool = True) -> Iterator[torch.Tensor]:
+    """The regions of one (H, W, 3) uint8 RGB image (or a (3, H, W) tensor) warped to the
+    network's input, in chunks of `chunk` regions: one normalisation, then the warps, on the
+    model's device (`gpu_path`: see the module docstring)."""
     img = torch.from_numpy(np.require(image, requirements=["W", "C"])) if isinstance(image, np.ndarray) else image
-    img = to_device(img, device, gpu_path)
+    img = to_device(img, model.mean.device, gpu_path)
     if img.ndim == 3 and img.shape[-1] == 3 and img.shape[0] != 3:
         img = img.permute(2, 0, 1)
     norm = model.normalize(img)
     boxes = torch.as_tensor(np.asarray(regions, dtype=np.float32)).reshape(-1, 4)
-    out = []
     for s in range(0, len(boxes), chunk):
-        x = B.warp_regions(norm, boxes[s:s + chunk], size, context)
+        yield B.warp_regions(norm, boxes[s:s + chunk], size, context)
+
+
+@torch.inference_mode()
+def pool5_of_regions(model: CaffeNet, image: np.ndarray | torch.Tensor, regions: np.ndarray, size: int,
+                     context: float, chunk: int = CHUNK, gpu_path: bool = True) -> torch.Tensor:
+    """pool5 maps (N, C, 6, 6), float32, of the regions of one image (`warped_windows`), each
+    chunk's forward pass as it is warped."""
+    device = model.mean.device
+    out = []
+    for x in warped_windows(model, image, regions, size, context, chunk, gpu_path):
         with autocast(device, gpu_path):
             out.append(model.pool5(x).float())
     if not out:

@@ -83,7 +83,6 @@ import torch
 from threadpoolctl import threadpool_limits
 from torch.utils.flop_counter import FlopCounterMode
 
-from lsda_core.core import boxes as B
 from lsda_core.detection import features as F
 from lsda_core.core import params as P
 from lsda_core.detection import spp as SPP
@@ -355,11 +354,11 @@ def _features(key: str, what: str, model: CaffeNet, context: float, pixels: Sequ
 
 def _features_net(key: str, model: CaffeNet, context: float, pixels: Sequence[np.ndarray],
                   boxes: Sequence[np.ndarray], repeats: int, peaks: dict, gpu_path: bool) -> dict:
-    """`_features`' network alone: every image's windows warped beforehand, then pool5 and fc7."""
+    """`_features`' network alone: every image's windows warped beforehand (`F.warped_windows`, as
+    the stage warps them), then pool5 and fc7."""
     device, size = model.mean.device, model.net.input_size
-    windows = [B.warp_regions(model.normalize(F.to_device(torch.from_numpy(img).permute(2, 0, 1), device, gpu_path)),
-                              torch.as_tensor(np.asarray(b, dtype=np.float32)).reshape(-1, 4), size, context)
-               for img, b in zip(pixels, boxes)]
+    windows = [x for img, b in zip(pixels, boxes) for x in F.warped_windows(model, img, b, size, context,
+                                                                             gpu_path=gpu_path)]
 
     def net() -> None:
         for x in windows:
