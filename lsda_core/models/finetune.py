@@ -182,7 +182,9 @@ def warp_batch(model: CaffeNet, store: ImageStore, image: torch.Tensor, box: tor
     A batch of 128 windows drawn from the global lists touches ~115 images, so everything but
     the sampling itself is done for the whole batch at once: the geometry (one call per
     distinct image size), the sampling grids, the crop masks; the windows are sorted by image
-    so that each image's `grid_sample` reads one contiguous slice of the grids.
+    so that each image's `grid_sample` reads one contiguous slice of the grids. A mirrored
+    window samples its columns in reverse order (the same values as flipping the warped crop,
+    without a pass over the batch), and the windows go back to their drawn order in one copy.
     """
     device = model.mean.device
     n, S = len(image), int(size)
@@ -212,24 +214,22 @@ def warp_batch(model: CaffeNet, store: ImageStore, image: torch.Tensor, box: tor
     n_hi = ((hi - 0.5) * 2 / lim - 1).to(dt)
     j = torch.arange(S)
     coord = n_first[:, :, None] + j.to(dt)[None, None, :] * n_step[:, :, None]  # (n, 2, S)
-    coord = torch.maximum(torch.minimum(coord, n_hi[:, :, None]), n_lo[:, :, None]).to(device)
+    coord = torch.maximum(torch.minimum(coord, n_hi[:, :, None]), n_lo[:, :, None])
+    # output columns / rows inside the pasted crop
+    inside = (j[None, None, :] >= pad.long()[:, :, None]) & (j[None, None, :] < (pad + crop).long()[:, :, None])
+    if flip is not None:  # mirrored windows: columns (and their crop mask) right to left
+        f = torch.as_tensor(flip).cpu().bool()[order]
+        coord[f, 0], inside[f, 0] = coord[f, 0].flip(-1), inside[f, 0].flip(-1)
+    coord, inside = coord.to(device), inside.to(device)  # (n, 2, S)
     grid = torch.stack([coord[:, 0][:, None, :].expand(n, S, S), coord[:, 1][:, :, None].expand(n, S, S)], dim=-1)
     parts, s = [], 0
     for x, k in zip(store.normalized(uniq, model), counts):
         parts.append(F.grid_sample(x[None], grid[s:s + k].reshape(1, k * S, S, 2), mode="bilinear",
                                    padding_mode="border", align_corners=False).reshape(3, k, S, S))
         s += k
-    # output columns / rows inside the pasted crop
-    inside = (j[None, None, :] >= pad.long()[:, :, None]) & (j[None, None, :] < (pad + crop).long()[:, :, None])
-    inside = inside.to(device)  # (n, 2, S)
     mask = (inside[:, 1][:, :, None] & inside[:, 0][:, None, :]).to(dt)  # (n, S, S)
-    sorted_out = torch.cat(parts, 1).permute(1, 0, 2, 3) * mask[:, None]
-    out = torch.empty_like(sorted_out)
-    out[order.to(device)] = sorted_out
-    if flip is not None and bool(flip.any()):
-        f = flip.to(device)
-        out[f] = out[f].flip(-1)
-    return out
+    sampled = torch.cat(parts, 1).mul_(mask)  # (3, n, S, S), windows sorted by image
+    return torch.empty((n, 3, S, S), device=device).index_copy_(0, order.to(device), sampled.permute(1, 0, 2, 3))
 
 
 @dataclass

@@ -105,19 +105,24 @@ def _channel_stats(images: torch.Tensor | ClassificationStream, gen: torch.Gener
 
 def augment(x: torch.Tensor, gen: torch.Generator, pad: int = 4, mirror: bool = True) -> torch.Tensor:
     """Random translation (zero-pad `pad` px of normalised input, i.e. the mean, then a random
-    crop of the original size) and horizontal mirror with p = 0.5, per image, on (N, C, S, S)."""
+    crop of the original size) and horizontal mirror with p = 0.5, per image, on (N, C, S, S).
+
+    One gather from the padded batch, its column index mirrored where the image is: the same
+    draws (row offsets, column offsets, then mirror flags) and values as cropping and then
+    flipping each image, at a fifth of the time of an indexed crop plus a flip."""
     n, c, h, w = x.shape
+    oy = ox = torch.zeros(n, dtype=torch.long)
     if pad > 0:
-        xp = F.pad(x, (pad, pad, pad, pad))
-        oy = torch.randint(0, 2 * pad + 1, (n,), generator=gen).to(x.device)
-        ox = torch.randint(0, 2 * pad + 1, (n,), generator=gen).to(x.device)
-        rows = (oy[:, None] + torch.arange(h, device=x.device))[:, :, None]  # (n, h, 1)
-        cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, :]  # (n, 1, w)
-        x = xp[torch.arange(n, device=x.device)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)
+        oy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+        ox = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    cols = torch.arange(w).expand(n, w)
     if mirror:
-        flip = (torch.rand(n, generator=gen) < 0.5).to(x.device)
-        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-    return x.contiguous()
+        flip = torch.rand(n, generator=gen) < 0.5
+        cols = torch.where(flip[:, None], w - 1 - cols, cols)
+    rows = oy[:, None] + torch.arange(h)  # (n, h)
+    index = (rows[:, :, None] * (w + 2 * pad) + (ox[:, None] + cols)[:, None, :]).reshape(n, 1, h * w)
+    padded = F.pad(x, (pad, pad, pad, pad)) if pad > 0 else x
+    return torch.gather(padded.reshape(n, c, -1), 2, index.expand(n, c, h * w).to(x.device)).reshape(n, c, h, w)
 
 
 def sgd_step(model: CaffeNet, opt: torch.optim.Optimizer, batch: torch.Tensor, y: torch.Tensor,

@@ -141,6 +141,44 @@ def test_batch_norm_is_folded_in_eval_mode():
     assert "bn.0.running_mean" in m.state_dict()
 
 
+
+
+def _relu_then_pool(m: CaffeNet, x: torch.Tensor) -> torch.Tensor:
+    """pool5 in CaffeNet's literal layer order (each ReLU before its max pool), training mode."""
+    h = x.contiguous(memory_format=torch.channels_last)
+    for i, name in enumerate(nets.CONVS):
+        h = m.layer(name)(h)
+        h = F.relu(m.bn[i](h) if m.bn is not None else h)
+        if name == "conv1" and m.net.pool1 or name in ("conv2", "conv5"):
+            h = F.max_pool2d(h, 3, 2)
+        if name in ("conv1", "conv2") and m.net.lrn:
+            h = CaffeNet._lrn(h)
+    return h
+
+
+def _in_net_arithmetic(m: CaffeNet, x: torch.Tensor) -> torch.Tensor:
+    with nets.cpu_autocast(m.bf16, x):
+        return _relu_then_pool(m, x).float()
+
+
+@pytest.mark.parametrize("net", [dataclasses.replace(SMALL, batch_norm=True, precision="bfloat16"),
+                                 dataclasses.replace(CAFFENET, conv_channels=[8, 8, 8, 8, 8], fc_width=16,
+                                                     precision="float32")],
+                         ids=["embedded-bn-bf16", "caffenet-lrn-pool1"])
+def test_pooling_before_relu_gives_caffenets_values_and_gradients_bit_for_bit(net):
+    # the trunk pools before each ReLU that precedes a pool (faster); CaffeNet's order is the reference
+    torch.manual_seed(0)
+    m = CaffeNet(net, 5).train()
+    x = torch.randn(8, 3, net.input_size, net.input_size)
+    x[:, :, :6] = 0  # flat regions: ties inside pooling windows, positive and zero
+    grads = []
+    for fn in (m.pool5, lambda t: _in_net_arithmetic(m, t)):
+        m.zero_grad()
+        out = fn(x)
+        (out * torch.linspace(-1, 1, out.numel()).reshape(out.shape)).sum().backward()
+        grads.append((out.detach(), [p.grad.clone() for p in m.parameters() if p.grad is not None]))
+    (a, ga), (b, gb) = grads
+    assert torch.equal(a, b) and len(ga) == len(gb) and all(torch.equal(u, v) for u, v in zip(ga, gb))
 def test_in_eval_switches_only_a_training_module_and_restores_it():
     m = CaffeNet(SMALL, 5)
     with nets.in_eval(m) as inside:

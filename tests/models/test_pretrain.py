@@ -78,4 +78,21 @@ def test_augment_translates_and_mirrors():
         assert found
 
 
+
+@pytest.mark.parametrize("pad,mirror", [(3, True), (3, False), (0, True)])
+def test_augment_is_the_drawn_crop_then_flip_of_each_image(pad, mirror):
+    # the draws, in augment's order: row offsets, column offsets, then mirror flags
+    x = torch.randn(6, 3, 9, 7)
+    g = torch.Generator().manual_seed(5)
+    oy = torch.randint(0, 2 * pad + 1, (6,), generator=g) if pad else torch.zeros(6, dtype=torch.long)
+    ox = torch.randint(0, 2 * pad + 1, (6,), generator=g) if pad else torch.zeros(6, dtype=torch.long)
+    flip = torch.rand(6, generator=g) < 0.5 if mirror else torch.zeros(6, dtype=torch.bool)
+    xp = torch.nn.functional.pad(x, (pad,) * 4)
+    want = torch.stack([xp[i, :, oy[i]:oy[i] + 9, ox[i]:ox[i] + 7] for i in range(6)])
+    want = torch.where(flip[:, None, None, None], want.flip(-1), want)
+    got = PT.augment(x, torch.Generator().manual_seed(5), pad=pad, mirror=mirror)
+    assert torch.equal(got, want) and got.is_contiguous()
+    if mirror:
+        assert 0 < int(flip.sum()) < 6  # both branches exercised by this seed
+
 # ------------------------------------------------------------------------------ windows
