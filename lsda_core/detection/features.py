@@ -94,7 +94,7 @@ def warped_windows(model: CaffeNet, image: np.ndarray | torch.Tensor, regions: n
     norm = model.normalize(img)
     boxes = torch.as_tensor(np.asarray(regions, dtype=np.float32)).reshape(-1, 4)
     for s in range(0, len(boxes), chunk):
-        yield B.warp_regions(norm, boxes[s:s + chunk], size, context)
+        yield B.warp_regions(norm, boxes[s:s + chunk], size, context, channels_last=True)
 
 
 @torch.inference_mode()

@@ -51,7 +51,8 @@ def fg_pool5(model: CaffeNet, image: np.ndarray, props: MaskProposals, size: int
     for s in range(0, len(boxes), chunk):
         part = slice(s, s + chunk)
         masks = to_device(torch.from_numpy(props.masks(part)), device, gpu_path).to(norm.dtype)  # (n, H, W)
-        warped = B.warp_regions(norm[None] * masks[:, None], boxes[part], size, context)  # masked, then warped
+        warped = B.warp_regions(norm[None] * masks[:, None], boxes[part], size, context,  # masked, then warped
+                                channels_last=True)
         with autocast(device, gpu_path):
             out.append(model.pool5(warped).float())
     if not out:

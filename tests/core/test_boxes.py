@@ -370,3 +370,16 @@ def test_warp_regions_one_image_per_box():
         torch.testing.assert_close(out[i], B.warp_regions(imgs[i], boxes[i:i + 1], 8, 2)[0])
     with pytest.raises(ValueError, match="one image per box"):
         B.warp_regions(imgs, boxes[:2], 8, 2)
+
+
+def test_warp_regions_channels_last_stores_the_same_values():
+    """channels_last changes the output's memory layout only, for one image and one image per box."""
+    g = torch.Generator().manual_seed(1)
+    img = torch.randn(3, 20, 24, generator=g)
+    boxes = torch.tensor([[1, 2, 15, 18], [0, 0, 24, 20], [5, 6, 9, 30], [-4, -3, 6, 5]], dtype=torch.float32)
+    for image in (img, img[None] * torch.rand(4, 1, 20, 24, generator=g)):
+        ref = B.warp_regions(image, boxes, 8, 2, chunk=3)
+        out = B.warp_regions(image, boxes, 8, 2, chunk=3, channels_last=True)
+        assert ref.is_contiguous() and out.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(out, ref) and (ref == 0).any()  # padding included
+    assert B.warp_regions(img, boxes[:0], 8, 2, channels_last=True).shape == (0, 3, 8, 8)
