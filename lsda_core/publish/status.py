@@ -84,9 +84,17 @@ def params_listing(p: Params, params_file: str, overrides: dict[str, Any]) -> Ma
 BUDGET_SECONDS = {"cold": 30 * 60, "warm": 3 * 60}
 
 
+def restarts_text(build: dict[str, Any]) -> str:
+    """Where a build restarted its shared kernel (`book.renew_if_large`) and what it held then."""
+    if "kernel_restarts" not in build:
+        return "not recorded"
+    held = build["kernel_restarts"]
+    return ", ".join(f"after {c} ({human_bytes(n)})" for c, n in held.items()) if held else "none"
+
+
 def build_table(log: dict[str, Any]) -> Table:
     """The latest cold and warm full builds on record (world and chapters, before this page
-    and the HTML) against the book's budgets, each with its machine."""
+    and the HTML) against the book's budgets, each with its machine and kernel restarts."""
     rows = []
     for kind in ("cold", "warm"):
         runs = [b for b in log.get("builds", []) if b["cache"] == kind]
@@ -99,6 +107,7 @@ def build_table(log: dict[str, Any]) -> Table:
                      "met": "yes" if b["seconds"] <= BUDGET_SECONDS[kind] else "no",
                      "cache entries built / reused": f"{b['entries_built']} / {b['entries_reused']}",
                      "artifacts": human_bytes(b["artifacts_bytes"]) if "artifacts_bytes" in b else "not recorded",
+                     "kernel restarts": restarts_text(b),
                      "finished": b["finished"],
                      "machine": f"{m['cpu']} ({m['cores']} cores)" + ("" if m["gpu"] == "none" else f", {m['gpu']}")})
     return readable(pd.DataFrame(rows).set_index("build"), 1)

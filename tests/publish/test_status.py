@@ -49,3 +49,17 @@ def test_preset_of_a_plain_file_is_the_file(tmp_path):
     (tmp_path / "mine.yaml").write_text("world:\n  seed: 3\n")
     assert status.preset_of(tmp_path / "mine.yaml") == ".../mine.yaml"
     assert status.preset_of("params/smoke.yaml") == "params/smoke.yaml"
+
+
+def test_build_table_gives_budgets_met_and_kernel_restarts():
+    def build(cache: str, seconds: float, **extra) -> dict:
+        return {"cache": cache, "seconds": seconds, "machine": MACHINE, "entries_built": 3, "entries_reused": 1,
+                "finished": "2026-01-01 00:00:00", **extra}
+    log = {"builds": [build("cold", 1000.0), build("cold", 2772.6, kernel_restarts={"rcnn": 8481325056}),
+                      build("warm", 82.3, kernel_restarts={})]}
+    t = status.build_table(log)
+    assert list(t["met"]) == ["no", "yes"] and list(t["seconds"]) == [2772.6, 82.3]  # the latest of each kind
+    assert list(t["budget (s)"]) == [1800, 180]
+    assert t["kernel restarts"].iloc[0] == "after rcnn (7.9 GiB)" and t["kernel restarts"].iloc[1] == "none"
+    old = status.build_table({"builds": [build("cold", 10.0)]})
+    assert old["kernel restarts"].iloc[0] == "not recorded" and old["met"].iloc[1] == "not run yet"
