@@ -9,6 +9,7 @@ made the key (`lsda cache explain` prints it).
 """
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import os
@@ -46,6 +47,25 @@ def stage_key(stage: str, config: dict[str, Any]) -> str:
 
 class CacheError(LsdaError):
     """A cache folder or entry that cannot be used as asked."""
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
+def release_freed_memory() -> None:
+    """Give the C heap's free pages back to the system (glibc's malloc_trim; nothing elsewhere).
+    glibc keeps what a build's large arrays freed: the R-CNN chapter run cold in one process
+    held 7.9 GiB after its seeds cell, 3.3 GiB of it live; trimmed after every build, 5.7 GiB
+    (its peak, 8.9 GiB, is live memory inside that cell, and stays)."""
+    if _TRIM is not None:
+        _TRIM(0)
 
 
 @dataclass
@@ -126,6 +146,7 @@ class Cache:
             try:
                 build(work)
             finally:
+                release_freed_memory()  # the build's own arrays are gone now
                 nested = _NESTED.pop()[0]
                 seconds = time.time() - t0
                 if _NESTED:

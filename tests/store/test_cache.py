@@ -196,3 +196,16 @@ def test_lazy_entry_is_named_now_and_built_when_read(tmp_path):
     assert lazy.folder() == folder == C.entry_folder(lazy) == C.entry_folder(folder) and len(calls) == 1
     assert C.Cache(tmp_path).lazy("pool5-x", {"k": 1}, lambda d: calls.append(d)).folder() == folder
     assert len(calls) == 1  # found in the cache, not built again
+
+
+def test_every_build_hands_freed_heap_back_after_it_and_a_reuse_does_not(tmp_path, monkeypatch):
+    trims, events = [], []
+    monkeypatch.setattr(C, "_TRIM", lambda pad: trims.append(pad) or events.append("trim"))
+    cache = C.Cache(tmp_path)
+    cache.entry("svm", {"k": 1}, lambda d: events.append("build") or (d / "x").write_text("1"))
+    cache.entry("svm", {"k": 1}, lambda d: events.append("build"))  # cached: no build, no trim
+    with pytest.raises(RuntimeError):
+        cache.entry("svm", {"k": 2}, lambda d: events.append("build") or (_ for _ in ()).throw(RuntimeError("x")))
+    assert events == ["build", "trim", "build", "trim"] and trims == [0, 0]  # also after a failed build
+    monkeypatch.setattr(C, "_TRIM", None)  # not glibc: nothing to call
+    C.release_freed_memory()
