@@ -147,10 +147,6 @@ def cpu_autocast(bf16: bool, x: torch.Tensor) -> contextlib.AbstractContextManag
     return contextlib.nullcontext()
 
 
-def _identity(x: torch.Tensor) -> torch.Tensor:
-    return x
-
-
 def _pool_relu(x: torch.Tensor) -> torch.Tensor:
     """CaffeNet's ReLU then 3/2 max pool, computed as pool then ReLU (equal, see `CaffeNet._trunk`)."""
     return F.relu(F.max_pool2d(x, 3, 2))
@@ -366,16 +362,17 @@ class CaffeNet(nn.Module):
         """conv(i+1) -> [batch norm] -> ReLU (without `relu`, the caller applies it). In eval mode
         the batch norm is folded into the convolution's weights (same result up to rounding, no
         extra pass over the maps)."""
-        act = F.relu if relu else _identity
         conv = getattr(self, CONVS[i])
         bn = None if self.bn is None else self.bn[i]
         if self.training:
-            return act(conv(x) if bn is None else bn(conv(x)))
-        dtype = _autocast_dtype(x.device)
-        sources = (conv.weight, conv.bias) + (() if bn is None else
-                                              (bn.weight, bn.bias, bn.running_mean, bn.running_var))
-        w, b = self.folded.get(f"{CONVS[i]}:{dtype}", sources, lambda: self._folded(conv, bn, dtype))
-        return act(F.conv2d(x, w, b, conv.stride, conv.padding, conv.dilation, conv.groups))
+            y = conv(x) if bn is None else bn(conv(x))
+        else:
+            dtype = _autocast_dtype(x.device)
+            sources = (conv.weight, conv.bias) + (() if bn is None else
+                                                  (bn.weight, bn.bias, bn.running_mean, bn.running_var))
+            w, b = self.folded.get(f"{CONVS[i]}:{dtype}", sources, lambda: self._folded(conv, bn, dtype))
+            y = F.conv2d(x, w, b, conv.stride, conv.padding, conv.dilation, conv.groups)
+        return F.relu(y) if relu else y
 
     @staticmethod
     def _folded(conv: nn.Conv2d, bn: nn.BatchNorm2d | None, dtype: torch.dtype | None) -> tuple[torch.Tensor, ...]:
